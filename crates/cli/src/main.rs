@@ -1,1 +1,64 @@
-fn main() {}
+//! `thaw`: run open-weight language models on this machine.
+
+#![forbid(unsafe_code)]
+
+mod inspect;
+mod models;
+mod perplexity;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "thaw",
+    version,
+    about = "Run and serve open-weight language models from GGUF files",
+    long_about = "Run and serve open-weight language models from GGUF files.\n\n\
+        MODEL is a known name (`thaw list --known`), a path to a .gguf file, or \
+        hf:ORG/REPO/FILE.gguf for a file on the Hugging Face hub. Models are cached \
+        under $THAW_HOME (default: ~/.cache/thaw)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Answer a prompt, or chat interactively when no prompt is given.
+    Run(run::RunArgs),
+    /// Download a model into the cache.
+    Pull(models::PullArgs),
+    /// List cached models (and, with --known, the names thaw can fetch).
+    List(models::ListArgs),
+    /// Perplexity of a text file, computed like llama.cpp's perplexity tool.
+    Perplexity(perplexity::PerplexityArgs),
+    /// Show a model file's metadata and tensors.
+    Inspect(inspect::InspectArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("THAW_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Pull(a) => models::pull(a),
+        Command::List(a) => models::list(a),
+        Command::Perplexity(a) => perplexity::perplexity(a),
+        Command::Inspect(a) => inspect::inspect(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,176 @@
-//! placeholder
+//! The inference engine without HTTP or JSON: load a model with its tokenizer and
+//! chat template, keep per-conversation state (KV cache + the tokens it holds), and
+//! run the generate loop with sampling, stop rules and streaming text.
+//!
+//! `thaw run` uses it in-process; the server drives the same sessions.
+
+#![forbid(unsafe_code)]
+
+mod generate;
+mod stop;
+
+pub use generate::{FinishReason, GenerateParams, GenerateStats, Session};
+pub use stop::StopMatcher;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use thaw_gguf::GgufFile;
+use thaw_kernels::ThreadPool;
+use thaw_models::Model;
+use thaw_tokenizer::{ChatTemplate, Tokenizer};
+
+/// Errors from loading a model or running it.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Gguf(#[from] thaw_gguf::GgufError),
+    #[error("{path}: {source}")]
+    Model {
+        path: PathBuf,
+        source: thaw_models::ModelError,
+    },
+    #[error("{path}: tokenizer: {source}")]
+    Tokenizer {
+        path: PathBuf,
+        source: thaw_tokenizer::TokenizerError,
+    },
+    #[error(transparent)]
+    Forward(#[from] thaw_models::ModelError),
+    #[error(transparent)]
+    Tokenize(#[from] thaw_tokenizer::TokenizerError),
+    #[error("chat template: {0}")]
+    Template(#[from] thaw_tokenizer::TemplateError),
+    #[error(transparent)]
+    Sampling(#[from] thaw_sampling::SamplingError),
+    #[error(
+        "the prompt is {prompt} tokens but the context holds {n_ctx}: shorten it or raise --ctx-size (the model was trained for {n_ctx_train})"
+    )]
+    PromptTooLong {
+        prompt: usize,
+        n_ctx: usize,
+        n_ctx_train: usize,
+    },
+}
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Worker threads for the kernels (0 = all cores).
+    pub threads: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { threads: 0 }
+    }
+}
+
+/// A loaded model ready to serve sessions: weights (mapped), tokenizer, chat template
+/// and the thread pool the kernels run on.
+pub struct Engine {
+    path: PathBuf,
+    model: Arc<Model>,
+    tokenizer: Arc<Tokenizer>,
+    template: ChatTemplate,
+    has_native_template: bool,
+    pool: Arc<ThreadPool>,
+}
+
+impl Engine {
+    /// Load a GGUF model file.
+    pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self, EngineError> {
+        let path = path.as_ref().to_path_buf();
+        let gguf = GgufFile::open(&path)?;
+        let model = Model::load(&gguf).map_err(|source| EngineError::Model {
+            path: path.clone(),
+            source,
+        })?;
+        let tokenizer = Tokenizer::from_gguf(&gguf).map_err(|source| EngineError::Tokenizer {
+            path: path.clone(),
+            source,
+        })?;
+        let native = ChatTemplate::from_gguf(&gguf, &tokenizer);
+        let has_native_template = native.is_some();
+        let template = match native {
+            Some(t) => t,
+            None => ChatTemplate::fallback(&tokenizer),
+        };
+        Ok(Self {
+            path,
+            model: Arc::new(model),
+            tokenizer: Arc::new(tokenizer),
+            template,
+            has_native_template,
+            pool: Arc::new(ThreadPool::new(opts.threads)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.tokenizer
+    }
+    pub fn template(&self) -> &ChatTemplate {
+        &self.template
+    }
+    /// False when the GGUF has no chat template and the documented ChatML fallback is used.
+    pub fn has_native_template(&self) -> bool {
+        self.has_native_template
+    }
+    pub fn pool(&self) -> &Arc<ThreadPool> {
+        &self.pool
+    }
+
+    /// A new conversation state with room for `n_ctx` tokens (0 = the model's
+    /// training context, capped at 4096 to keep the KV cache small by default).
+    pub fn session(&self, n_ctx: usize) -> Result<Session, EngineError> {
+        let n_ctx_train = self.model.config().n_ctx_train;
+        let n_ctx = if n_ctx == 0 {
+            n_ctx_train.min(4096)
+        } else {
+            n_ctx
+        };
+        let cache = self.model.new_cache(n_ctx)?;
+        Ok(Session::new(
+            self.model.clone(),
+            self.tokenizer.clone(),
+            self.pool.clone(),
+            cache,
+        ))
+    }
+
+    /// Render chat messages through the model's template and tokenize the result the
+    /// way llama.cpp does for chat (special tokens parsed; BOS added only when the
+    /// template did not already emit it).
+    pub fn chat_tokens(
+        &self,
+        messages: &[serde_json::Value],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>, EngineError> {
+        let text = self
+            .template
+            .render(messages, add_generation_prompt, None)?;
+        self.text_tokens(&text, true)
+    }
+
+    /// Tokenize plain text (no template). `parse_special` lets control-token strings
+    /// in the text become control tokens. BOS is added per the model's metadata unless
+    /// the text already starts with it.
+    pub fn text_tokens(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, EngineError> {
+        let mut ids = self.tokenizer.encode(text, true, parse_special)?;
+        // A template that writes `{{ bos_token }}` itself must not get a second BOS.
+        if let Some(bos) = self.tokenizer.bos_id()
+            && ids.len() >= 2
+            && ids[0] == bos
+            && ids[1] == bos
+        {
+            ids.remove(0);
+        }
+        Ok(ids)
+    }
+}

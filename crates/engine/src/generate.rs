@@ -1,0 +1,208 @@
+//! One conversation's state and the generate loop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use thaw_kernels::ThreadPool;
+use thaw_models::{KvCache, Logits, Model};
+use thaw_sampling::{Sampler, SamplerConfig};
+use thaw_tokenizer::{StreamDecoder, Tokenizer};
+
+use crate::EngineError;
+use crate::stop::StopMatcher;
+
+/// What to generate and when to stop.
+#[derive(Debug, Clone, Default)]
+pub struct GenerateParams {
+    pub sampler: SamplerConfig,
+    /// Upper bound on generated tokens (`None` = until end of generation or context full).
+    pub max_tokens: Option<usize>,
+    /// Stop strings: generation ends before the first occurrence of any of them,
+    /// across token boundaries; the stop string itself is not emitted.
+    pub stop: Vec<String>,
+    /// Keep generating past end-of-generation tokens (benchmarks).
+    pub ignore_eos: bool,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+    /// The KV cache is full.
+    ContextFull,
+    /// The caller's cancel flag was set.
+    Cancelled,
+}
+
+/// Counts and timings of one `generate` call.
+#[derive(Debug, Clone)]
+pub struct GenerateStats {
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose KV state was reused from the session's previous turn.
+    pub cached_tokens: usize,
+    pub generated_tokens: usize,
+    pub prefill_time: Duration,
+    pub decode_time: Duration,
+    pub finish_reason: FinishReason,
+}
+
+impl GenerateStats {
+    /// Prompt tokens actually computed per second.
+    pub fn prefill_tokens_per_second(&self) -> f64 {
+        let n = self.prompt_tokens - self.cached_tokens;
+        n as f64 / self.prefill_time.as_secs_f64().max(1e-9)
+    }
+    /// Generated tokens per second, counting from the first generated token (the
+    /// first comes out of prefill).
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        let n = self.generated_tokens.saturating_sub(1);
+        n as f64 / self.decode_time.as_secs_f64().max(1e-9)
+    }
+}
+
+/// A conversation: the KV cache and the token ids it holds. Feeding a prompt that
+/// starts with the tokens already in the cache only computes the new ones (chat
+/// history is not recomputed each turn).
+pub struct Session {
+    model: Arc<Model>,
+    tokenizer: Arc<Tokenizer>,
+    pool: Arc<ThreadPool>,
+    cache: KvCache,
+    /// Token ids whose K/V are in `cache`, in order.
+    tokens: Vec<u32>,
+}
+
+impl Session {
+    pub(crate) fn new(
+        model: Arc<Model>,
+        tokenizer: Arc<Tokenizer>,
+        pool: Arc<ThreadPool>,
+        cache: KvCache,
+    ) -> Self {
+        Self {
+            model,
+            tokenizer,
+            pool,
+            cache,
+            tokens: Vec::new(),
+        }
+    }
+
+    /// Room in the context, in tokens.
+    pub fn n_ctx(&self) -> usize {
+        self.cache.n_ctx()
+    }
+
+    /// The token ids held in the cache.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Forget everything.
+    pub fn reset(&mut self) {
+        self.cache.clear();
+        self.tokens.clear();
+    }
+
+    /// Compute K/V for `prompt`, reusing the longest common prefix with what the cache
+    /// already holds, and return the logits of the last prompt token and how many
+    /// prompt tokens were reused.
+    pub fn prefill(&mut self, prompt: &[u32]) -> Result<(Vec<f32>, usize), EngineError> {
+        let n_ctx = self.cache.n_ctx();
+        if prompt.is_empty() || prompt.len() > n_ctx {
+            return Err(EngineError::PromptTooLong {
+                prompt: prompt.len(),
+                n_ctx,
+                n_ctx_train: self.model.config().n_ctx_train,
+            });
+        }
+        let common = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        // At least the last prompt token is recomputed: its logits are needed.
+        let reuse = common.min(prompt.len() - 1);
+        self.cache.truncate(reuse);
+        self.tokens.truncate(reuse);
+        let logits = self
+            .model
+            .forward(&self.pool, &mut self.cache, &prompt[reuse..], Logits::Last)?;
+        self.tokens.extend_from_slice(&prompt[reuse..]);
+        Ok((logits, reuse))
+    }
+
+    /// Run one token through the model and return its logits.
+    pub fn step(&mut self, token: u32) -> Result<Vec<f32>, EngineError> {
+        let logits = self
+            .model
+            .forward(&self.pool, &mut self.cache, &[token], Logits::Last)?;
+        self.tokens.push(token);
+        Ok(logits)
+    }
+
+    /// Generate a continuation of `prompt`, calling `on_text` with each piece of text
+    /// as soon as it is complete UTF-8 and cannot be part of a stop string. `cancel`
+    /// is polled between tokens.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        cancel: Option<&AtomicBool>,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<GenerateStats, EngineError> {
+        let mut sampler = Sampler::new(params.sampler.clone())?;
+        let start = Instant::now();
+        let (mut logits, cached) = self.prefill(prompt)?;
+        let prefill_time = start.elapsed();
+        let decode_start = Instant::now();
+        let mut decoder = StreamDecoder::new(self.tokenizer.clone());
+        let mut stop = StopMatcher::new(params.stop.clone());
+        let mut generated = 0usize;
+        // Penalties look at the whole context, prompt included, as llama.cpp does.
+        let finish = loop {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                break FinishReason::Cancelled;
+            }
+            if params.max_tokens.is_some_and(|m| generated >= m) {
+                break FinishReason::Length;
+            }
+            let token = sampler.sample(&mut logits, &self.tokens)?;
+            generated += 1;
+            if !params.ignore_eos && self.tokenizer.is_eog(token) {
+                break FinishReason::Stop;
+            }
+            let piece = decoder.push(token);
+            let (emit, hit) = stop.push(&piece);
+            if !emit.is_empty() {
+                on_text(&emit);
+            }
+            if hit {
+                break FinishReason::Stop;
+            }
+            if self.cache.len() >= self.cache.n_ctx() {
+                break FinishReason::ContextFull;
+            }
+            logits = self.step(token)?;
+        };
+        if finish != FinishReason::Stop {
+            let rest = stop.finish(&decoder.flush());
+            if !rest.is_empty() {
+                on_text(&rest);
+            }
+        }
+        Ok(GenerateStats {
+            prompt_tokens: prompt.len(),
+            cached_tokens: cached,
+            generated_tokens: generated,
+            prefill_time,
+            decode_time: decode_start.elapsed(),
+            finish_reason: finish,
+        })
+    }
+}
