@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
 mod inspect;
 mod models;
 mod perplexity;
@@ -36,6 +37,8 @@ enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Show a model file's metadata and tensors.
     Inspect(inspect::InspectArgs),
+    /// Prompt-processing and generation speed, read bandwidth and the decode ceiling.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,6 +56,7 @@ fn main() -> std::process::ExitCode {
         Command::List(a) => models::list(a),
         Command::Perplexity(a) => perplexity::perplexity(a),
         Command::Inspect(a) => inspect::inspect(a),
+        Command::Bench(a) => bench::bench(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,186 @@
+//! `thaw bench`: prompt processing and generation speed, like llama-bench, plus the
+//! machine's read bandwidth and how close decode gets to the bandwidth ceiling.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+use thaw_engine::{Engine, LoadOptions};
+use thaw_gguf::GgufFile;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Model name, .gguf path or hf:ORG/REPO/FILE.gguf.
+    pub model: String,
+    /// Prompt lengths to measure (prompt processing, tokens/s).
+    #[arg(short = 'p', long, value_delimiter = ',', default_value = "128,512")]
+    pub prompt: Vec<usize>,
+    /// Tokens to generate (generation, tokens/s); 0 skips it.
+    #[arg(short = 'n', long, default_value_t = 128)]
+    pub gen: usize,
+    /// Repetitions of each test (after one warm-up run).
+    #[arg(short, long, default_value_t = 3)]
+    pub reps: usize,
+    /// Kernel threads (default: all cores).
+    #[arg(short, long, default_value_t = 0)]
+    pub threads: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    test: String,
+    tokens_per_second_median: f64,
+    tokens_per_second_min: f64,
+    tokens_per_second_max: f64,
+}
+
+pub fn bench(args: BenchArgs) -> Result<()> {
+    let path = thaw_hub::resolve(&args.model)?;
+    let bytes_per_token = weight_bytes_per_token(&GgufFile::open(&path)?);
+    let engine = Engine::load(&path, &LoadOptions { threads: args.threads })?;
+    let n_vocab = engine.model().config().n_vocab as u64;
+    let threads = engine.pool().n_threads();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random_tokens = |n: usize| -> Vec<u32> {
+        (0..n)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                (rng % n_vocab) as u32
+            })
+            .collect()
+    };
+    let reps = args.reps.max(1);
+    let mut rows = Vec::new();
+    for &n in &args.prompt {
+        let mut speeds = Vec::new();
+        for rep in 0..=reps {
+            let tokens = random_tokens(n);
+            let mut session = engine.session(n.max(16))?;
+            let t = Instant::now();
+            session.prefill(&tokens)?;
+            if rep > 0 {
+                speeds.push(n as f64 / t.elapsed().as_secs_f64());
+            }
+        }
+        rows.push(row(format!("pp{n}"), speeds));
+    }
+    if args.gen > 0 {
+        let mut speeds = Vec::new();
+        for rep in 0..=reps {
+            let tokens = random_tokens(args.gen);
+            let mut session = engine.session(args.gen + 1)?;
+            let t = Instant::now();
+            for &tok in &tokens {
+                session.step(tok)?;
+            }
+            if rep > 0 {
+                speeds.push(args.gen as f64 / t.elapsed().as_secs_f64());
+            }
+        }
+        rows.push(row(format!("tg{}", args.gen), speeds));
+    }
+    let bandwidth = measure_read_bandwidth();
+    let ceiling = bandwidth / bytes_per_token as f64;
+    let tg = rows.iter().find(|r| r.test.starts_with("tg"));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "model": path.display().to_string(),
+                "threads": threads,
+                "kernels": thaw_kernels::kernel_set_name(),
+                "results": rows,
+                "read_bandwidth_gb_s": bandwidth / 1e9,
+                "weight_bytes_per_token": bytes_per_token,
+                "decode_ceiling_tokens_per_second": ceiling,
+                "decode_fraction_of_ceiling": tg.map(|r| r.tokens_per_second_median / ceiling),
+            }))?
+        );
+        return Ok(());
+    }
+    println!(
+        "model: {}  threads: {threads}  kernels: {}",
+        path.display(),
+        thaw_kernels::kernel_set_name()
+    );
+    println!("{:<8} {:>12} {:>12} {:>12}", "test", "median t/s", "min", "max");
+    for r in &rows {
+        println!(
+            "{:<8} {:>12.1} {:>12.1} {:>12.1}",
+            r.test, r.tokens_per_second_median, r.tokens_per_second_min, r.tokens_per_second_max
+        );
+    }
+    println!(
+        "read bandwidth {:.1} GB/s; weights read per token {:.1} MB; decode ceiling {:.0} tok/s",
+        bandwidth / 1e9,
+        bytes_per_token as f64 / 1e6,
+        ceiling
+    );
+    if let Some(tg) = tg {
+        println!(
+            "decode reaches {:.0}% of the ceiling",
+            100.0 * tg.tokens_per_second_median / ceiling
+        );
+    }
+    Ok(())
+}
+
+fn row(test: String, mut speeds: Vec<f64>) -> Row {
+    speeds.sort_by(|a, b| a.total_cmp(b));
+    Row {
+        test,
+        tokens_per_second_median: speeds[speeds.len() / 2],
+        tokens_per_second_min: speeds[0],
+        tokens_per_second_max: speeds[speeds.len() - 1],
+    }
+}
+
+/// Bytes of weights one decoded token reads: every tensor once, except that the
+/// embedding table is only read whole when it doubles as the output projection.
+pub fn weight_bytes_per_token(file: &GgufFile) -> u64 {
+    let tied = file.tensor_info("output.weight").is_none();
+    file.tensors()
+        .iter()
+        .filter(|t| tied || t.name != "token_embd.weight")
+        .map(|t| t.size)
+        .sum()
+}
+
+/// Read bandwidth of main memory in bytes/s, all cores reading a buffer much larger
+/// than the caches (best of a few passes).
+fn measure_read_bandwidth() -> f64 {
+    const BYTES: usize = 512 << 20;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let buf = vec![1u64; BYTES / 8];
+    let chunk = buf.len().div_ceil(threads);
+    let mut best = 0.0f64;
+    for _ in 0..4 {
+        let t = Instant::now();
+        let total: u64 = std::thread::scope(|s| {
+            let handles: Vec<_> = buf
+                .chunks(chunk)
+                .map(|c| s.spawn(move || sum_lanes(c)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+        });
+        std::hint::black_box(total);
+        best = best.max(BYTES as f64 / t.elapsed().as_secs_f64());
+    }
+    best
+}
+
+/// Independent accumulators so the loop is bound by loads, not by one add chain.
+fn sum_lanes(c: &[u64]) -> u64 {
+    let mut acc = [0u64; 8];
+    for block in c.chunks_exact(8) {
+        for (a, v) in acc.iter_mut().zip(block) {
+            *a = a.wrapping_add(*v);
+        }
+    }
+    acc.iter().fold(0, |a, b| a.wrapping_add(*b))
+}
