@@ -3,18 +3,32 @@
 //! SIMD variants are chosen once at run time from CPU features (override with
 //! `THAW_KERNELS=scalar|avx2|avx512`).
 //!
-//! API SKELETON: bodies are filled in by the kernels work; signatures are the contract
-//! other crates code against.
+//! Products follow ggml's CPU backend: activations are first quantized to the weight
+//! type's companion format (Q8_0, Q8_1, Q8_K, F16, BF16 or F32) with ggml's reference
+//! rounding, then dotted block by block with exact integer sums, so thaw's numbers track
+//! llama.cpp's.
 
 pub use thaw_gguf::GgmlType;
 
+mod dispatch;
+mod matmul;
 mod pool;
+pub mod reference;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+
+pub use dispatch::{
+    DotFn, KernelSet, QuantizeFn, TypeKernels, available_kernel_sets, kernel_set, select_kernels,
+};
+pub use matmul::matmul_with;
 pub use pool::ThreadPool;
 
 /// Errors from kernel set-up.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
-    #[error("tensor type {0} is not supported by thaw's kernels (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K)")]
+    #[error(
+        "tensor type {0} is not supported by thaw's kernels (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)"
+    )]
     Unsupported(GgmlType),
     #[error("THAW_KERNELS={0}: unknown or unavailable on this CPU (choose scalar, avx2 or avx512)")]
     BadOverride(String),
@@ -32,31 +46,113 @@ pub struct QMatrix<'a> {
     pub data: &'a [u8],
 }
 
+impl QMatrix<'_> {
+    /// Bytes of one row, or `None` if `cols` is not a whole number of blocks.
+    pub fn row_bytes(&self) -> Option<usize> {
+        self.ty.row_bytes(self.cols)
+    }
+
+    /// The stored bytes of row `r` (panics if out of range).
+    pub fn row(&self, r: usize) -> &[u8] {
+        let rb = self.row_bytes().expect("QMatrix cols must be whole blocks");
+        &self.data[r * rb..][..rb]
+    }
+}
+
 /// `out[t * w.rows + r] = dot(w.row(r), x[t * w.cols ..][.. w.cols])` for each of the
 /// `n` input rows `t`. Uses every thread of `pool`. Activations are quantized the way
-/// ggml does for the weight type (Q8_0 for Q4_0/Q8_0, Q8_1 for Q4_1, Q8_K for K-quants,
-/// F16 for F16) so results track llama.cpp's.
+/// ggml does for the weight type (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for
+/// K-quants, F16 for F16) so results track llama.cpp's.
+///
+/// # Panics
+/// On an unsupported type or inconsistent shapes (`w.data.len() != rows * row_bytes`,
+/// `x.len() != n * cols`, `out.len() != n * rows`): these are programming errors. Use
+/// [`try_matmul`] to get them as [`KernelError`]s instead.
 pub fn matmul(pool: &ThreadPool, w: &QMatrix<'_>, x: &[f32], n: usize, out: &mut [f32]) {
-    let _ = (pool, w, x, n, out);
-    todo!()
+    if let Err(e) = try_matmul(pool, w, x, n, out) {
+        panic!("thaw_kernels::matmul: {e}");
+    }
+}
+
+/// [`matmul`] that reports unsupported types and shape mismatches as errors.
+pub fn try_matmul(
+    pool: &ThreadPool,
+    w: &QMatrix<'_>,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    matmul_with(dispatch::active(), pool, w, x, n, out)
 }
 
 /// Dequantize one row (`dst.len()` elements) of type `ty` from `src`.
+///
+/// # Panics
+/// If `ty` is unsupported or `src` does not hold exactly `dst.len()` values; see
+/// [`try_dequantize_row`].
 pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
-    let _ = (ty, src, dst);
-    todo!()
+    if let Err(e) = try_dequantize_row(ty, src, dst) {
+        panic!("thaw_kernels::dequantize_row: {e}");
+    }
+}
+
+/// [`dequantize_row`] returning errors instead of panicking.
+pub fn try_dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), KernelError> {
+    use reference::{float, kquants, q4, q5, q8};
+    if !is_supported(ty) {
+        return Err(KernelError::Unsupported(ty));
+    }
+    let need = ty.row_bytes(dst.len()).ok_or_else(|| {
+        KernelError::Shape(format!(
+            "{} values are not a whole number of {ty} blocks",
+            dst.len()
+        ))
+    })?;
+    if src.len() != need {
+        return Err(KernelError::Shape(format!(
+            "{} {ty} values need {need} bytes, got {}",
+            dst.len(),
+            src.len()
+        )));
+    }
+    let f: fn(&[u8], &mut [f32]) = match ty {
+        GgmlType::F32 => float::dequantize_f32,
+        GgmlType::F16 => float::dequantize_f16,
+        GgmlType::BF16 => float::dequantize_bf16,
+        GgmlType::Q4_0 => q4::dequantize_q4_0,
+        GgmlType::Q4_1 => q4::dequantize_q4_1,
+        GgmlType::Q5_0 => q5::dequantize_q5_0,
+        GgmlType::Q5_1 => q5::dequantize_q5_1,
+        GgmlType::Q8_0 => q8::dequantize_q8_0,
+        GgmlType::Q4K => kquants::dequantize_q4_k,
+        GgmlType::Q5K => kquants::dequantize_q5_k,
+        GgmlType::Q6K => kquants::dequantize_q6_k,
+        other => return Err(KernelError::Unsupported(other)),
+    };
+    f(src, dst);
+    Ok(())
 }
 
 /// Whether `ty` is supported by [`matmul`] and [`dequantize_row`].
 pub fn is_supported(ty: GgmlType) -> bool {
     matches!(
         ty,
-        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q4_0 | GgmlType::Q4_1
-            | GgmlType::Q8_0 | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K
+        GgmlType::F32
+            | GgmlType::F16
+            | GgmlType::BF16
+            | GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
+            | GgmlType::Q8_0
+            | GgmlType::Q4K
+            | GgmlType::Q5K
+            | GgmlType::Q6K
     )
 }
 
-/// The name of the kernel set in use ("scalar", "avx2", "avx512").
+/// The name of the kernel set in use ("scalar", "avx2", "avx512"). Falls back to the
+/// best available set if `THAW_KERNELS` names an unknown one (see [`select_kernels`]).
 pub fn kernel_set_name() -> &'static str {
-    todo!()
+    dispatch::active().name()
 }

@@ -1,0 +1,211 @@
+//! The kernel table: per weight type, the activation format, its quantizer and the
+//! row · activation dot product. One table per instruction set; the best one for this
+//! CPU is chosen once (`THAW_KERNELS` can force a weaker one for testing/comparison).
+
+use std::sync::OnceLock;
+
+use crate::reference::{float, kquants, q4, q5, q8};
+use crate::{GgmlType, KernelError};
+
+/// `quantize(x, dst)`: f32 activations → the activation format's bytes.
+pub type QuantizeFn = fn(&[f32], &mut [u8]);
+/// `dot(n, weight_row, activation_row)` over `n` values.
+pub type DotFn = fn(usize, &[u8], &[u8]) -> f32;
+
+/// How one weight type is multiplied: activations are converted to `act_type` first.
+#[derive(Clone, Copy)]
+pub struct TypeKernels {
+    pub act_type: GgmlType,
+    pub quantize: QuantizeFn,
+    pub dot: DotFn,
+}
+
+/// A complete set of kernels for one instruction set.
+pub struct KernelSet {
+    name: &'static str,
+    f32: TypeKernels,
+    f16: TypeKernels,
+    bf16: TypeKernels,
+    q4_0: TypeKernels,
+    q4_1: TypeKernels,
+    q5_0: TypeKernels,
+    q5_1: TypeKernels,
+    q8_0: TypeKernels,
+    q4_k: TypeKernels,
+    q5_k: TypeKernels,
+    q6_k: TypeKernels,
+}
+
+impl KernelSet {
+    /// "scalar", "avx2" or "avx512".
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The kernels for weight type `ty`, or `Unsupported`.
+    pub fn for_type(&self, ty: GgmlType) -> Result<TypeKernels, KernelError> {
+        Ok(match ty {
+            GgmlType::F32 => self.f32,
+            GgmlType::F16 => self.f16,
+            GgmlType::BF16 => self.bf16,
+            GgmlType::Q4_0 => self.q4_0,
+            GgmlType::Q4_1 => self.q4_1,
+            GgmlType::Q5_0 => self.q5_0,
+            GgmlType::Q5_1 => self.q5_1,
+            GgmlType::Q8_0 => self.q8_0,
+            GgmlType::Q4K => self.q4_k,
+            GgmlType::Q5K => self.q5_k,
+            GgmlType::Q6K => self.q6_k,
+            other => return Err(KernelError::Unsupported(other)),
+        })
+    }
+}
+
+const fn tk(act_type: GgmlType, quantize: QuantizeFn, dot: DotFn) -> TypeKernels {
+    TypeKernels {
+        act_type,
+        quantize,
+        dot,
+    }
+}
+
+/// Activation quantizers are the scalar reference in every set: they are O(cols) per
+/// token against O(rows × cols) for the dots, and sharing them keeps every set's
+/// activations bit-identical to ggml's reference quantizers.
+static SCALAR: KernelSet = KernelSet {
+    name: "scalar",
+    f32: tk(GgmlType::F32, float::quantize_f32, float::dot_f32),
+    f16: tk(GgmlType::F16, float::quantize_f16, float::dot_f16),
+    bf16: tk(GgmlType::BF16, float::quantize_bf16, float::dot_bf16),
+    q4_0: tk(GgmlType::Q8_0, q8::quantize_q8_0, q4::dot_q4_0_q8_0),
+    q4_1: tk(GgmlType::Q8_1, q8::quantize_q8_1, q4::dot_q4_1_q8_1),
+    q5_0: tk(GgmlType::Q8_0, q8::quantize_q8_0, q5::dot_q5_0_q8_0),
+    q5_1: tk(GgmlType::Q8_1, q8::quantize_q8_1, q5::dot_q5_1_q8_1),
+    q8_0: tk(GgmlType::Q8_0, q8::quantize_q8_0, q8::dot_q8_0_q8_0),
+    q4_k: tk(
+        GgmlType::Q8K,
+        kquants::quantize_q8_k,
+        kquants::dot_q4_k_q8_k,
+    ),
+    q5_k: tk(
+        GgmlType::Q8K,
+        kquants::quantize_q8_k,
+        kquants::dot_q5_k_q8_k,
+    ),
+    q6_k: tk(
+        GgmlType::Q8K,
+        kquants::quantize_q8_k,
+        kquants::dot_q6_k_q8_k,
+    ),
+};
+
+/// A SIMD set: the given module's dots where it has them, scalar elsewhere (Q5_1).
+#[cfg(target_arch = "x86_64")]
+macro_rules! simd_set {
+    ($name:literal, $m:path) => {{
+        use $m as k;
+        KernelSet {
+            name: $name,
+            f32: tk(GgmlType::F32, float::quantize_f32, k::dot_f32),
+            f16: tk(GgmlType::F16, float::quantize_f16, k::dot_f16),
+            bf16: tk(GgmlType::BF16, float::quantize_bf16, k::dot_bf16),
+            q4_0: tk(GgmlType::Q8_0, q8::quantize_q8_0, k::dot_q4_0_q8_0),
+            q4_1: tk(GgmlType::Q8_1, q8::quantize_q8_1, k::dot_q4_1_q8_1),
+            q5_0: tk(GgmlType::Q8_0, q8::quantize_q8_0, k::dot_q5_0_q8_0),
+            q5_1: tk(GgmlType::Q8_1, q8::quantize_q8_1, q5::dot_q5_1_q8_1),
+            q8_0: tk(GgmlType::Q8_0, q8::quantize_q8_0, k::dot_q8_0_q8_0),
+            q4_k: tk(GgmlType::Q8K, kquants::quantize_q8_k, k::dot_q4_k_q8_k),
+            q5_k: tk(GgmlType::Q8K, kquants::quantize_q8_k, k::dot_q5_k_q8_k),
+            q6_k: tk(GgmlType::Q8K, kquants::quantize_q8_k, k::dot_q6_k_q8_k),
+        }
+    }};
+}
+
+#[cfg(target_arch = "x86_64")]
+static AVX2: KernelSet = simd_set!("avx2", crate::x86_64::avx2);
+#[cfg(target_arch = "x86_64")]
+static AVX512: KernelSet = simd_set!("avx512", crate::x86_64::avx512);
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    has_avx2()
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
+}
+
+/// Every kernel set this CPU can run, best last (tests compare each against scalar).
+pub fn available_kernel_sets() -> Vec<&'static KernelSet> {
+    #[allow(unused_mut)]
+    let mut sets = vec![&SCALAR];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2() {
+            sets.push(&AVX2);
+        }
+        if has_avx512() {
+            sets.push(&AVX512);
+        }
+    }
+    sets
+}
+
+/// The kernel set named `name`, if it exists and this CPU supports it.
+pub fn kernel_set(name: &str) -> Option<&'static KernelSet> {
+    available_kernel_sets().into_iter().find(|s| s.name == name)
+}
+
+struct Selection {
+    set: &'static KernelSet,
+    bad_override: Option<String>,
+}
+
+static SELECTED: OnceLock<Selection> = OnceLock::new();
+
+fn selection() -> &'static Selection {
+    SELECTED.get_or_init(|| {
+        let best = *available_kernel_sets()
+            .last()
+            .expect("scalar is always available");
+        match std::env::var("THAW_KERNELS") {
+            Ok(v) if !v.is_empty() => match kernel_set(&v) {
+                Some(set) => Selection {
+                    set,
+                    bad_override: None,
+                },
+                None => Selection {
+                    set: best,
+                    bad_override: Some(v),
+                },
+            },
+            _ => Selection {
+                set: best,
+                bad_override: None,
+            },
+        }
+    })
+}
+
+/// Chooses the kernel set (once; later calls return the same answer): the best this CPU
+/// supports, or the one named by `THAW_KERNELS`. An unknown or unavailable override is
+/// reported here as `BadOverride` (nothing is printed) and the best set is used instead.
+pub fn select_kernels() -> Result<&'static str, KernelError> {
+    let s = selection();
+    match &s.bad_override {
+        Some(v) => Err(KernelError::BadOverride(v.clone())),
+        None => Ok(s.set.name),
+    }
+}
+
+/// The kernel set in use.
+pub fn active() -> &'static KernelSet {
+    selection().set
+}

@@ -1,0 +1,236 @@
+//! K-quants: 256-value super-blocks.
+//!
+//! - Q4_K (144 bytes): `d: f16, dmin: f16, scales: [u8; 12], qs: [u8; 128]`; eight
+//!   sub-blocks of 32 with 6-bit scale and min packed in `scales` (see [`scale_min_k4`]);
+//!   value = d * sc * q - dmin * m.
+//! - Q5_K (176 bytes): as Q4_K plus `qh: [u8; 32]` (before `qs`) holding the 5th bits.
+//! - Q6_K (210 bytes): `ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: f16`;
+//!   sixteen sub-blocks of 16, value = d * sc * (q - 32).
+//! - Q8_K (292 bytes, activations only): `d: f32, qs: [i8; 256], bsums: [i16; 16]`
+//!   (sums of each 16 quants, used for the min terms).
+
+use super::{f16_at, f32_at, nearest_int};
+
+pub const Q4_K_BYTES: usize = 144;
+pub const Q5_K_BYTES: usize = 176;
+pub const Q6_K_BYTES: usize = 210;
+pub const Q8_K_BYTES: usize = 292;
+/// Offsets inside a Q8_K block.
+pub const Q8_K_QS: usize = 4;
+pub const Q8_K_BSUMS: usize = 260;
+
+/// ggml's `get_scale_min_k4`: scale and min (6 bits each) of sub-block `j` (0..8).
+/// Sub-blocks 0..4 keep theirs in the low 6 bits of bytes j and j+4; 4..8 split theirs
+/// into a nibble of bytes j+4 and the top 2 bits of bytes j-4 (scale) and j (min).
+#[inline(always)]
+pub fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// All eight (scales, mins) of a Q4_K/Q5_K super-block.
+#[inline(always)]
+pub fn scales_mins(q: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let (mut sc, mut m) = ([0u8; 8], [0u8; 8]);
+    for j in 0..8 {
+        (sc[j], m[j]) = scale_min_k4(j, q);
+    }
+    (sc, m)
+}
+
+pub fn dequantize_q4_k(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.chunks_exact(Q4_K_BYTES).zip(dst.chunks_exact_mut(256)) {
+        let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+        let (sc, m) = scales_mins(&b[4..16]);
+        for j in 0..4 {
+            let q = &b[16 + 32 * j..][..32];
+            let (d1, m1) = (d * sc[2 * j] as f32, dmin * m[2 * j] as f32);
+            let (d2, m2) = (d * sc[2 * j + 1] as f32, dmin * m[2 * j + 1] as f32);
+            for l in 0..32 {
+                y[64 * j + l] = d1 * (q[l] & 0x0f) as f32 - m1;
+                y[64 * j + 32 + l] = d2 * (q[l] >> 4) as f32 - m2;
+            }
+        }
+    }
+}
+
+pub fn dequantize_q5_k(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.chunks_exact(Q5_K_BYTES).zip(dst.chunks_exact_mut(256)) {
+        let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+        let (sc, m) = scales_mins(&b[4..16]);
+        let qh = &b[16..48];
+        for j in 0..4 {
+            let q = &b[48 + 32 * j..][..32];
+            let (d1, m1) = (d * sc[2 * j] as f32, dmin * m[2 * j] as f32);
+            let (d2, m2) = (d * sc[2 * j + 1] as f32, dmin * m[2 * j + 1] as f32);
+            for l in 0..32 {
+                let h1 = ((qh[l] >> (2 * j)) & 1) << 4;
+                let h2 = ((qh[l] >> (2 * j + 1)) & 1) << 4;
+                y[64 * j + l] = d1 * ((q[l] & 0x0f) + h1) as f32 - m1;
+                y[64 * j + 32 + l] = d2 * ((q[l] >> 4) + h2) as f32 - m2;
+            }
+        }
+    }
+}
+
+/// The 256 signed 6-bit values (q - 32) of a Q6_K block, in element order.
+#[inline(always)]
+pub fn q6_k_values(b: &[u8]) -> [i8; 256] {
+    let mut a = [0i8; 256];
+    for half in 0..2 {
+        let ql = &b[64 * half..][..64];
+        let qh = &b[128 + 32 * half..][..32];
+        let a = &mut a[128 * half..][..128];
+        for l in 0..32 {
+            a[l] = ((ql[l] & 0x0f) | (qh[l] & 3) << 4) as i8 - 32;
+            a[l + 32] = ((ql[l + 32] & 0x0f) | ((qh[l] >> 2) & 3) << 4) as i8 - 32;
+            a[l + 64] = ((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) as i8 - 32;
+            a[l + 96] = ((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) as i8 - 32;
+        }
+    }
+    a
+}
+
+pub fn dequantize_q6_k(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.chunks_exact(Q6_K_BYTES).zip(dst.chunks_exact_mut(256)) {
+        let d = f16_at(b, 208);
+        let a = q6_k_values(b);
+        for (i, o) in y.iter_mut().enumerate() {
+            let sc = b[192 + i / 16] as i8;
+            *o = d * sc as f32 * a[i] as f32;
+        }
+    }
+}
+
+/// quantize_row_q8_K_ref: the element of largest magnitude (first one on ties) maps to
+/// -127 exactly; `iscale = -127 / max`, q = nearest_int(iscale * x) capped at 127,
+/// `d = 1 / iscale`.
+pub fn quantize_q8_k(x: &[f32], dst: &mut [u8]) {
+    for (xb, b) in x.chunks_exact(256).zip(dst.chunks_exact_mut(Q8_K_BYTES)) {
+        let (mut max, mut amax) = (0.0f32, 0.0f32);
+        for &v in xb {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        if amax == 0.0 {
+            // ggml leaves bsums untouched here; zero them so buffers are deterministic.
+            b.fill(0);
+            continue;
+        }
+        let iscale = -127.0f32 / max;
+        for (o, v) in b[Q8_K_QS..Q8_K_BSUMS].iter_mut().zip(xb) {
+            *o = nearest_int(iscale * v).min(127) as i8 as u8;
+        }
+        for j in 0..16 {
+            let s: i32 = b[Q8_K_QS + 16 * j..][..16]
+                .iter()
+                .map(|&q| q as i8 as i32)
+                .sum();
+            b[Q8_K_BSUMS + 2 * j..][..2].copy_from_slice(&(s as i16).to_le_bytes());
+        }
+        b[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+    }
+}
+
+#[inline(always)]
+fn bsum(y: &[u8], j: usize) -> i32 {
+    i16::from_le_bytes([y[Q8_K_BSUMS + 2 * j], y[Q8_K_BSUMS + 2 * j + 1]]) as i32
+}
+
+/// The shared tail of ggml's Q4_K/Q5_K dots: eight per-lane integer sums of
+/// scale * q * q8, and the float accumulation in ggml's order.
+#[inline(always)]
+fn k_dot_lanes(
+    a: &[i8; 256],
+    q8: &[u8],
+    scale_of: impl Fn(usize) -> i32,
+    group: usize,
+) -> [i32; 8] {
+    let mut aux32 = [0i32; 8];
+    for (g, (ag, yg)) in a.chunks_exact(8).zip(q8.chunks_exact(8)).enumerate() {
+        let scale = scale_of(g / group);
+        for l in 0..8 {
+            aux32[l] += scale * (yg[l] as i8 as i32 * ag[l] as i32);
+        }
+    }
+    aux32
+}
+
+/// Q4_K or Q5_K weights · Q8_K (ggml_vec_dot_q4_K_q8_K / q5_K): `qh` is None for Q4_K.
+fn dot_q45_k(n: usize, w: &[u8], act: &[u8], five_bit: bool) -> f32 {
+    let bytes = if five_bit { Q5_K_BYTES } else { Q4_K_BYTES };
+    let mut sums = [0.0f32; 8];
+    let mut sumf = 0.0f32;
+    for i in 0..n / 256 {
+        let x = &w[i * bytes..][..bytes];
+        let y = &act[i * Q8_K_BYTES..][..Q8_K_BYTES];
+        let (qs_off, qh) = if five_bit {
+            (48, Some(&x[16..48]))
+        } else {
+            (16, None)
+        };
+        let mut a = [0i8; 256];
+        for j in 0..4 {
+            let q = &x[qs_off + 32 * j..][..32];
+            for l in 0..32 {
+                let (mut lo, mut hi) = (q[l] & 0x0f, q[l] >> 4);
+                if let Some(qh) = qh {
+                    lo += ((qh[l] >> (2 * j)) & 1) << 4;
+                    hi += ((qh[l] >> (2 * j + 1)) & 1) << 4;
+                }
+                a[64 * j + l] = lo as i8;
+                a[64 * j + 32 + l] = hi as i8;
+            }
+        }
+        let (sc, m) = scales_mins(&x[4..16]);
+        let sumi: i32 = (0..16).map(|j| bsum(y, j) * m[j / 2] as i32).sum();
+        let aux32 = k_dot_lanes(&a, &y[Q8_K_QS..Q8_K_BSUMS], |s| sc[s] as i32, 4);
+        let yd = f32_at(y, 0);
+        let d = f16_at(x, 0) * yd;
+        for l in 0..8 {
+            sums[l] += d * aux32[l] as f32;
+        }
+        let dmin = f16_at(x, 2) * yd;
+        sumf -= dmin * sumi as f32;
+    }
+    for s in sums {
+        sumf += s;
+    }
+    sumf
+}
+
+pub fn dot_q4_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    dot_q45_k(n, w, a, false)
+}
+
+pub fn dot_q5_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    dot_q45_k(n, w, a, true)
+}
+
+/// Q6_K weights · Q8_K (ggml_vec_dot_q6_K_q8_K).
+pub fn dot_q6_k_q8_k(n: usize, w: &[u8], act: &[u8]) -> f32 {
+    let mut sums = [0.0f32; 8];
+    for i in 0..n / 256 {
+        let x = &w[i * Q6_K_BYTES..][..Q6_K_BYTES];
+        let y = &act[i * Q8_K_BYTES..][..Q8_K_BYTES];
+        let a = q6_k_values(x);
+        let aux32 = k_dot_lanes(&a, &y[Q8_K_QS..Q8_K_BSUMS], |s| x[192 + s] as i8 as i32, 2);
+        let d = f16_at(x, 208) * f32_at(y, 0);
+        for l in 0..8 {
+            sums[l] += d * aux32[l] as f32;
+        }
+    }
+    let mut sumf = 0.0f32;
+    for s in sums {
+        sumf += s;
+    }
+    sumf
+}
