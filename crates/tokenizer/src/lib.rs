@@ -1,1 +1,308 @@
-//! placeholder
+//! Tokenizers built from GGUF metadata, matching llama.cpp token for token, plus a
+//! streaming detokenizer and Hugging Face–style chat templates.
+//!
+//! - `tokenizer.ggml.model = "gpt2"`: byte-level BPE with the GGUF merges and the split
+//!   rules named by `tokenizer.ggml.pre` (SmolLM2, Llama 3, Qwen2, ...).
+//! - `tokenizer.ggml.model = "llama"`: SentencePiece-style BPE over token scores with
+//!   byte fallback (Gemma, Mistral, Llama 2).
+//!
+//! Special tokens (control, user-defined) are split out of the text first, exactly as
+//! llama.cpp's `llama_tokenize(add_special, parse_special)` does.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+
+use thaw_gguf::{GgufError, GgufFile};
+
+pub mod chat;
+mod models;
+mod pretok;
+mod special;
+mod stream;
+mod vocab;
+
+pub use chat::{ChatMessage, ChatTemplate, TemplateError};
+pub use stream::StreamDecoder;
+pub use vocab::ModelKind;
+
+use models::{Engine, SPM_SPACE};
+use special::{Fragment, SpecialMatcher};
+use vocab::{Vocab, attr};
+
+/// Errors from building a tokenizer or encoding text.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("unsupported tokenizer model `{0}` (thaw supports `gpt2` and `llama`)")]
+    UnsupportedModel(String),
+    #[error("invalid tokenizer metadata: {0}")]
+    Invalid(String),
+    #[error("building the tokenizer failed: {0}")]
+    Build(String),
+    #[error("tokenizing failed: {0}")]
+    Encode(String),
+}
+
+/// A tokenizer for one model. Cheap to share: `Send + Sync`, all methods take `&self`.
+pub struct Tokenizer {
+    vocab: Vocab,
+    engine: Engine,
+    special: SpecialMatcher,
+    /// GPT-2 byte-level char -> byte (empty for SentencePiece vocabularies).
+    byte_decoder: HashMap<char, u8>,
+    notes: Vec<String>,
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer described by the GGUF's `tokenizer.*` metadata.
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Tokenizer, TokenizerError> {
+        let vocab = Vocab::from_gguf(gguf)?;
+        let (engine, notes) = Engine::build(&vocab)?;
+        let special = SpecialMatcher::new(&vocab.tokens, &vocab.attrs);
+        let byte_decoder = match vocab.kind {
+            ModelKind::ByteLevelBpe => models::byte_level_decoder(),
+            ModelKind::SentencePiece => HashMap::new(),
+        };
+        Ok(Tokenizer {
+            vocab,
+            engine,
+            special,
+            byte_decoder,
+            notes,
+        })
+    }
+
+    /// Which algorithm this vocabulary uses.
+    pub fn kind(&self) -> ModelKind {
+        self.vocab.kind
+    }
+
+    /// Warnings found while building (e.g. an unknown pre-tokenizer name replaced by
+    /// GPT-2 splitting). Libraries do not print; callers may log these.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// Text to token ids, like llama.cpp's `llama_tokenize(text, add_special, parse_special)`:
+    /// `add_special` adds BOS/EOS as the model's `add_bos_token`/`add_eos_token` flags
+    /// say; `parse_special` turns control-token strings in the text (`<|im_start|>`)
+    /// into their ids instead of tokenizing them as plain text. User-defined tokens
+    /// are always matched.
+    pub fn encode(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
+        let v = &self.vocab;
+        let mut out = Vec::with_capacity(text.len() / 3 + 2);
+        if add_special && v.add_bos {
+            out.push(
+                v.bos
+                    .ok_or_else(|| TokenizerError::Invalid("add_bos set but no BOS".into()))?,
+            );
+        }
+        let spm = v.kind == ModelKind::SentencePiece;
+        // SentencePiece: a space is prepended to text at the start or after a special token.
+        let mut prev_special = true;
+        let mut buf = String::new();
+        for frag in self.special.partition(text, parse_special) {
+            match frag {
+                Fragment::Token(id) => {
+                    out.push(id);
+                    prev_special = true;
+                }
+                Fragment::Text { start, end } => {
+                    let piece = &text[start..end];
+                    if spm && v.add_space_prefix && prev_special {
+                        buf.clear();
+                        buf.push(' ');
+                        buf.push_str(piece);
+                        self.engine.encode_fragment(&buf, &mut out)?;
+                    } else {
+                        self.engine.encode_fragment(piece, &mut out)?;
+                    }
+                    prev_special = false;
+                }
+            }
+        }
+        if add_special && v.add_eos {
+            out.push(
+                v.eos
+                    .ok_or_else(|| TokenizerError::Invalid("add_eos set but no EOS".into()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Token ids to text. With `skip_special`, control tokens (BOS, `<|im_end|>`, ...)
+    /// produce no text. Invalid UTF-8 (a split multi-byte character) becomes U+FFFD.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> String {
+        let mut bytes = Vec::new();
+        let mut first = true;
+        for &id in ids {
+            let Some(&a) = self.vocab.attrs.get(id as usize) else {
+                continue;
+            };
+            if skip_special && a & (attr::CONTROL | attr::UNKNOWN) != 0 {
+                continue;
+            }
+            let piece = self.token_bytes(id);
+            // llama.cpp drops the space SentencePiece added in front of the first word.
+            if first && self.vocab.add_space_prefix && piece.first() == Some(&b' ') {
+                bytes.extend_from_slice(&piece[1..]);
+            } else {
+                bytes.extend_from_slice(&piece);
+            }
+            first = false;
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The raw bytes a token stands for: byte-level pieces mapped back to bytes,
+    /// SentencePiece `▁` to a space, `<0xXX>` byte tokens to that byte; control and
+    /// user-defined tokens give their text. Unknown ids give nothing.
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        let v = &self.vocab;
+        let Some(text) = v.tokens.get(id as usize) else {
+            return Vec::new();
+        };
+        let a = v.attrs[id as usize];
+        if a & (attr::CONTROL | attr::UNKNOWN | attr::USER_DEFINED) != 0 {
+            return text.as_bytes().to_vec();
+        }
+        if a & attr::BYTE != 0 {
+            if let Some(b) = parse_byte_token(text) {
+                return vec![b];
+            }
+        }
+        match v.kind {
+            ModelKind::SentencePiece => text.replace(SPM_SPACE, " ").into_bytes(),
+            ModelKind::ByteLevelBpe => {
+                let mut out = Vec::with_capacity(text.len());
+                for c in text.chars() {
+                    match self.byte_decoder.get(&c) {
+                        Some(&b) => out.push(b),
+                        None => {
+                            let mut tmp = [0u8; 4];
+                            out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+                        }
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// The token's text as stored in the GGUF (`Ġhello`, `▁hello`, `<0x0A>`); empty
+    /// for an id outside the vocabulary.
+    pub fn token_text(&self, id: u32) -> &str {
+        self.vocab
+            .tokens
+            .get(id as usize)
+            .map_or("", |s| s.as_str())
+    }
+
+    /// The id of a token with exactly this GGUF text, if any.
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        self.engine.token_to_id(text)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.vocab.tokens.len()
+    }
+
+    pub fn bos_id(&self) -> Option<u32> {
+        self.vocab.bos
+    }
+
+    pub fn eos_id(&self) -> Option<u32> {
+        self.vocab.eos
+    }
+
+    /// End-of-turn token: from metadata, else auto-detected by text as llama.cpp does
+    /// (`<|eot_id|>`, `<|im_end|>`, `<end_of_turn>`, ...).
+    pub fn eot_id(&self) -> Option<u32> {
+        self.vocab.eot
+    }
+
+    pub fn pad_id(&self) -> Option<u32> {
+        self.vocab.pad
+    }
+
+    /// End-of-message token (`<|eom_id|>`), if any.
+    pub fn eom_id(&self) -> Option<u32> {
+        self.vocab.eom
+    }
+
+    pub fn unk_id(&self) -> Option<u32> {
+        self.vocab.unk
+    }
+
+    /// Whether `encode(_, add_special = true, _)` prepends BOS / appends EOS.
+    pub fn add_bos(&self) -> bool {
+        self.vocab.add_bos
+    }
+
+    pub fn add_eos(&self) -> bool {
+        self.vocab.add_eos
+    }
+
+    /// End of generation: EOS, EOT, EOM and the tokens llama.cpp recognises by text
+    /// (`<|im_end|>`, `<end_of_turn>`, `<|eot_id|>`, `<|endoftext|>`, ...).
+    pub fn is_eog(&self, id: u32) -> bool {
+        self.vocab.eog.binary_search(&id).is_ok()
+    }
+
+    /// All end-of-generation ids, sorted.
+    pub fn eog_ids(&self) -> &[u32] {
+        &self.vocab.eog
+    }
+
+    /// Control or unknown-type token (rendered only when special tokens are shown).
+    pub fn is_control(&self, id: u32) -> bool {
+        self.vocab
+            .attrs
+            .get(id as usize)
+            .is_some_and(|a| a & (attr::CONTROL | attr::UNKNOWN) != 0)
+    }
+}
+
+fn parse_byte_token(text: &str) -> Option<u8> {
+    let hex = text.strip_prefix("<0x")?.strip_suffix('>')?;
+    u8::from_str_radix(hex, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokenizer_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Tokenizer>();
+        check::<ChatTemplate>();
+    }
+
+    #[test]
+    fn byte_tokens_parse() {
+        assert_eq!(parse_byte_token("<0x0A>"), Some(10));
+        assert_eq!(parse_byte_token("<0xff>"), Some(255));
+        assert_eq!(parse_byte_token("<0x>"), None);
+        assert_eq!(parse_byte_token("hello"), None);
+    }
+
+    #[test]
+    fn byte_level_map_is_a_bijection() {
+        let m = models::byte_level_decoder();
+        assert_eq!(m.len(), 256);
+        assert_eq!(m[&'Ġ'], b' ');
+        assert_eq!(m[&'Ċ'], b'\n');
+        assert_eq!(m[&'A'], b'A');
+        let mut seen: Vec<u8> = m.values().copied().collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 256);
+    }
+}
