@@ -15,9 +15,11 @@ use std::collections::HashMap;
 use thaw_gguf::{GgufError, GgufFile};
 
 pub mod chat;
+mod index;
 mod models;
 mod pretok;
 mod special;
+mod spm;
 mod stream;
 mod vocab;
 
@@ -25,6 +27,7 @@ pub use chat::{ChatMessage, ChatTemplate, TemplateError};
 pub use stream::StreamDecoder;
 pub use vocab::ModelKind;
 
+use index::TokenIndex;
 use models::{Engine, SPM_SPACE};
 use special::{Fragment, SpecialMatcher};
 use vocab::{Vocab, attr};
@@ -47,6 +50,7 @@ pub enum TokenizerError {
 /// A tokenizer for one model. Cheap to share: `Send + Sync`, all methods take `&self`.
 pub struct Tokenizer {
     vocab: Vocab,
+    index: TokenIndex,
     engine: Engine,
     special: SpecialMatcher,
     /// GPT-2 byte-level char -> byte (empty for SentencePiece vocabularies).
@@ -58,7 +62,8 @@ impl Tokenizer {
     /// Builds the tokenizer described by the GGUF's `tokenizer.*` metadata.
     pub fn from_gguf(gguf: &GgufFile) -> Result<Tokenizer, TokenizerError> {
         let vocab = Vocab::from_gguf(gguf)?;
-        let (engine, notes) = Engine::build(&vocab)?;
+        let index = TokenIndex::new(&vocab.tokens);
+        let (engine, notes) = Engine::build(&vocab, &index)?;
         let special = SpecialMatcher::new(&vocab.tokens, &vocab.attrs);
         let byte_decoder = match vocab.kind {
             ModelKind::ByteLevelBpe => models::byte_level_decoder(),
@@ -66,6 +71,7 @@ impl Tokenizer {
         };
         Ok(Tokenizer {
             vocab,
+            index,
             engine,
             special,
             byte_decoder,
@@ -119,9 +125,11 @@ impl Tokenizer {
                         buf.clear();
                         buf.push(' ');
                         buf.push_str(piece);
-                        self.engine.encode_fragment(&buf, &mut out)?;
+                        self.engine
+                            .encode_fragment(v, &self.index, &buf, &mut out)?;
                     } else {
-                        self.engine.encode_fragment(piece, &mut out)?;
+                        self.engine
+                            .encode_fragment(v, &self.index, piece, &mut out)?;
                     }
                     prev_special = false;
                 }
@@ -206,7 +214,7 @@ impl Tokenizer {
 
     /// The id of a token with exactly this GGUF text, if any.
     pub fn token_id(&self, text: &str) -> Option<u32> {
-        self.engine.token_to_id(text)
+        self.index.get(&self.vocab.tokens, text)
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -1,20 +1,22 @@
-//! The per-fragment tokenizers, built on the `tokenizers` crate's BPE model:
-//! byte-level BPE (GGUF merges + a named pre-tokenizer) and SentencePiece-style BPE
-//! (merges derived from the vocabulary and its scores, with byte fallback).
+//! The per-fragment tokenizers: byte-level BPE on the `tokenizers` crate (GGUF merges
+//! + a named pre-tokenizer) and SentencePiece-style BPE (`spm.rs`, llama.cpp's
+//! score-driven algorithm with byte fallback).
 
 use tokenizers::models::bpe::{BPE, Vocab as HfVocab};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{Model, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
 
 use crate::TokenizerError;
-use crate::vocab::{ModelKind, Vocab, attr};
+use crate::index::TokenIndex;
+use crate::spm::Spm;
+use crate::vocab::{ModelKind, Vocab};
 
 /// SentencePiece's escaped space, U+2581.
 pub(crate) const SPM_SPACE: &str = "\u{2581}";
 
 pub(crate) enum Engine {
     ByteLevel { pre: PreTokenizerWrapper, bpe: BPE },
-    SentencePiece { bpe: BPE },
+    SentencePiece(Spm),
 }
 
 fn hf_vocab(tokens: &[String]) -> HfVocab {
@@ -32,7 +34,7 @@ fn build_err(e: impl std::fmt::Display) -> TokenizerError {
 
 impl Engine {
     /// Builds the engine; returns notes about anything dropped or substituted.
-    pub fn build(v: &Vocab) -> Result<(Engine, Vec<String>), TokenizerError> {
+    pub fn build(v: &Vocab, index: &TokenIndex) -> Result<(Engine, Vec<String>), TokenizerError> {
         let mut notes = Vec::new();
         match v.kind {
             ModelKind::ByteLevelBpe => {
@@ -69,27 +71,18 @@ impl Engine {
                     .map_err(build_err)?;
                 Ok((Engine::ByteLevel { pre, bpe }, notes))
             }
-            ModelKind::SentencePiece => {
-                let vocab = hf_vocab(&v.tokens);
-                let merges = spm_merges(v, &vocab);
-                let bpe = BPE::builder()
-                    .vocab_and_merges(vocab, merges)
-                    .byte_fallback(true)
-                    .build()
-                    .map_err(build_err)?;
-                Ok((Engine::SentencePiece { bpe }, notes))
-            }
-        }
-    }
-
-    pub fn token_to_id(&self, text: &str) -> Option<u32> {
-        match self {
-            Engine::ByteLevel { bpe, .. } | Engine::SentencePiece { bpe } => bpe.token_to_id(text),
+            ModelKind::SentencePiece => Ok((Engine::SentencePiece(Spm::new(v, index)), notes)),
         }
     }
 
     /// Tokenizes one raw-text fragment (no special tokens in it) onto `out`.
-    pub fn encode_fragment(&self, text: &str, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
+    pub fn encode_fragment(
+        &self,
+        v: &Vocab,
+        index: &TokenIndex,
+        text: &str,
+        out: &mut Vec<u32>,
+    ) -> Result<(), TokenizerError> {
         let enc =
             |e: Box<dyn std::error::Error + Send + Sync>| TokenizerError::Encode(e.to_string());
         match self {
@@ -100,41 +93,12 @@ impl Engine {
                     out.extend(bpe.tokenize(piece).map_err(enc)?.iter().map(|t| t.id));
                 }
             }
-            Engine::SentencePiece { bpe } => {
-                let escaped = text.replace(' ', SPM_SPACE);
-                out.extend(bpe.tokenize(&escaped).map_err(enc)?.iter().map(|t| t.id));
+            Engine::SentencePiece(spm) => {
+                spm.tokenize(v, index, &text.replace(' ', SPM_SPACE), out);
             }
         }
         Ok(())
     }
-}
-
-/// Merges for SentencePiece-style BPE, derived like Hugging Face's
-/// `SentencePieceExtractor`: every split of a token into two tokens is a merge, ranked
-/// by the merged token's score (highest first). llama.cpp's SPM tokenizer greedily joins
-/// the adjacent pair whose concatenation is the best-scoring token, which these ranks
-/// reproduce. Work is O(total token length) hash lookups.
-fn spm_merges(v: &Vocab, vocab: &HfVocab) -> Vec<(String, String)> {
-    // (score, merged id, split byte offset)
-    let mut cands: Vec<(f32, u32, u32)> = Vec::new();
-    for (id, text) in v.tokens.iter().enumerate() {
-        if v.attrs[id] & attr::BYTE != 0 {
-            continue;
-        }
-        for (k, _) in text.char_indices().skip(1) {
-            if vocab.contains_key(&text[..k]) && vocab.contains_key(&text[k..]) {
-                cands.push((v.scores[id], id as u32, k as u32));
-            }
-        }
-    }
-    cands.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    cands
-        .into_iter()
-        .map(|(_, id, k)| {
-            let t = &v.tokens[id as usize];
-            (t[..k as usize].to_string(), t[k as usize..].to_string())
-        })
-        .collect()
 }
 
 /// GPT-2's byte -> printable-char map, inverted: char -> byte.
