@@ -102,7 +102,7 @@ fn worker(shared: Arc<Shared>) {
         while shared.generation.load(Ordering::Acquire) as u32 == seen {
             std::hint::spin_loop();
             spins += 1;
-            if spins % 64 == 0 && start.elapsed() > SPIN {
+            if spins.is_multiple_of(64) && start.elapsed() > SPIN {
                 break;
             }
         }

@@ -337,7 +337,7 @@ macro_rules! simd_kernels {
                 pub(crate) fn $name(n: usize, w: &[u8], a: &[u8]) -> f32 {
                     let $nb = n / $block;
                     assert!(
-                        n % $block == 0 && w.len() >= $nb * $wbytes && a.len() >= $nb * $abytes,
+                        n.is_multiple_of($block) && w.len() >= $nb * $wbytes && a.len() >= $nb * $abytes,
                         "row too short for {} values",
                         n
                     );
