@@ -2,29 +2,30 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use thaw_gguf::GgmlType;
 use thaw_gguf::writer::GgufWriter;
 
-/// `$THAW_HOME/models/<name>.gguf` (default `~/.cache/thaw`) if it exists; otherwise
-/// prints why the caller should skip and returns `None`.
+/// The cached path of a known model, fetched by thaw-hub if missing (once per test
+/// process). If it cannot be had (e.g. offline), prints why the caller should skip and
+/// returns `None`.
 pub fn model_path(name: &str) -> Option<PathBuf> {
-    let home = std::env::var_os("THAW_HOME")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("thaw"))
-        })?;
-    let path = home.join("models").join(format!("{name}.gguf"));
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!(
-            "skipping: model {} not found (fetch it with `thaw pull {name}`)",
-            path.display()
-        );
-        None
+    static CACHE: Mutex<Vec<(String, Option<PathBuf>)>> = Mutex::new(Vec::new());
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = cache.iter().find(|(n, _)| n == name) {
+        return p.clone();
     }
+    let path = match thaw_hub::ensure_model(name) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("skipping: model {name} is not available: {e}");
+            None
+        }
+    };
+    cache.push((name.to_owned(), path.clone()));
+    path
 }
 
 /// A path in the temp dir unique to this process and call.
