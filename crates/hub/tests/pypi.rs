@@ -72,8 +72,19 @@ fn fetches_extracts_verifies_and_caches() {
     let home = temp_home("fetch");
     let hub = hub_for(&server, &home, &model);
 
+    // Leftovers of a killed download (a pid that cannot be alive) are swept; a temp file
+    // of a live process (this one) is not touched.
+    fs::create_dir_all(home.join("models")).unwrap();
+    let dead = home.join("models/.fake.gguf.999999999.0.tmp");
+    let live = home.join(format!("models/.other.gguf.{}.77.tmp", std::process::id()));
+    fs::write(&dead, b"partial").unwrap();
+    fs::write(&live, b"in progress").unwrap();
+
     let path = hub.ensure_model("fake").unwrap();
     assert_eq!(path, home.join("models").join("fake.gguf"));
+    assert!(!dead.exists());
+    assert!(live.exists());
+    fs::remove_file(&live).unwrap();
     assert_eq!(fs::read(&path).unwrap(), model);
     let sidecar = fs::read_to_string(home.join("models/fake.gguf.sha256")).unwrap();
     assert!(sidecar.starts_with(&sha256_hex(&model)), "{sidecar}");

