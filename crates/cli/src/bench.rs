@@ -16,8 +16,8 @@ pub struct BenchArgs {
     #[arg(short = 'p', long, value_delimiter = ',', default_value = "128,512")]
     pub prompt: Vec<usize>,
     /// Tokens to generate (generation, tokens/s); 0 skips it.
-    #[arg(short = 'n', long, default_value_t = 128)]
-    pub gen: usize,
+    #[arg(short = 'n', long = "gen", default_value_t = 128)]
+    pub generate: usize,
     /// Repetitions of each test (after one warm-up run).
     #[arg(short, long, default_value_t = 3)]
     pub reps: usize,
@@ -69,20 +69,20 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         }
         rows.push(row(format!("pp{n}"), speeds));
     }
-    if args.gen > 0 {
+    if args.generate > 0 {
         let mut speeds = Vec::new();
         for rep in 0..=reps {
-            let tokens = random_tokens(args.gen);
-            let mut session = engine.session(args.gen + 1)?;
+            let tokens = random_tokens(args.generate);
+            let mut session = engine.session(args.generate + 1)?;
             let t = Instant::now();
             for &tok in &tokens {
                 session.step(tok)?;
             }
             if rep > 0 {
-                speeds.push(args.gen as f64 / t.elapsed().as_secs_f64());
+                speeds.push(args.generate as f64 / t.elapsed().as_secs_f64());
             }
         }
-        rows.push(row(format!("tg{}", args.gen), speeds));
+        rows.push(row(format!("tg{}", args.generate), speeds));
     }
     let bandwidth = measure_read_bandwidth();
     let ceiling = bandwidth / bytes_per_token as f64;

@@ -161,7 +161,7 @@ impl Session {
         let (mut logits, cached) = self.prefill(prompt)?;
         let prefill_time = start.elapsed();
         let decode_start = Instant::now();
-        let mut decoder = StreamDecoder::new(self.tokenizer.clone());
+        let mut decoder = StreamDecoder::new(true);
         let mut stop = StopMatcher::new(params.stop.clone());
         let mut generated = 0usize;
         // Penalties look at the whole context, prompt included, as llama.cpp does.
@@ -177,7 +177,7 @@ impl Session {
             if !params.ignore_eos && self.tokenizer.is_eog(token) {
                 break FinishReason::Stop;
             }
-            let piece = decoder.push(token);
+            let piece = decoder.push(&self.tokenizer, token);
             let (emit, hit) = stop.push(&piece);
             if !emit.is_empty() {
                 on_text(&emit);
@@ -191,7 +191,7 @@ impl Session {
             logits = self.step(token)?;
         };
         if finish != FinishReason::Stop {
-            let rest = stop.finish(&decoder.flush());
+            let rest = stop.finish(&decoder.finish());
             if !rest.is_empty() {
                 on_text(&rest);
             }

@@ -90,12 +90,10 @@ impl Engine {
             path: path.clone(),
             source,
         })?;
-        let native = ChatTemplate::from_gguf(&gguf, &tokenizer);
-        let has_native_template = native.is_some();
-        let template = match native {
-            Some(t) => t,
-            None => ChatTemplate::fallback(&tokenizer),
-        };
+        // A template that does not compile is an error the user must see, not a
+        // silent switch to the fallback.
+        let (template, fallback) = ChatTemplate::from_gguf_or_fallback(&gguf, &tokenizer)?;
+        let has_native_template = !fallback;
         Ok(Self {
             path,
             model: Arc::new(model),
@@ -118,7 +116,8 @@ impl Engine {
     pub fn template(&self) -> &ChatTemplate {
         &self.template
     }
-    /// False when the GGUF has no chat template and the documented ChatML fallback is used.
+    /// False when the GGUF has no chat template and a documented fallback (Gemma's
+    /// turn format when the vocabulary has it, else ChatML) is used.
     pub fn has_native_template(&self) -> bool {
         self.has_native_template
     }
