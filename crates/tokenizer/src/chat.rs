@@ -269,12 +269,9 @@ fn special_strings(tok: &Tokenizer) -> (String, String) {
 fn raised_message(e: &Error) -> Option<String> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        if let Some(me) = err.downcast_ref::<Error>() {
-            if let Some(d) = me.detail() {
-                if let Some(msg) = d.strip_prefix(RAISED) {
-                    return Some(msg.to_string());
-                }
-            }
+        let detail = err.downcast_ref::<Error>().and_then(|me| me.detail());
+        if let Some(msg) = detail.and_then(|d| d.strip_prefix(RAISED)) {
+            return Some(msg.to_string());
         }
         cur = err.source();
     }

@@ -180,10 +180,8 @@ impl Tokenizer {
         if a & (attr::CONTROL | attr::UNKNOWN | attr::USER_DEFINED) != 0 {
             return text.as_bytes().to_vec();
         }
-        if a & attr::BYTE != 0 {
-            if let Some(b) = parse_byte_token(text) {
-                return vec![b];
-            }
+        if let Some(b) = parse_byte_token(text).filter(|_| a & attr::BYTE != 0) {
+            return vec![b];
         }
         match v.kind {
             ModelKind::SentencePiece => text.replace(SPM_SPACE, " ").into_bytes(),

@@ -1,5 +1,5 @@
 //! The per-fragment tokenizers: byte-level BPE on the `tokenizers` crate (GGUF merges
-//! + a named pre-tokenizer) and SentencePiece-style BPE (`spm.rs`, llama.cpp's
+//! and a named pre-tokenizer) and SentencePiece-style BPE (`spm.rs`, llama.cpp's
 //! score-driven algorithm with byte fallback).
 
 use tokenizers::models::bpe::{BPE, Vocab as HfVocab};
@@ -15,7 +15,10 @@ use crate::vocab::{ModelKind, Vocab};
 pub(crate) const SPM_SPACE: &str = "\u{2581}";
 
 pub(crate) enum Engine {
-    ByteLevel { pre: PreTokenizerWrapper, bpe: BPE },
+    ByteLevel {
+        pre: PreTokenizerWrapper,
+        bpe: Box<BPE>,
+    },
     SentencePiece(Spm),
 }
 
@@ -69,7 +72,13 @@ impl Engine {
                     .ignore_merges(v.ignore_merges)
                     .build()
                     .map_err(build_err)?;
-                Ok((Engine::ByteLevel { pre, bpe }, notes))
+                Ok((
+                    Engine::ByteLevel {
+                        pre,
+                        bpe: Box::new(bpe),
+                    },
+                    notes,
+                ))
             }
             ModelKind::SentencePiece => Ok((Engine::SentencePiece(Spm::new(v, index)), notes)),
         }

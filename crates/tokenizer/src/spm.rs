@@ -15,7 +15,7 @@ use crate::vocab::Vocab;
 
 pub(crate) struct Spm {
     /// Byte -> `<0xXX>` token (or the one-byte token, as llama.cpp's fallback).
-    bytes: [Option<u32>; 256],
+    bytes: Vec<Option<u32>>,
 }
 
 #[derive(Clone, Copy)]
@@ -53,7 +53,7 @@ impl Ord for Bigram {
 
 impl Spm {
     pub fn new(v: &Vocab, index: &TokenIndex) -> Self {
-        let mut bytes = [None; 256];
+        let mut bytes = vec![None; 256];
         for (b, slot) in bytes.iter_mut().enumerate() {
             *slot = index.get(&v.tokens, &format!("<0x{b:02X}>")).or_else(|| {
                 std::str::from_utf8(&[b as u8])

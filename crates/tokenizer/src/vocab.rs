@@ -311,18 +311,15 @@ impl Vocab {
         eog.extend([eos, eot, eom].into_iter().flatten());
         // gpt-oss / solar-open: `<|end|>` is not an end of generation there.
         let has = |t: &str| found.contains_key(t);
-        if has("<|return|>") && has("<|call|>") || has("<|calls|>") && has("<|flush|>") {
-            if let Some(&end) = found.get("<|end|>") {
-                eog.retain(|&id| id != end);
-                attrs[end as usize] = attr::USER_DEFINED;
-            }
+        let harmony = has("<|return|>") && has("<|call|>") || has("<|calls|>") && has("<|flush|>");
+        if let Some(&end) = found.get("<|end|>").filter(|_| harmony) {
+            eog.retain(|&id| id != end);
+            attrs[end as usize] = attr::USER_DEFINED;
         }
         // Gemma 4 / PaddleOCR: `</s>` is not an end of generation there.
-        if has("<|tool_response>") {
-            if let Some(&s) = found.get("</s>") {
-                eog.retain(|&id| id != s);
-                attrs[s as usize] = attr::NORMAL;
-            }
+        if let Some(&s) = found.get("</s>").filter(|_| has("<|tool_response>")) {
+            eog.retain(|&id| id != s);
+            attrs[s as usize] = attr::NORMAL;
         }
         eog.sort_unstable();
         eog.dedup();

@@ -59,8 +59,11 @@ pub fn corpus() -> Vec<String> {
         .collect()
 }
 
+/// A fresh directory per call (tests in one process run in parallel).
 pub fn scratch_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("thaw-tokenizer-{tag}-{}", std::process::id()));
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("thaw-tokenizer-{tag}-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&d).expect("scratch dir");
     d
 }

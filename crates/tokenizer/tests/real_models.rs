@@ -1,0 +1,165 @@
+//! Behaviour on the two real models: known ids, BOS/EOS rules, special tokens,
+//! end-of-generation, byte pieces, round trips and streaming.
+
+mod common;
+
+use thaw_tokenizer::{ModelKind, StreamDecoder, Tokenizer};
+
+const SAMPLES: &[&str] = &[
+    "Hello world",
+    "  leading and trailing  ",
+    "tabs\tand\nnewlines\r\n",
+    "naïve café — Ελληνικά, русский, 中文, العربية, हिन्दी",
+    "emoji 👨‍👩‍👧‍👦 👍🏽 🇯🇵",
+    "fn main() { println!(\"{}\", 1 << 20); }",
+    "<|im_start|>user\nhi<|im_end|> <start_of_turn>model",
+    "12345678901234567890",
+    "",
+];
+
+fn roundtrip_all(tok: &Tokenizer) {
+    let mut lines = common::corpus();
+    lines.extend(SAMPLES.iter().map(|s| s.to_string()));
+    for line in &lines {
+        for special in [false, true] {
+            let ids = tok.encode(line, false, special).unwrap();
+            assert_eq!(
+                &tok.decode(&ids, false),
+                line,
+                "round trip (parse_special={special})"
+            );
+        }
+    }
+}
+
+fn stream_matches_decode(tok: &Tokenizer) {
+    let mut held_back = 0;
+    for text in SAMPLES.iter().copied().chain(["ｶﾀｶﾅ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ✓✓✓ 🙂🙃"])
+    {
+        let ids = tok.encode(text, false, false).unwrap();
+        let mut dec = StreamDecoder::new(false);
+        let mut out = String::new();
+        for &id in &ids {
+            let chunk = dec.push(tok, id);
+            assert!(
+                !chunk.contains('\u{FFFD}'),
+                "partial character leaked in {text:?}"
+            );
+            if chunk.is_empty() && !tok.token_bytes(id).is_empty() {
+                held_back += 1;
+            }
+            out.push_str(&chunk);
+        }
+        out.push_str(&dec.finish());
+        assert_eq!(out, text);
+    }
+    assert!(
+        held_back > 0,
+        "no token was split mid-character: the test proves nothing"
+    );
+}
+
+#[test]
+fn smollm2_basics() {
+    let Some((_g, tok)) = common::load("smollm2") else {
+        return;
+    };
+    assert_eq!(tok.kind(), ModelKind::ByteLevelBpe);
+    assert_eq!(tok.vocab_size(), 49152);
+    assert!(tok.notes().is_empty(), "{:?}", tok.notes());
+
+    let ids = tok.encode("Hello world", false, false).unwrap();
+    let texts: Vec<&str> = ids.iter().map(|&i| tok.token_text(i)).collect();
+    assert_eq!(texts, ["Hello", "Ġworld"]);
+    assert_eq!(tok.token_bytes(ids[1]), b" world");
+    // smollm splits digits one by one.
+    assert_eq!(tok.encode("2026", false, false).unwrap().len(), 4);
+
+    // add_bos_token = false: add_special adds nothing here.
+    assert!(!tok.add_bos());
+    assert_eq!(tok.encode("Hello world", true, false).unwrap(), ids);
+    assert_eq!((tok.bos_id(), tok.eos_id()), (Some(1), Some(2)));
+    assert_eq!(tok.token_text(1), "<|im_start|>");
+
+    let s = "<|im_start|>user\nHi<|im_end|>";
+    let with = tok.encode(s, false, true).unwrap();
+    assert_eq!(with.first(), Some(&1));
+    assert_eq!(with.last(), Some(&2));
+    let without = tok.encode(s, false, false).unwrap();
+    assert!(!without.contains(&1) && !without.contains(&2));
+    assert_eq!(tok.decode(&with, true), "user\nHi");
+    assert_eq!(tok.decode(&with, false), s);
+
+    assert!(tok.is_eog(2), "<|im_end|>");
+    assert!(tok.is_eog(0), "<|endoftext|>");
+    assert!(!tok.is_eog(1));
+    assert!(!tok.is_eog(ids[0]));
+    assert_eq!(tok.token_text(999_999), "");
+    assert!(tok.token_bytes(999_999).is_empty());
+}
+
+#[test]
+fn gemma3_basics() {
+    let Some((_g, tok)) = common::load("gemma3-270m") else {
+        return;
+    };
+    assert_eq!(tok.kind(), ModelKind::SentencePiece);
+    assert_eq!(tok.vocab_size(), 262_144);
+
+    let ids = tok.encode("Hello world", false, false).unwrap();
+    let texts: Vec<&str> = ids.iter().map(|&i| tok.token_text(i)).collect();
+    assert_eq!(
+        texts,
+        ["Hello", "▁world"],
+        "add_space_prefix is false for Gemma"
+    );
+    assert_eq!(tok.token_bytes(ids[1]), b" world");
+
+    // add_bos_token = true.
+    assert!(tok.add_bos());
+    assert_eq!(tok.bos_id(), Some(2));
+    let with_bos = tok.encode("Hello world", true, false).unwrap();
+    assert_eq!(with_bos[0], 2);
+    assert_eq!(&with_bos[1..], &ids[..]);
+    assert_eq!(tok.encode("", true, false).unwrap(), vec![2]);
+    assert_eq!(tok.decode(&with_bos, true), "Hello world");
+
+    // Newlines and space runs are user-defined tokens: always matched.
+    let nl = tok.token_id("\n").unwrap();
+    assert_eq!(tok.encode("a\nb", false, false).unwrap()[1], nl);
+    // Control tokens only with parse_special.
+    let sot = tok.token_id("<start_of_turn>").unwrap();
+    assert_eq!(
+        tok.encode("<start_of_turn>", false, true).unwrap(),
+        vec![sot]
+    );
+    assert!(tok.encode("<start_of_turn>", false, false).unwrap().len() > 1);
+
+    // Characters missing from the vocabulary fall back to <0xXX> byte tokens.
+    let b = tok.token_id("<0x00>").unwrap();
+    assert_eq!(tok.token_bytes(b), vec![0u8]);
+    assert_eq!(tok.encode("\u{0}", false, false).unwrap(), vec![b]);
+
+    let eot = tok.eot_id().unwrap();
+    assert_eq!(tok.token_text(eot), "<end_of_turn>");
+    assert!(tok.is_eog(eot) && tok.is_eog(tok.eos_id().unwrap()));
+    assert!(!tok.is_eog(sot));
+}
+
+#[test]
+fn smollm2_roundtrip_and_stream() {
+    let Some((_g, tok)) = common::load("smollm2") else {
+        return;
+    };
+    roundtrip_all(&tok);
+    stream_matches_decode(&tok);
+}
+
+#[test]
+fn gemma3_roundtrip_and_stream() {
+    let Some((_g, tok)) = common::load("gemma3-270m") else {
+        return;
+    };
+    roundtrip_all(&tok);
+    stream_matches_decode(&tok);
+}
