@@ -1,0 +1,23 @@
+//! Serde wire types of the OpenAI HTTP API as `thaw serve` speaks it: chat completions,
+//! (legacy) completions, models, streaming chunks, usage and the error body
+//! `{"error":{"message","type","param","code"}}`.
+//!
+//! Requests deserialize leniently where OpenAI is lenient (unknown fields are ignored,
+//! `stop` is a string or a list, `content` is a string or a list of text parts) and
+//! strictly on the types of the fields they know, so a server can answer a wrong type
+//! with a 400 naming the field. No HTTP here: this crate is plain data.
+
+mod error;
+mod request;
+mod response;
+
+pub use error::{ErrorBody, ErrorDetail};
+pub use request::{
+    ChatCompletionRequest, ChatMessage, CompletionRequest, MessageContent, Prompt,
+    ResponseFormat, StopSpec, StreamOptions,
+};
+pub use response::{
+    ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatDelta, ChatLogprobs,
+    ChatTokenLogprob, CompletionChoice, CompletionLogprobs, CompletionResponse, Model, ModelList,
+    PromptTokensDetails, ResponseMessage, TopLogprob, Usage,
+};

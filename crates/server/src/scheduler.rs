@@ -1,0 +1,609 @@
+//! The scheduler: one dedicated thread owns every session and runs all model work (one
+//! forward pass at a time on the kernel thread pool). Async handlers send jobs over a
+//! channel; text flows back over each job's own channel.
+//!
+//! Continuous batching in structure: each loop iteration (1) admits queued jobs up to
+//! `max_running`, giving each the free session whose cached tokens share the longest
+//! prefix with its prompt, (2) prefills at most `prefill_chunk` prompt tokens so a long
+//! prompt does not stall running decodes, (3) runs one decode step for every decoding
+//! sequence ([`forward_decode`], the place for a batched forward pass), and (4) drops
+//! sequences whose client went away.
+
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use thaw_engine::{Engine, EngineError, Session, StopMatcher};
+use thaw_sampling::{Sampler, SamplerConfig, logprob_of, top_logprobs};
+use thaw_tokenizer::StreamDecoder;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::ServerError;
+
+/// One generated token's log-probabilities.
+#[derive(Debug, Clone)]
+pub struct TokenLogprob {
+    pub token: u32,
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    Stop,
+    Length,
+}
+
+impl Finish {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+        }
+    }
+}
+
+/// What a job's channel carries back to its handler.
+#[derive(Debug)]
+pub enum Event {
+    Text {
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    },
+    Done {
+        finish: Finish,
+        prompt_tokens: usize,
+        cached_tokens: usize,
+        completion_tokens: usize,
+    },
+    Error(ApiError),
+}
+
+/// A generation request as the scheduler sees it.
+pub struct Job {
+    pub prompt: Vec<u32>,
+    pub sampler: SamplerConfig,
+    pub max_tokens: Option<usize>,
+    pub stop: Vec<String>,
+    /// `Some(k)`: report each token's log-probability and the `k` most likely tokens.
+    pub logprobs: Option<usize>,
+    pub events: UnboundedSender<Event>,
+    pub arrived: Instant,
+    slot: Option<QueueSlot>,
+}
+
+impl Job {
+    pub fn new(
+        prompt: Vec<u32>,
+        sampler: SamplerConfig,
+        max_tokens: Option<usize>,
+        stop: Vec<String>,
+        logprobs: Option<usize>,
+        events: UnboundedSender<Event>,
+    ) -> Self {
+        Job {
+            prompt,
+            sampler,
+            max_tokens,
+            stop,
+            logprobs,
+            events,
+            arrived: Instant::now(),
+            slot: None,
+        }
+    }
+
+    fn reject(self, e: ApiError) {
+        let _ = self.events.send(Event::Error(e));
+    }
+}
+
+/// Counts a job in the queue-depth gauge for as long as it lives unscheduled, however it
+/// leaves the queue (admitted, cancelled, lost in a panic).
+struct QueueSlot(Arc<Metrics>);
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.0.queue_depth.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Same for the running-sequences gauge.
+struct RunSlot(Arc<Metrics>);
+impl Drop for RunSlot {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+enum Msg {
+    Job(Job),
+    Shutdown(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    pub n_ctx: usize,
+    pub max_running: usize,
+    pub max_queue: usize,
+    pub prefill_chunk: usize,
+}
+
+/// The async side's handle on the scheduler thread.
+pub struct Scheduler {
+    tx: std::sync::Mutex<Sender<Msg>>,
+    metrics: Arc<Metrics>,
+    max_queue: usize,
+    n_ctx: usize,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Scheduler {
+    /// Start the thread; fails if a session of `opts.n_ctx` tokens cannot be made.
+    pub fn start(
+        engine: Arc<Engine>,
+        opts: SchedulerOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ServerError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let m = metrics.clone();
+        let o = opts.clone();
+        let thread = std::thread::Builder::new()
+            .name("thaw-scheduler".into())
+            .spawn(move || {
+                // The first session is made here (sessions stay on this thread) and tells
+                // the caller the real context size.
+                let first = match engine.session(o.n_ctx) {
+                    Ok(s) => {
+                        let _ = ready_tx.send(Ok(s.n_ctx()));
+                        s
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let mut pool = vec![first];
+                loop {
+                    let run = catch_unwind(AssertUnwindSafe(|| {
+                        Worker::new(&engine, &rx, &o, &m, std::mem::take(&mut pool)).run()
+                    }));
+                    match run {
+                        Ok(()) => break,
+                        Err(_) => {
+                            // Jobs in flight were dropped with the worker: their handlers
+                            // see a closed channel and answer 500. Start over clean.
+                            m.scheduler_restarts.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!("scheduler panicked; restarting it");
+                        }
+                    }
+                }
+            })
+            .map_err(ServerError::Io)?;
+        let n_ctx = match ready_rx.recv() {
+            Ok(r) => r?,
+            Err(_) => return Err(ServerError::Scheduler("the scheduler thread died".into())),
+        };
+        Ok(Scheduler {
+            tx: std::sync::Mutex::new(tx),
+            metrics,
+            max_queue: opts.max_queue,
+            n_ctx,
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Queue a job, or 429 when `max_queue` jobs are already waiting.
+    pub fn submit(&self, mut job: Job) -> Result<(), ApiError> {
+        let q = &self.metrics.queue_depth;
+        let mut cur = q.load(Ordering::Relaxed);
+        loop {
+            if cur >= self.max_queue {
+                return Err(ApiError::queue_full());
+            }
+            match q.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        job.slot = Some(QueueSlot(self.metrics.clone()));
+        let tx = self
+            .tx
+            .lock()
+            .map_err(|_| ApiError::internal("scheduler lock poisoned"))?;
+        tx.send(Msg::Job(job))
+            .map_err(|_| ApiError::unavailable("The server is shutting down."))
+    }
+
+    /// Stop admitting work; running sequences get `grace` to finish, then are cancelled.
+    pub fn shutdown(&self, grace: Duration) {
+        if let Ok(tx) = self.tx.lock() {
+            let _ = tx.send(Msg::Shutdown(grace));
+        }
+    }
+
+    /// Wait for the thread to end (after [`shutdown`](Self::shutdown)).
+    pub fn join(&self) {
+        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Length of the common prefix of two token sequences.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// One admitted request with its session.
+struct Seq {
+    job: Job,
+    session: Session,
+    sampler: Sampler,
+    decoder: StreamDecoder,
+    stop: StopMatcher,
+    /// Prompt tokens already in the KV cache; `None` until prefill starts.
+    prefilled: Option<usize>,
+    cached: usize,
+    generated: usize,
+    /// The last sampled token, to be fed by the next decode step.
+    next: Option<u32>,
+    pending_lp: Vec<TokenLogprob>,
+    last_token_at: Option<Instant>,
+    /// Set once the sequence has sent its last event (or its client is gone).
+    done: bool,
+    _run: RunSlot,
+}
+
+struct Worker<'a> {
+    engine: &'a Engine,
+    rx: &'a Receiver<Msg>,
+    opts: &'a SchedulerOptions,
+    metrics: &'a Arc<Metrics>,
+    /// Idle sessions, least recently used first.
+    free: Vec<Session>,
+    waiting: VecDeque<Job>,
+    running: Vec<Seq>,
+    shutdown_at: Option<Instant>,
+}
+
+impl<'a> Worker<'a> {
+    fn new(
+        engine: &'a Engine,
+        rx: &'a Receiver<Msg>,
+        opts: &'a SchedulerOptions,
+        metrics: &'a Arc<Metrics>,
+        free: Vec<Session>,
+    ) -> Self {
+        Worker {
+            engine,
+            rx,
+            opts,
+            metrics,
+            free,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            shutdown_at: None,
+        }
+    }
+
+    fn on_msg(&mut self, m: Msg) {
+        match m {
+            Msg::Job(job) if self.shutdown_at.is_some() => {
+                job.reject(ApiError::unavailable("The server is shutting down."))
+            }
+            Msg::Job(job) => self.waiting.push_back(job),
+            Msg::Shutdown(grace) => {
+                let at = Instant::now() + grace;
+                self.shutdown_at = Some(self.shutdown_at.map_or(at, |t| t.min(at)));
+            }
+        }
+    }
+
+    fn run(mut self) {
+        loop {
+            if self.running.is_empty() && self.waiting.is_empty() {
+                if self.shutdown_at.is_some() {
+                    return;
+                }
+                match self.rx.recv() {
+                    Ok(m) => self.on_msg(m),
+                    Err(_) => return,
+                }
+            }
+            loop {
+                match self.rx.try_recv() {
+                    Ok(m) => self.on_msg(m),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    // Every handle is gone: finish what runs, take nothing new.
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        self.shutdown_at.get_or_insert_with(Instant::now);
+                        break;
+                    }
+                }
+            }
+            if let Some(at) = self.shutdown_at {
+                for job in self.waiting.drain(..) {
+                    job.reject(ApiError::unavailable("The server is shutting down."));
+                }
+                if Instant::now() >= at {
+                    for seq in &mut self.running {
+                        let _ = seq.job.events.send(Event::Error(ApiError::unavailable(
+                            "The server shut down before the answer was complete.",
+                        )));
+                        seq.done = true;
+                    }
+                }
+            }
+            // Clients that went away free their slot before any more work is done.
+            self.waiting.retain(|j| !j.events.is_closed());
+            for seq in &mut self.running {
+                if seq.job.events.is_closed() {
+                    seq.done = true;
+                }
+            }
+            self.reap();
+            self.admit();
+            self.prefill();
+            self.decode();
+            self.reap();
+            if self.running.is_empty() && self.waiting.is_empty() && self.shutdown_at.is_some() {
+                return;
+            }
+            // Nothing runnable (shouldn't happen), avoid a hot spin.
+            if self.running.is_empty() && !self.waiting.is_empty() {
+                match self.rx.recv_timeout(Duration::from_millis(5)) {
+                    Ok(m) => self.on_msg(m),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => {
+                        self.shutdown_at.get_or_insert_with(Instant::now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Finished sequences give their sessions back (most recently used last).
+    fn reap(&mut self) {
+        let mut i = 0;
+        while i < self.running.len() {
+            if self.running[i].done {
+                let seq = self.running.remove(i);
+                self.free.push(seq.session);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn admit(&mut self) {
+        while self.running.len() < self.opts.max_running.max(1) {
+            let Some(mut job) = self.waiting.pop_front() else {
+                return;
+            };
+            let session = match self.take_session(&job.prompt) {
+                Ok(s) => s,
+                Err(e) => {
+                    job.reject(ApiError::internal(format!("could not create a session: {e}")));
+                    continue;
+                }
+            };
+            let sampler = match Sampler::new(job.sampler.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.free.push(session);
+                    job.reject(ApiError::invalid("", e.to_string()));
+                    continue;
+                }
+            };
+            job.slot = None;
+            self.metrics.running.fetch_add(1, Ordering::Relaxed);
+            let stop = StopMatcher::new(job.stop.clone());
+            self.running.push(Seq {
+                job,
+                session,
+                sampler,
+                decoder: StreamDecoder::new(true),
+                stop,
+                prefilled: None,
+                cached: 0,
+                generated: 0,
+                next: None,
+                pending_lp: Vec::new(),
+                last_token_at: None,
+                done: false,
+                _run: RunSlot(self.metrics.clone()),
+            });
+        }
+    }
+
+    /// The idle session sharing the longest prefix with `prompt`; with no shared prefix,
+    /// a new session while the pool is below `max_running` (keeping other caches warm),
+    /// else the least recently used one.
+    fn take_session(&mut self, prompt: &[u32]) -> Result<Session, EngineError> {
+        let best = self
+            .free
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, common_prefix(s.tokens(), prompt)))
+            .max_by_key(|&(i, n)| (n, i));
+        match best {
+            Some((i, n)) if n > 0 => Ok(self.free.remove(i)),
+            _ if self.free.len() + self.running.len() < self.opts.max_running.max(1) => {
+                self.engine.session(self.opts.n_ctx)
+            }
+            Some(_) => Ok(self.free.remove(0)),
+            None => self.engine.session(self.opts.n_ctx),
+        }
+    }
+
+    /// Spend up to `prefill_chunk` tokens of prompt processing, oldest request first.
+    fn prefill(&mut self) {
+        let mut budget = self.opts.prefill_chunk.max(1);
+        let tok = self.engine.tokenizer().clone();
+        for seq in self.running.iter_mut() {
+            if budget == 0 {
+                break;
+            }
+            if seq.done || seq.next.is_some() {
+                continue;
+            }
+            let prompt = &seq.job.prompt;
+            let start = match seq.prefilled {
+                Some(p) => p,
+                None => {
+                    // Start after the prefix the session already holds (keep at least
+                    // the last prompt token to compute: its logits are needed).
+                    let common = common_prefix(seq.session.tokens(), prompt);
+                    let start = common.min(prompt.len().saturating_sub(1));
+                    seq.cached = start;
+                    self.metrics
+                        .prompt_tokens
+                        .fetch_add(prompt.len() as u64, Ordering::Relaxed);
+                    self.metrics
+                        .cached_tokens
+                        .fetch_add(start as u64, Ordering::Relaxed);
+                    start
+                }
+            };
+            let end = (start + budget).min(prompt.len());
+            match seq.session.prefill(&prompt[..end]) {
+                Ok((logits, _)) => {
+                    budget -= end - start;
+                    seq.prefilled = Some(end);
+                    if end == prompt.len() {
+                        seq.accept(logits, &tok, self.metrics, self.opts.n_ctx);
+                    }
+                }
+                Err(e) => seq.fail(e),
+            }
+        }
+    }
+
+    /// One decode step for every sequence that has a token to feed.
+    fn decode(&mut self) {
+        let tok = self.engine.tokenizer().clone();
+        let mut batch: Vec<&mut Seq> = self
+            .running
+            .iter_mut()
+            .filter(|s| !s.done && s.next.is_some())
+            .collect();
+        if batch.is_empty() {
+            return;
+        }
+        let results = forward_decode(&mut batch);
+        for (seq, r) in batch.into_iter().zip(results) {
+            match r {
+                Ok(logits) => seq.accept(logits, &tok, self.metrics, self.opts.n_ctx),
+                Err(e) => seq.fail(e),
+            }
+        }
+    }
+}
+
+/// Feed each sequence's pending token and return its next-token logits. Today one
+/// sequence after another; a batched forward pass (one pass over the weights for all
+/// sequences) replaces this loop without touching the scheduler.
+fn forward_decode(batch: &mut [&mut Seq]) -> Vec<Result<Vec<f32>, EngineError>> {
+    batch
+        .iter_mut()
+        // Callers only pass sequences with a pending token; empty logits would fail
+        // sampling rather than panic.
+        .map(|seq| match seq.next {
+            Some(t) => seq.session.step(t),
+            None => Ok(Vec::new()),
+        })
+        .collect()
+}
+
+impl Seq {
+    fn send(&mut self, e: Event) {
+        if self.job.events.send(e).is_err() {
+            self.done = true;
+        }
+    }
+
+    fn fail(&mut self, e: EngineError) {
+        // The cache may be half-written: forget it.
+        self.session.reset();
+        self.send(Event::Error(ApiError::internal(format!("generation failed: {e}"))));
+        self.done = true;
+    }
+
+    /// Sample from `logits` and route the token: text out, stop checks, next step.
+    fn accept(&mut self, mut logits: Vec<f32>, tok: &thaw_tokenizer::Tokenizer, m: &Metrics, n_ctx: usize) {
+        self.next = None;
+        // Log-probabilities come from the model's distribution, before bias/penalties.
+        let raw = self.job.logprobs.map(|_| logits.clone());
+        let token = match self.sampler.sample(&mut logits, self.session.tokens()) {
+            Ok(t) => t,
+            Err(e) => return self.fail(e.into()),
+        };
+        let now = Instant::now();
+        match self.last_token_at {
+            None => m.ttft.observe(now - self.job.arrived),
+            Some(t) => m.itl.observe(now - t),
+        }
+        self.last_token_at = Some(now);
+        if tok.is_eog(token) {
+            return self.finish(Finish::Stop, tok);
+        }
+        self.generated += 1;
+        m.generated_tokens.fetch_add(1, Ordering::Relaxed);
+        if let (Some(k), Some(raw)) = (self.job.logprobs, raw) {
+            let logprob = logprob_of(&raw, token).unwrap_or(f32::NEG_INFINITY);
+            let top = top_logprobs(&raw, k).unwrap_or_default();
+            self.pending_lp.push(TokenLogprob { token, logprob, top });
+        }
+        let piece = self.decoder.push(tok, token);
+        let (emit, hit) = self.stop.push(&piece);
+        if !emit.is_empty() {
+            let logprobs = std::mem::take(&mut self.pending_lp);
+            self.send(Event::Text { text: emit, logprobs });
+        }
+        if hit {
+            // The stop string and anything after it are not part of the answer.
+            self.pending_lp.clear();
+            return self.done_event(Finish::Stop);
+        }
+        if self.job.max_tokens.is_some_and(|mx| self.generated >= mx)
+            || self.session.tokens().len() >= n_ctx
+        {
+            return self.finish(Finish::Length, tok);
+        }
+        self.next = Some(token);
+    }
+
+    /// End without a stop-string hit: text held back for a possible stop string, or
+    /// an unfinished UTF-8 character, goes out first.
+    fn finish(&mut self, reason: Finish, _tok: &thaw_tokenizer::Tokenizer) {
+        let tail = self.decoder.finish();
+        let rest = self.stop.finish(&tail);
+        let logprobs = std::mem::take(&mut self.pending_lp);
+        if !rest.is_empty() || !logprobs.is_empty() {
+            self.send(Event::Text { text: rest, logprobs });
+        }
+        self.done_event(reason);
+    }
+
+    fn done_event(&mut self, finish: Finish) {
+        let e = Event::Done {
+            finish,
+            prompt_tokens: self.job.prompt.len(),
+            cached_tokens: self.cached,
+            completion_tokens: self.generated,
+        };
+        self.send(e);
+        self.done = true;
+    }
+}
