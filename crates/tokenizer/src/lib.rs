@@ -1,13 +1,19 @@
 //! Tokenizers built from GGUF metadata, matching llama.cpp token for token, plus a
-//! streaming detokenizer and Hugging Face–style chat templates.
+//! streaming detokenizer ([`StreamDecoder`]) and Hugging Face–style chat templates
+//! ([`chat`]).
 //!
-//! - `tokenizer.ggml.model = "gpt2"`: byte-level BPE with the GGUF merges and the split
-//!   rules named by `tokenizer.ggml.pre` (SmolLM2, Llama 3, Qwen2, ...).
-//! - `tokenizer.ggml.model = "llama"`: SentencePiece-style BPE over token scores with
-//!   byte fallback (Gemma, Mistral, Llama 2).
+//! - `tokenizer.ggml.model = "gpt2"`: byte-level BPE on the `tokenizers` crate, with
+//!   the GGUF merges and the split rules named by `tokenizer.ggml.pre` (SmolLM2,
+//!   Llama 3, Qwen2, ...).
+//! - `tokenizer.ggml.model = "llama"`: SentencePiece-style BPE (Gemma, Mistral,
+//!   Llama 2), implemented directly as llama.cpp runs it: pairs joined by the score of
+//!   the token they form, `<0xXX>` byte fallback. (A merge table derived for the
+//!   `tokenizers` crate gave identical ids but took seconds to build for Gemma's 262k
+//!   vocabulary; this needs only a hash index.)
 //!
-//! Special tokens (control, user-defined) are split out of the text first, exactly as
-//! llama.cpp's `llama_tokenize(add_special, parse_special)` does.
+//! Before either runs, special tokens are split out of the text exactly as llama.cpp's
+//! `llama_tokenize(add_special, parse_special)` does: control tokens only with
+//! `parse_special`, user-defined tokens always, longest first.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;

@@ -8,20 +8,15 @@ use std::time::Instant;
 use thaw_gguf::GgufFile;
 use thaw_tokenizer::Tokenizer;
 
-/// `$THAW_HOME/models/<name>.gguf` (THAW_HOME defaults to ~/.cache/thaw); None (test
-/// skipped with a message) when the model is not on disk.
+/// The cached GGUF of a catalog model (fetched by thaw-hub if missing); None, with a
+/// "skipped" message, when it cannot be had (e.g. no network).
 pub fn model_path(name: &str) -> Option<PathBuf> {
-    let home = std::env::var_os("THAW_HOME")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("thaw"))
-        })?;
-    let p = home.join("models").join(format!("{name}.gguf"));
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("skipped: model {name} not found at {}", p.display());
-        None
+    match thaw_hub::ensure_model(name) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("skipped: model {name} unavailable: {e}");
+            None
+        }
     }
 }
 
