@@ -19,6 +19,7 @@ mod math;
 mod penalties;
 pub mod rng;
 mod sampler;
+mod select;
 
 pub use config::SamplerConfig;
 pub use error::SamplingError;

@@ -2,6 +2,7 @@
 //! OpenAI's `logprobs` / `top_logprobs` report them. NaN logits count as probability 0.
 
 use crate::SamplingError;
+use crate::select::{collect_top, desc};
 
 /// `max` and `ln Σ exp(l - max)` over non-NaN logits, accumulated in f64.
 fn log_sum_exp(logits: &[f32]) -> Result<f64, SamplingError> {
@@ -51,29 +52,24 @@ pub fn logprob_of(logits: &[f32], token: u32) -> Result<f32, SamplingError> {
 }
 
 /// The `k` most likely tokens with their log-probabilities, most likely first (ties → lower
-/// id). Fewer than `k` if the vocabulary is smaller; NaN logits are never listed.
+/// id). Fewer than `k` if the vocabulary is smaller; NaN logits are never listed, `-inf` ones
+/// (probability 0) only to fill up `k`.
 pub fn top_logprobs(logits: &[f32], k: usize) -> Result<Vec<(u32, f32)>, SamplingError> {
     let lse = log_sum_exp(logits)?;
-    let mut v: Vec<(u32, f32)> = logits
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| !l.is_nan())
-        .map(|(i, &l)| (i as u32, l))
-        .collect();
-    let cmp = |a: &(u32, f32), b: &(u32, f32)| {
-        b.1.partial_cmp(&a.1)
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(a.0.cmp(&b.0))
-    };
-    let k = k.min(v.len());
+    let mut v = Vec::new();
     if k == 0 {
-        return Ok(Vec::new());
+        return Ok(v);
     }
-    if k < v.len() {
-        v.select_nth_unstable_by(k - 1, cmp);
-        v.truncate(k);
+    // NaN is skipped by the selection; -inf (probability 0) is listed only to fill up `k`.
+    collect_top(logits, k, &mut v, |i, l| (i, l), |&p| p);
+    if v.len() < k {
+        let ninf = logits
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| **l == f32::NEG_INFINITY);
+        v.extend(ninf.take(k - v.len()).map(|(i, &l)| (i as u32, l)));
     }
-    v.sort_unstable_by(cmp);
+    v.sort_unstable_by(|a, b| desc(*a, *b));
     Ok(v.into_iter()
         .map(|(i, l)| (i, (l as f64 - lse) as f32))
         .collect())

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use crate::math::det_exp;
 use crate::penalties::{apply_logit_bias, apply_penalties_with};
 use crate::rng::{Xoshiro256StarStar, os_seed};
+use crate::select::{collect_top, desc};
 use crate::{SamplerConfig, SamplingError};
 
 /// One surviving token during filtering.
@@ -17,13 +18,8 @@ struct Candidate {
     w: f64,
 }
 
-/// Total order: higher logit first, then lower id. Candidates never hold NaN; `partial_cmp`
-/// (not `total_cmp`) keeps -0.0 and +0.0 equal so such ties go to the lower id, as in greedy.
 fn by_logit_desc(a: &Candidate, b: &Candidate) -> Ordering {
-    b.logit
-        .partial_cmp(&a.logit)
-        .unwrap_or(Ordering::Equal)
-        .then(a.id.cmp(&b.id))
+    desc((a.id, a.logit), (b.id, b.logit))
 }
 
 /// First prefix chunk sorted by top-p; doubled each round so the work stays O(V) for the
@@ -91,33 +87,26 @@ impl Sampler {
             return greedy(logits);
         }
         self.collect_candidates(logits)?;
-        self.filter();
-        Ok(self.draw())
+        let weighted = self.filter();
+        Ok(self.draw(weighted))
     }
 
-    /// Fills `cands` with every usable token; if any logit is +inf, only those (as 0.0).
+    /// Fills `cands` with the usable tokens, already cut to top-k when it is on. If any logit
+    /// is +inf, only those are candidates (as equal logits 0.0), since a softmax over +inf is
+    /// undefined.
     fn collect_candidates(&mut self, logits: &[f32]) -> Result<(), SamplingError> {
-        self.cands.clear();
-        let mut any_inf = false;
-        for (i, &l) in logits.iter().enumerate() {
-            if l == f32::INFINITY {
-                if !any_inf {
-                    any_inf = true;
-                    self.cands.clear();
-                }
-                self.cands.push(Candidate {
-                    id: i as u32,
-                    logit: 0.0,
-                    w: 0.0,
-                });
-            } else if !any_inf && l > f32::NEG_INFINITY {
-                // `>` is false for NaN as well as -inf.
-                self.cands.push(Candidate {
-                    id: i as u32,
-                    logit: l,
-                    w: 0.0,
-                });
-            }
+        let make = |id, logit| Candidate { id, logit, w: 0.0 };
+        if logits.contains(&f32::INFINITY) {
+            self.cands.clear();
+            self.cands.extend(
+                (0..logits.len() as u32)
+                    .filter(|&i| logits[i as usize] == f32::INFINITY)
+                    .map(|i| make(i, 0.0)),
+            );
+        } else {
+            collect_top(logits, self.config.top_k, &mut self.cands, make, |c| {
+                (c.id, c.logit)
+            });
         }
         if self.cands.is_empty() {
             return Err(SamplingError::NoValidLogits);
@@ -125,14 +114,14 @@ impl Sampler {
         Ok(())
     }
 
-    /// top-k → top-p → min-p on `cands` (non-empty), leaving the survivors in `cands`.
-    fn filter(&mut self) {
+    /// top-p → min-p on `cands` (non-empty, already cut to top-k), leaving the survivors in
+    /// `cands`. Returns whether their `w` holds `exp(logit - max)` (skipped when no filter
+    /// needs it).
+    fn filter(&mut self) -> bool {
         let cfg = &self.config;
         let c = &mut self.cands;
-
-        if cfg.top_k > 0 && cfg.top_k < c.len() {
-            c.select_nth_unstable_by(cfg.top_k - 1, by_logit_desc);
-            c.truncate(cfg.top_k);
+        if cfg.top_p >= 1.0 && cfg.min_p <= 0.0 {
+            return false;
         }
 
         // Weights relative to the max; the normaliser is over the post-top-k set, as top-p's
@@ -162,14 +151,16 @@ impl Sampler {
             }
         }
         c.truncate(kept.max(1));
+        true
     }
 
-    /// Temperature, softmax and one draw from the survivors in `cands`.
-    fn draw(&mut self) -> u32 {
+    /// Temperature, softmax and one draw from the survivors in `cands`; `weighted` says
+    /// whether `w` already holds `exp(logit - max)`.
+    fn draw(&mut self, weighted: bool) -> u32 {
         let c = &mut self.cands;
         let t = self.config.temperature as f64;
         // The max always survives filtering, so it is the max of `c` too; temperature 1 keeps w.
-        if t != 1.0 {
+        if t != 1.0 || !weighted {
             let max = c.iter().map(|x| x.logit).fold(f32::NEG_INFINITY, f32::max) as f64;
             for x in c.iter_mut() {
                 x.w = det_exp((x.logit as f64 - max) / t);
@@ -185,28 +176,24 @@ impl Sampler {
             }
         }
         // Rounding can leave u == total: take the last token with any weight.
-        c.iter()
-            .rev()
-            .find(|x| x.w > 0.0)
-            .map_or(c[0].id, |x| x.id)
+        c.iter().rev().find(|x| x.w > 0.0).map_or(c[0].id, |x| x.id)
     }
 }
 
-/// Argmax ignoring NaN; ties go to the lowest id.
+/// Argmax ignoring NaN (every comparison with NaN is false); ties go to the lowest id.
 fn greedy(logits: &[f32]) -> Result<u32, SamplingError> {
-    let mut best: Option<(usize, f32)> = None;
+    let mut best = 0;
+    let mut best_l = f32::NEG_INFINITY;
     for (i, &l) in logits.iter().enumerate() {
-        if l.is_nan() {
-            continue;
-        }
-        if best.is_none_or(|(_, b)| l > b) {
-            best = Some((i, l));
+        if l > best_l {
+            best = i;
+            best_l = l;
         }
     }
-    match best {
-        Some((i, l)) if l > f32::NEG_INFINITY => Ok(i as u32),
-        _ => Err(SamplingError::NoValidLogits),
+    if best_l == f32::NEG_INFINITY {
+        return Err(SamplingError::NoValidLogits);
     }
+    Ok(best as u32)
 }
 
 /// Moves the elements satisfying `keep` to the front (order not preserved); returns how many.
@@ -221,13 +208,58 @@ fn partition_in_place(c: &mut [Candidate], keep: impl Fn(&Candidate) -> bool) ->
     n
 }
 
-/// Sorts just enough of `c` (highest logit first) to find the shortest prefix whose weight
-/// reaches `target` (llama.cpp includes the token that crosses it); returns its length.
-/// Selection in growing chunks avoids a full O(V log V) sort of a large vocabulary.
+/// Buckets used to locate top-p's cut without sorting a large candidate set.
+const TOP_P_BUCKETS: usize = 2048;
+/// Below this many candidates, chunked selection alone is cheap enough.
+const TOP_P_HISTOGRAM_MIN: usize = 4096;
+
+/// Finds the shortest highest-logit prefix of `c` whose weight reaches `target` (llama.cpp
+/// includes the token that crosses it), moves it to the front and returns its length.
+///
+/// For large sets it first buckets candidates by logit (a monotone map, so ties share a
+/// bucket) and sums each bucket's weight in one pass; buckets before the one where the running
+/// mass crosses `target` are kept whole, and only that boundary bucket is ordered.
 fn top_p_prefix(c: &mut [Candidate], target: f64) -> usize {
+    if c.len() < TOP_P_HISTOGRAM_MIN {
+        return top_p_sorted_prefix(c, 0.0, target);
+    }
+    let (mut hi, mut lo) = (f32::NEG_INFINITY, f32::INFINITY);
+    for x in c.iter() {
+        hi = hi.max(x.logit);
+        lo = lo.min(x.logit);
+    }
+    let range = hi as f64 - lo as f64;
+    if range <= 0.0 {
+        return top_p_sorted_prefix(c, 0.0, target);
+    }
+    let scale = (TOP_P_BUCKETS as f64) / range;
+    let bucket =
+        |x: &Candidate| (((hi as f64 - x.logit as f64) * scale) as usize).min(TOP_P_BUCKETS - 1);
+    let mut mass = [0.0f64; TOP_P_BUCKETS];
+    for x in c.iter() {
+        mass[bucket(x)] += x.w;
+    }
+    let mut before = 0.0;
+    let mut cut = TOP_P_BUCKETS - 1;
+    for (b, &m) in mass.iter().enumerate() {
+        if before + m >= target {
+            cut = b;
+            break;
+        }
+        before += m;
+    }
+    let whole = partition_in_place(c, |x| bucket(x) < cut);
+    let edge = partition_in_place(&mut c[whole..], |x| bucket(x) == cut);
+    whole + top_p_sorted_prefix(&mut c[whole..whole + edge], before, target)
+}
+
+/// Sorts just enough of `c` (highest logit first) to find the shortest prefix with
+/// `start + weight >= target`; returns its length (all of `c` if never reached). Selection
+/// in growing chunks avoids a full sort when the prefix is short.
+fn top_p_sorted_prefix(c: &mut [Candidate], start: f64, target: f64) -> usize {
     let n = c.len();
     let mut done = 0;
-    let mut cum = 0.0f64;
+    let mut cum = start;
     let mut chunk = TOP_P_FIRST_CHUNK;
     while done < n {
         let rest = &mut c[done..];
@@ -309,10 +341,13 @@ mod tests {
         let mut n = v.len();
         if top_p < 1.0 {
             let mut cum = 0.0;
-            n = w.iter().position(|&x| {
-                cum += x / z;
-                cum >= top_p
-            }).map_or(v.len(), |i| i + 1);
+            n = w
+                .iter()
+                .position(|&x| {
+                    cum += x / z;
+                    cum >= top_p
+                })
+                .map_or(v.len(), |i| i + 1);
         }
         let mut ids: Vec<u32> = v[..n]
             .iter()
@@ -327,14 +362,14 @@ mod tests {
     #[test]
     fn filter_matches_naive_full_sort() {
         let mut rng = Xoshiro256StarStar::seed_from_u64(42);
-        for case in 0..40 {
-            let n = [50, 700, 5000][case % 3];
+        for case in 0..120 {
+            let n = [50, 700, 5000, 30_000][case % 4];
             // Scales from flat (many survivors, many top-p chunks) to peaked.
-            let scale = [0.3, 1.0, 3.0, 8.0][case % 4];
+            let scale = [0.3, 1.0, 3.0, 8.0, 0.05][case % 5];
             let logits: Vec<f32> = (0..n)
                 .map(|_| ((rng.next_f64() * 2.0 - 1.0) * scale) as f32)
                 .collect();
-            let top_k = [0, 1, 10, 40, 100000][case % 5];
+            let top_k = [0, 1, 10, 40, 100000, 0][case % 6];
             let top_p = [1.0f32, 0.95, 0.5, 0.1][(case / 2) % 4];
             let min_p = [0.0f32, 0.05, 0.3][(case / 3) % 3];
             let mut s = Sampler::new(SamplerConfig {
@@ -347,11 +382,14 @@ mod tests {
             })
             .unwrap();
             s.collect_candidates(&logits).unwrap();
-            s.filter();
+            let _ = s.filter();
             let mut got: Vec<u32> = s.cands.iter().map(|x| x.id).collect();
             got.sort();
             let want = naive_kept(&logits, top_k, top_p as f64, min_p as f64);
-            assert_eq!(got, want, "case {case}: n={n} k={top_k} p={top_p} min_p={min_p}");
+            assert_eq!(
+                got, want,
+                "case {case}: n={n} k={top_k} p={top_p} min_p={min_p}"
+            );
         }
     }
 }

@@ -78,7 +78,11 @@ fn frequencies_after_filters_are_renormalised() {
         ..SamplerConfig::default()
     };
     let counts = draw(config, &logits, 20_000);
-    assert_eq!(counts[2] + counts[5], 0, "filtered tokens drawn: {counts:?}");
+    assert_eq!(
+        counts[2] + counts[5],
+        0,
+        "filtered tokens drawn: {counts:?}"
+    );
     let kept = [0usize, 1, 3, 4, 6];
     let p = softmax(
         &kept

@@ -8,7 +8,9 @@ fn logprobs_sum_to_one_in_probability_space() {
         vec![0.0f32, 1.0, 2.0, 3.0],
         vec![1000.0, 999.0, -1000.0],
         vec![-500.0; 50],
-        (0..262_144).map(|i| ((i * 7919) % 1000) as f32 * 0.02 - 10.0).collect(),
+        (0..262_144)
+            .map(|i| ((i * 7919) % 1000) as f32 * 0.02 - 10.0)
+            .collect(),
     ] {
         let lp = logprobs(&logits).unwrap();
         assert!(lp.iter().all(|x| !x.is_nan()));
@@ -60,4 +62,10 @@ fn top_logprobs_are_sorted_and_consistent() {
     assert_eq!(top_logprobs(&logits, 100).unwrap().len(), 5);
     assert!(top_logprobs(&logits, 0).unwrap().is_empty());
     assert_eq!(logprob_of(&logits, 99).unwrap(), f32::NEG_INFINITY);
+    // -inf tokens (probability 0) only fill up `k` after every finite one.
+    let with_ban = [0.0f32, f32::NEG_INFINITY, 1.0];
+    let top = top_logprobs(&with_ban, 3).unwrap();
+    assert_eq!(top.iter().map(|x| x.0).collect::<Vec<_>>(), vec![2, 0, 1]);
+    assert_eq!(top[2].1, f32::NEG_INFINITY);
+    assert_eq!(top_logprobs(&with_ban, 2).unwrap().len(), 2);
 }

@@ -206,12 +206,19 @@ fn same_seed_same_sequence_different_seed_differs() {
     // 100 positions should match; 10 or more has probability < 1e-7.
     let b = sequence(8, 100, 100);
     let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
-    assert!(same < 10, "{same} of 100 positions equal for different seeds");
+    assert!(
+        same < 10,
+        "{same} of 100 positions equal for different seeds"
+    );
     // The flat distribution is actually explored.
     let mut distinct = a.clone();
     distinct.sort();
     distinct.dedup();
-    assert!(distinct.len() > 40, "only {} distinct tokens", distinct.len());
+    assert!(
+        distinct.len() > 40,
+        "only {} distinct tokens",
+        distinct.len()
+    );
 }
 
 #[test]
