@@ -13,8 +13,8 @@ mod response;
 
 pub use error::{ErrorBody, ErrorDetail};
 pub use request::{
-    ChatCompletionRequest, ChatMessage, CompletionRequest, MessageContent, Prompt,
-    ResponseFormat, StopSpec, StreamOptions,
+    ChatCompletionRequest, ChatMessage, CompletionRequest, MessageContent, Prompt, ResponseFormat,
+    StopSpec, StreamOptions,
 };
 pub use response::{
     ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatDelta, ChatLogprobs,

@@ -188,11 +188,13 @@ impl<'de> Deserialize<'de> for Prompt {
                             .collect(),
                     ))
                 } else if items.iter().all(|v| token(v).is_some()) {
-                    Ok(Prompt::Tokens(vec![items.iter().filter_map(token).collect()]))
-                } else if items
-                    .iter()
-                    .all(|v| v.as_array().is_some_and(|a| a.iter().all(|t| token(t).is_some())))
-                {
+                    Ok(Prompt::Tokens(vec![
+                        items.iter().filter_map(token).collect(),
+                    ]))
+                } else if items.iter().all(|v| {
+                    v.as_array()
+                        .is_some_and(|a| a.iter().all(|t| token(t).is_some()))
+                }) {
                     Ok(Prompt::Tokens(
                         items
                             .iter()
@@ -266,9 +268,15 @@ mod tests {
     fn prompt_forms() {
         let p = |v: Value| serde_json::from_value::<Prompt>(v);
         assert_eq!(p(json!("hi")).unwrap(), Prompt::Texts(vec!["hi".into()]));
-        assert_eq!(p(json!(["a", "b"])).unwrap(), Prompt::Texts(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            p(json!(["a", "b"])).unwrap(),
+            Prompt::Texts(vec!["a".into(), "b".into()])
+        );
         assert_eq!(p(json!([1, 2])).unwrap(), Prompt::Tokens(vec![vec![1, 2]]));
-        assert_eq!(p(json!([[1], [2]])).unwrap(), Prompt::Tokens(vec![vec![1], vec![2]]));
+        assert_eq!(
+            p(json!([[1], [2]])).unwrap(),
+            Prompt::Tokens(vec![vec![1], vec![2]])
+        );
         assert!(p(json!(["a", 1])).is_err());
         assert!(p(json!({"a": 1})).is_err());
         assert!(p(json!([-1])).is_err());

@@ -15,7 +15,14 @@ use crate::respond::{Format, lp_value};
 use crate::scheduler::{Finish, TokenLogprob};
 use crate::{AppState, GenSpec};
 
-const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+const ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
 pub async fn chat_completions(
     State(state): State<AppState>,
@@ -26,17 +33,26 @@ pub async fn chat_completions(
     let stream = req.stream.unwrap_or(false);
     params::check_stream_options(stream, req.stream_options.is_some())?;
     if req.messages.is_empty() {
-        return Err(ApiError::invalid("messages", "`messages` must not be empty."));
+        return Err(ApiError::invalid(
+            "messages",
+            "`messages` must not be empty.",
+        ));
     }
     if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::invalid("tools", "Tool calling is not supported by this server."));
+        return Err(ApiError::invalid(
+            "tools",
+            "Tool calling is not supported by this server.",
+        ));
     }
     if let Some(f) = &req.response_format
         && f.kind != "text"
     {
         return Err(ApiError::invalid(
             "response_format",
-            format!("`response_format` type `{}` is not supported (only `text`).", f.kind),
+            format!(
+                "`response_format` type `{}` is not supported (only `text`).",
+                f.kind
+            ),
         ));
     }
     let logprobs = match (req.logprobs.unwrap_or(false), req.top_logprobs) {
@@ -47,7 +63,10 @@ pub async fn chat_completions(
             ));
         }
         (true, Some(k)) if k > 20 => {
-            return Err(ApiError::invalid("top_logprobs", "`top_logprobs` must be at most 20."));
+            return Err(ApiError::invalid(
+                "top_logprobs",
+                "`top_logprobs` must be at most 20.",
+            ));
         }
         (true, k) => Some(k.unwrap_or(0) as usize),
         (false, None) => None,
@@ -57,11 +76,19 @@ pub async fn chat_completions(
         if !ROLES.contains(&m.role.as_str()) {
             return Err(ApiError::invalid(
                 format!("messages[{i}].role"),
-                format!("Unknown role `{}`; expected one of {}.", m.role, ROLES.join(", ")),
+                format!(
+                    "Unknown role `{}`; expected one of {}.",
+                    m.role,
+                    ROLES.join(", ")
+                ),
             ));
         }
         // Templates know `system`; `developer` is OpenAI's newer name for it.
-        let role = if m.role == "developer" { "system" } else { m.role.as_str() };
+        let role = if m.role == "developer" {
+            "system"
+        } else {
+            m.role.as_str()
+        };
         messages.push(json!({"role": role, "content": m.content.0}));
     }
     let sampler = params::sampler_config(
@@ -87,7 +114,12 @@ pub async fn chat_completions(
     let prompt = tokio::task::spawn_blocking(move || engine.chat_tokens(&messages, true))
         .await
         .map_err(|_| ApiError::internal("tokenization failed"))?
-        .map_err(|e| ApiError::invalid("messages", format!("Could not apply the chat template: {e}")))?;
+        .map_err(|e| {
+            ApiError::invalid(
+                "messages",
+                format!("Could not apply the chat template: {e}"),
+            )
+        })?;
     let fmt = ChatFormat {
         id: format!("chatcmpl-{}", crate::new_id()),
         created: crate::unix_now(),

@@ -3,7 +3,9 @@
 use axum::extract::State;
 use axum::response::Response;
 use serde_json::{Map, Value};
-use thaw_openai::{CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, Prompt, Usage};
+use thaw_openai::{
+    CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, Prompt, Usage,
+};
 
 use crate::error::ApiError;
 use crate::extract::OpenAiJson;
@@ -24,17 +26,26 @@ pub async fn completions(
         return Err(ApiError::invalid("best_of", "Only best_of=1 is supported."));
     }
     if req.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::invalid("suffix", "`suffix` (insertion) is not supported."));
+        return Err(ApiError::invalid(
+            "suffix",
+            "`suffix` (insertion) is not supported.",
+        ));
     }
     let stream = req.stream.unwrap_or(false);
     params::check_stream_options(stream, req.stream_options.is_some())?;
     let echo = req.echo.unwrap_or(false);
     let logprobs = match req.logprobs {
         Some(k) if k > 20 => {
-            return Err(ApiError::invalid("logprobs", "`logprobs` must be at most 20."));
+            return Err(ApiError::invalid(
+                "logprobs",
+                "`logprobs` must be at most 20.",
+            ));
         }
         Some(_) if echo => {
-            return Err(ApiError::invalid("echo", "`echo` together with `logprobs` is not supported."));
+            return Err(ApiError::invalid(
+                "echo",
+                "`echo` together with `logprobs` is not supported.",
+            ));
         }
         k => k.map(|k| k as usize),
     };
@@ -58,7 +69,9 @@ pub async fn completions(
     let several = |n: usize| {
         ApiError::invalid(
             "prompt",
-            format!("Only one prompt per request is supported, got {n}; send them as separate requests."),
+            format!(
+                "Only one prompt per request is supported, got {n}; send them as separate requests."
+            ),
         )
     };
     let (prompt, echo_text) = match req.prompt {
@@ -72,7 +85,9 @@ pub async fn completions(
             let ids = tokio::task::spawn_blocking(move || engine.text_tokens(&t2, true))
                 .await
                 .map_err(|_| ApiError::internal("tokenization failed"))?
-                .map_err(|e| ApiError::invalid("prompt", format!("Could not tokenize the prompt: {e}")))?;
+                .map_err(|e| {
+                    ApiError::invalid("prompt", format!("Could not tokenize the prompt: {e}"))
+                })?;
             (ids, text)
         }
         Some(Prompt::Tokens(mut t)) => {
@@ -162,7 +177,11 @@ impl CompletionFormat {
         .unwrap_or(Value::Null)
     }
 
-    fn choice(text: String, logprobs: Option<CompletionLogprobs>, finish: Option<Finish>) -> CompletionChoice {
+    fn choice(
+        text: String,
+        logprobs: Option<CompletionLogprobs>,
+        finish: Option<Finish>,
+    ) -> CompletionChoice {
         CompletionChoice {
             text,
             index: 0,
@@ -197,6 +216,9 @@ impl Format for CompletionFormat {
             Some(p) => format!("{p}{text}"),
             None => text.to_string(),
         };
-        self.body(vec![Self::choice(full, logprobs, Some(finish))], Some(usage))
+        self.body(
+            vec![Self::choice(full, logprobs, Some(finish))],
+            Some(usage),
+        )
     }
 }

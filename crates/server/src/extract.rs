@@ -20,8 +20,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OpenAiJson<T> {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        if !(mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))) {
+        let mime = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if !(mime == "application/json"
+            || (mime.starts_with("application/") && mime.ends_with("+json")))
+        {
             return Err(ApiError::invalid(
                 "",
                 format!(
@@ -70,7 +77,10 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         }
     })?;
     de.end().map_err(|e| {
-        ApiError::invalid("", format!("We could not parse the JSON body of your request: {e}"))
+        ApiError::invalid(
+            "",
+            format!("We could not parse the JSON body of your request: {e}"),
+        )
     })?;
     Ok(value)
 }
@@ -82,11 +92,14 @@ mod tests {
 
     #[test]
     fn names_the_field() {
-        let e = parse::<ChatCompletionRequest>(br#"{"model":"m","messages":[],"temperature":"hot"}"#)
-            .unwrap_err();
+        let e =
+            parse::<ChatCompletionRequest>(br#"{"model":"m","messages":[],"temperature":"hot"}"#)
+                .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("temperature"));
-        let e = parse::<ChatCompletionRequest>(br#"{"model":"m","messages":[{"role":"user","content":7}]}"#)
-            .unwrap_err();
+        let e = parse::<ChatCompletionRequest>(
+            br#"{"model":"m","messages":[{"role":"user","content":7}]}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("messages[0].content"));
         let e = parse::<ChatCompletionRequest>(br#"{"messages":[]}"#).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("model"));

@@ -186,7 +186,11 @@ impl AppState {
     }
 
     /// Check the prompt against the context, queue the job and answer.
-    pub(crate) async fn generate<F: Format>(&self, spec: GenSpec, fmt: F) -> Result<Response, ApiError> {
+    pub(crate) async fn generate<F: Format>(
+        &self,
+        spec: GenSpec,
+        fmt: F,
+    ) -> Result<Response, ApiError> {
         let n_ctx = self.n_ctx();
         if spec.prompt.is_empty() {
             return Err(ApiError::invalid("prompt", "The prompt is empty."));
@@ -225,7 +229,10 @@ pub(crate) fn new_id() -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    format!("{nanos:x}{:06x}", COUNTER.fetch_add(1, Ordering::Relaxed) & 0xff_ffff)
+    format!(
+        "{nanos:x}{:06x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed) & 0xff_ffff
+    )
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -271,7 +278,10 @@ fn route_label(path: &str) -> &'static str {
 async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = route_label(req.uri().path());
     let resp = next.run(req).await;
-    state.0.metrics.record_request(route, resp.status().as_u16());
+    state
+        .0
+        .metrics
+        .record_request(route, resp.status().as_u16());
     resp
 }
 
@@ -291,7 +301,10 @@ async fn models(State(state): State<AppState>) -> Json<ModelList> {
     })
 }
 
-async fn model(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Model>, ApiError> {
+async fn model(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Model>, ApiError> {
     state.check_model(&id)?;
     Ok(Json(model_object(&state)))
 }
@@ -318,8 +331,10 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
 
 async fn openapi() -> Response {
     let mut r = OPENAPI_JSON.into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -328,7 +343,8 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::not_found_route(method.as_str(), uri.path()).with_status(StatusCode::METHOD_NOT_ALLOWED)
+    ApiError::not_found_route(method.as_str(), uri.path())
+        .with_status(StatusCode::METHOD_NOT_ALLOWED)
 }
 
 /// Load the model, bind `host:port` and serve until SIGTERM or Ctrl-C; then stop

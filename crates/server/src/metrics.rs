@@ -110,7 +110,10 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         };
         gauge(
             &mut out,
@@ -136,7 +139,12 @@ impl Metrics {
         );
         let prompt = self.prompt_tokens.load(Ordering::Relaxed);
         let cached = self.cached_tokens.load(Ordering::Relaxed);
-        counter(&mut out, "thaw_prompt_tokens_total", "Prompt tokens of scheduled requests.", prompt);
+        counter(
+            &mut out,
+            "thaw_prompt_tokens_total",
+            "Prompt tokens of scheduled requests.",
+            prompt,
+        );
         counter(
             &mut out,
             "thaw_prompt_tokens_cached_total",
@@ -153,7 +161,11 @@ impl Metrics {
             &mut out,
             "thaw_prefix_cache_hit_ratio",
             "Cached prompt tokens / prompt tokens, since start.",
-            if prompt == 0 { 0.0 } else { cached as f64 / prompt as f64 },
+            if prompt == 0 {
+                0.0
+            } else {
+                cached as f64 / prompt as f64
+            },
         );
         counter(
             &mut out,

@@ -53,7 +53,10 @@ pub fn sampler_config(s: &Sampling, n_vocab: usize) -> Result<SamplerConfig, Api
     }
     if let Some(r) = s.repeat_penalty {
         if !(r.is_finite() && r > 0.0) {
-            return Err(ApiError::invalid("repeat_penalty", "`repeat_penalty` must be > 0."));
+            return Err(ApiError::invalid(
+                "repeat_penalty",
+                "`repeat_penalty` must be > 0.",
+            ));
         }
         c.repeat_penalty = r;
     }
@@ -149,14 +152,43 @@ mod tests {
 
     #[test]
     fn ranges_name_the_param() {
-        let e = sampler_config(&Sampling { temperature: Some(3.0), ..base() }, 10).unwrap_err();
+        let e = sampler_config(
+            &Sampling {
+                temperature: Some(3.0),
+                ..base()
+            },
+            10,
+        )
+        .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("temperature"));
-        let e = sampler_config(&Sampling { top_p: Some(f32::NAN), ..base() }, 10).unwrap_err();
+        let e = sampler_config(
+            &Sampling {
+                top_p: Some(f32::NAN),
+                ..base()
+            },
+            10,
+        )
+        .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("top_p"));
         let bias: BTreeMap<String, f32> = [("99".to_string(), 1.0)].into();
-        let e = sampler_config(&Sampling { logit_bias: Some(&bias), ..base() }, 10).unwrap_err();
+        let e = sampler_config(
+            &Sampling {
+                logit_bias: Some(&bias),
+                ..base()
+            },
+            10,
+        )
+        .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("logit_bias"));
-        let c = sampler_config(&Sampling { top_p: Some(0.0), seed: Some(-1), ..base() }, 10).unwrap();
+        let c = sampler_config(
+            &Sampling {
+                top_p: Some(0.0),
+                seed: Some(-1),
+                ..base()
+            },
+            10,
+        )
+        .unwrap();
         assert_eq!(c.temperature, 0.0);
         assert_eq!(c.seed, Some(u64::MAX));
         assert!(stop_strings(Some(&StopSpec(vec!["a".into(); 5]))).is_err());

@@ -23,7 +23,13 @@ pub trait Format: Send + 'static {
     fn text_chunk(&mut self, text: &str, logprobs: &[TokenLogprob]) -> Value;
     fn final_chunk(&mut self, finish: Finish) -> Value;
     fn usage_chunk(&mut self, usage: Usage) -> Value;
-    fn whole(&mut self, text: &str, logprobs: &[TokenLogprob], finish: Finish, usage: Usage) -> Value;
+    fn whole(
+        &mut self,
+        text: &str,
+        logprobs: &[TokenLogprob],
+        finish: Finish,
+        usage: Usage,
+    ) -> Value;
 }
 
 fn usage(prompt: usize, cached: usize, completion: usize) -> Usage {
@@ -53,7 +59,11 @@ pub async fn collect<F: Format>(
                 return Ok(Json(fmt.whole(&text, &lps, finish, u)).into_response());
             }
             Some(Event::Error(e)) => return Err(e),
-            None => return Err(ApiError::internal("generation was aborted by an internal error")),
+            None => {
+                return Err(ApiError::internal(
+                    "generation was aborted by an internal error",
+                ));
+            }
         }
     }
 }
@@ -71,50 +81,54 @@ fn data(v: &Value) -> SseEvent {
 /// Stream the answer as server-sent events. Dropping the response (client gone) drops
 /// `rx`, which the scheduler notices at its next step.
 pub fn stream<F: Format>(rx: UnboundedReceiver<Event>, fmt: F, include_usage: bool) -> Response {
-    let s = stream::unfold((rx, fmt, Phase::Start), move |(mut rx, mut fmt, phase)| async move {
-        match phase {
-            Phase::Start => {
-                let first: Vec<SseEvent> = fmt.first_chunk().iter().map(data).collect();
-                Some((first, (rx, fmt, Phase::Body)))
-            }
-            Phase::Body => {
-                let out = match rx.recv().await {
-                    Some(Event::Text { text, logprobs }) => {
-                        if text.is_empty() && logprobs.is_empty() {
-                            Vec::new()
-                        } else {
-                            vec![data(&fmt.text_chunk(&text, &logprobs))]
+    let s = stream::unfold(
+        (rx, fmt, Phase::Start),
+        move |(mut rx, mut fmt, phase)| async move {
+            match phase {
+                Phase::Start => {
+                    let first: Vec<SseEvent> = fmt.first_chunk().iter().map(data).collect();
+                    Some((first, (rx, fmt, Phase::Body)))
+                }
+                Phase::Body => {
+                    let out = match rx.recv().await {
+                        Some(Event::Text { text, logprobs }) => {
+                            if text.is_empty() && logprobs.is_empty() {
+                                Vec::new()
+                            } else {
+                                vec![data(&fmt.text_chunk(&text, &logprobs))]
+                            }
                         }
-                    }
-                    Some(Event::Done {
-                        finish,
-                        prompt_tokens,
-                        cached_tokens,
-                        completion_tokens,
-                    }) => {
-                        let mut v = vec![data(&fmt.final_chunk(finish))];
-                        if include_usage {
-                            let u = usage(prompt_tokens, cached_tokens, completion_tokens);
-                            v.push(data(&fmt.usage_chunk(u)));
+                        Some(Event::Done {
+                            finish,
+                            prompt_tokens,
+                            cached_tokens,
+                            completion_tokens,
+                        }) => {
+                            let mut v = vec![data(&fmt.final_chunk(finish))];
+                            if include_usage {
+                                let u = usage(prompt_tokens, cached_tokens, completion_tokens);
+                                v.push(data(&fmt.usage_chunk(u)));
+                            }
+                            v.push(SseEvent::default().data("[DONE]"));
+                            return Some((v, (rx, fmt, Phase::End)));
                         }
-                        v.push(SseEvent::default().data("[DONE]"));
-                        return Some((v, (rx, fmt, Phase::End)));
-                    }
-                    Some(Event::Error(e)) => {
-                        let body = serde_json::to_value(e.body()).unwrap_or(Value::Null);
-                        return Some((vec![data(&body)], (rx, fmt, Phase::End)));
-                    }
-                    None => {
-                        let e = ApiError::internal("generation was aborted by an internal error");
-                        let body = serde_json::to_value(e.body()).unwrap_or(Value::Null);
-                        return Some((vec![data(&body)], (rx, fmt, Phase::End)));
-                    }
-                };
-                Some((out, (rx, fmt, Phase::Body)))
+                        Some(Event::Error(e)) => {
+                            let body = serde_json::to_value(e.body()).unwrap_or(Value::Null);
+                            return Some((vec![data(&body)], (rx, fmt, Phase::End)));
+                        }
+                        None => {
+                            let e =
+                                ApiError::internal("generation was aborted by an internal error");
+                            let body = serde_json::to_value(e.body()).unwrap_or(Value::Null);
+                            return Some((vec![data(&body)], (rx, fmt, Phase::End)));
+                        }
+                    };
+                    Some((out, (rx, fmt, Phase::Body)))
+                }
+                Phase::End => None,
             }
-            Phase::End => None,
-        }
-    })
+        },
+    )
     .flat_map(|v| stream::iter(v.into_iter().map(Ok::<_, Infallible>)));
     Sse::new(s).into_response()
 }

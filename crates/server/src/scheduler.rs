@@ -21,9 +21,9 @@ use thaw_sampling::{Sampler, SamplerConfig, logprob_of, top_logprobs};
 use thaw_tokenizer::StreamDecoder;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::ServerError;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::ServerError;
 
 /// One generated token's log-probabilities.
 #[derive(Debug, Clone)]
@@ -394,7 +394,9 @@ impl<'a> Worker<'a> {
             let session = match self.take_session(&job.prompt) {
                 Ok(s) => s,
                 Err(e) => {
-                    job.reject(ApiError::internal(format!("could not create a session: {e}")));
+                    job.reject(ApiError::internal(format!(
+                        "could not create a session: {e}"
+                    )));
                     continue;
                 }
             };
@@ -536,12 +538,20 @@ impl Seq {
     fn fail(&mut self, e: EngineError) {
         // The cache may be half-written: forget it.
         self.session.reset();
-        self.send(Event::Error(ApiError::internal(format!("generation failed: {e}"))));
+        self.send(Event::Error(ApiError::internal(format!(
+            "generation failed: {e}"
+        ))));
         self.done = true;
     }
 
     /// Sample from `logits` and route the token: text out, stop checks, next step.
-    fn accept(&mut self, mut logits: Vec<f32>, tok: &thaw_tokenizer::Tokenizer, m: &Metrics, n_ctx: usize) {
+    fn accept(
+        &mut self,
+        mut logits: Vec<f32>,
+        tok: &thaw_tokenizer::Tokenizer,
+        m: &Metrics,
+        n_ctx: usize,
+    ) {
         self.next = None;
         // Log-probabilities come from the model's distribution, before bias/penalties.
         let raw = self.job.logprobs.map(|_| logits.clone());
@@ -563,13 +573,20 @@ impl Seq {
         if let (Some(k), Some(raw)) = (self.job.logprobs, raw) {
             let logprob = logprob_of(&raw, token).unwrap_or(f32::NEG_INFINITY);
             let top = top_logprobs(&raw, k).unwrap_or_default();
-            self.pending_lp.push(TokenLogprob { token, logprob, top });
+            self.pending_lp.push(TokenLogprob {
+                token,
+                logprob,
+                top,
+            });
         }
         let piece = self.decoder.push(tok, token);
         let (emit, hit) = self.stop.push(&piece);
         if !emit.is_empty() {
             let logprobs = std::mem::take(&mut self.pending_lp);
-            self.send(Event::Text { text: emit, logprobs });
+            self.send(Event::Text {
+                text: emit,
+                logprobs,
+            });
         }
         if hit {
             // The stop string and anything after it are not part of the answer.
@@ -591,7 +608,10 @@ impl Seq {
         let rest = self.stop.finish(&tail);
         let logprobs = std::mem::take(&mut self.pending_lp);
         if !rest.is_empty() || !logprobs.is_empty() {
-            self.send(Event::Text { text: rest, logprobs });
+            self.send(Event::Text {
+                text: rest,
+                logprobs,
+            });
         }
         self.done_event(reason);
     }

@@ -26,17 +26,26 @@ fn chat_body(content: &str, extra: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_usage_and_prefix_cache() {
     let (app, _) = new_app();
-    let body = chat_body("What is the capital of France?", json!({"temperature": 0, "max_tokens": 12}));
+    let body = chat_body(
+        "What is the capital of France?",
+        json!({"temperature": 0, "max_tokens": 12}),
+    );
     let (s, v) = post(&app, "/v1/chat/completions", body.clone()).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["object"], "chat.completion");
     assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
     assert_eq!(v["model"], MODEL);
-    let content = v["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    let content = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(!content.is_empty());
     assert_eq!(v["choices"][0]["message"]["role"], "assistant");
     let want_prompt = engine()
-        .chat_tokens(&[json!({"role": "user", "content": "What is the capital of France?"})], true)
+        .chat_tokens(
+            &[json!({"role": "user", "content": "What is the capital of France?"})],
+            true,
+        )
         .unwrap()
         .len() as u64;
     let u = &v["usage"];
@@ -54,7 +63,10 @@ async fn chat_usage_and_prefix_cache() {
         v2["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64(),
         Some(want_prompt - 1)
     );
-    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64(), Some(0));
+    assert_eq!(
+        v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64(),
+        Some(0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,11 +87,25 @@ async fn completion_and_stop_string() {
     let stop: String = chars[8..11].iter().collect();
     let cut = &full[..full.find(&stop).unwrap()];
     let (_, v2) = post(&app, "/v1/completions", req(json!([stop, "@@never@@"]))).await;
-    assert_eq!(v2["choices"][0]["text"].as_str(), Some(cut), "stop={stop:?}");
+    assert_eq!(
+        v2["choices"][0]["text"].as_str(),
+        Some(cut),
+        "stop={stop:?}"
+    );
     assert_eq!(v2["choices"][0]["finish_reason"], "stop");
     // echo puts the prompt in front.
-    let (_, v3) = post(&app, "/v1/completions", json!({"model": MODEL, "prompt": "Hello", "max_tokens": 3, "echo": true})).await;
-    assert!(v3["choices"][0]["text"].as_str().unwrap().starts_with("Hello"));
+    let (_, v3) = post(
+        &app,
+        "/v1/completions",
+        json!({"model": MODEL, "prompt": "Hello", "max_tokens": 3, "echo": true}),
+    )
+    .await;
+    assert!(
+        v3["choices"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Hello")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,9 +114,15 @@ async fn seeds_are_reproducible() {
     let run = |seed: u64| {
         let app = app.clone();
         async move {
-            let b = chat_body("Tell me a story.", json!({"temperature": 1.0, "seed": seed, "max_tokens": 16}));
+            let b = chat_body(
+                "Tell me a story.",
+                json!({"temperature": 1.0, "seed": seed, "max_tokens": 16}),
+            );
             let (_, v) = post(&app, "/v1/chat/completions", b).await;
-            v["choices"][0]["message"]["content"].as_str().unwrap().to_string()
+            v["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
         }
     };
     let a = run(42).await;
@@ -106,7 +138,12 @@ async fn seeds_are_reproducible() {
 async fn streaming_format_matches_openai() {
     let (app, _) = new_app();
     let opts = json!({"temperature": 0, "max_tokens": 10});
-    let (_, whole) = post(&app, "/v1/chat/completions", chat_body("Say hi.", opts.clone())).await;
+    let (_, whole) = post(
+        &app,
+        "/v1/chat/completions",
+        chat_body("Say hi.", opts.clone()),
+    )
+    .await;
     let mut b = chat_body("Say hi.", opts);
     b["stream"] = json!(true);
     b["stream_options"] = json!({"include_usage": true});
@@ -118,7 +155,10 @@ async fn streaming_format_matches_openai() {
         .map(|e| serde_json::from_str(e).unwrap())
         .collect();
     assert!(chunks.len() >= 3);
-    assert_eq!(chunks[0]["choices"][0]["delta"], json!({"role": "assistant", "content": ""}));
+    assert_eq!(
+        chunks[0]["choices"][0]["delta"],
+        json!({"role": "assistant", "content": ""})
+    );
     let id = chunks[0]["id"].clone();
     let mut text = String::new();
     for c in &chunks {
@@ -132,11 +172,20 @@ async fn streaming_format_matches_openai() {
     }
     let fin = &chunks[n - 2];
     assert_eq!(fin["choices"][0]["delta"], json!({}));
-    assert_eq!(fin["choices"][0]["finish_reason"], whole["choices"][0]["finish_reason"]);
+    assert_eq!(
+        fin["choices"][0]["finish_reason"],
+        whole["choices"][0]["finish_reason"]
+    );
     let usage = &chunks[n - 1];
     assert_eq!(usage["choices"], json!([]));
-    assert_eq!(usage["usage"]["completion_tokens"], whole["usage"]["completion_tokens"]);
-    assert_eq!(text, whole["choices"][0]["message"]["content"].as_str().unwrap());
+    assert_eq!(
+        usage["usage"]["completion_tokens"],
+        whole["usage"]["completion_tokens"]
+    );
+    assert_eq!(
+        text,
+        whole["choices"][0]["message"]["content"].as_str().unwrap()
+    );
 
     // Completions stream too, without a role chunk.
     let (_, events) = sse_events(
@@ -153,11 +202,17 @@ async fn streaming_format_matches_openai() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logprobs_are_consistent_with_greedy() {
     let (app, _) = new_app();
-    let b = chat_body("Name a fruit.", json!({"temperature": 0, "max_tokens": 6, "logprobs": true, "top_logprobs": 3}));
+    let b = chat_body(
+        "Name a fruit.",
+        json!({"temperature": 0, "max_tokens": 6, "logprobs": true, "top_logprobs": 3}),
+    );
     let (s, v) = post(&app, "/v1/chat/completions", b).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let content = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
-    assert_eq!(content.len() as u64, v["usage"]["completion_tokens"].as_u64().unwrap());
+    assert_eq!(
+        content.len() as u64,
+        v["usage"]["completion_tokens"].as_u64().unwrap()
+    );
     for e in content {
         let top = e["top_logprobs"].as_array().unwrap();
         assert_eq!(top.len(), 3);
@@ -166,31 +221,77 @@ async fn logprobs_are_consistent_with_greedy() {
         let lp = e["logprob"].as_f64().unwrap();
         assert!(lp <= 0.0 && (lp - top[0]["logprob"].as_f64().unwrap()).abs() < 1e-6);
     }
-    let (_, v) = post(&app, "/v1/completions", json!({"model": MODEL, "prompt": "Hi", "max_tokens": 4, "logprobs": 2})).await;
+    let (_, v) = post(
+        &app,
+        "/v1/completions",
+        json!({"model": MODEL, "prompt": "Hi", "max_tokens": 4, "logprobs": 2}),
+    )
+    .await;
     let lp = &v["choices"][0]["logprobs"];
-    assert_eq!(lp["tokens"].as_array().unwrap().len(), lp["token_logprobs"].as_array().unwrap().len());
+    assert_eq!(
+        lp["tokens"].as_array().unwrap().len(),
+        lp["token_logprobs"].as_array().unwrap().len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_use_the_openai_body() {
     let (app, _) = new_app();
-    let err = |v: &Value| (v["error"]["type"].clone(), v["error"]["param"].clone(), v["error"]["code"].clone());
+    let err = |v: &Value| {
+        (
+            v["error"]["type"].clone(),
+            v["error"]["param"].clone(),
+            v["error"]["code"].clone(),
+        )
+    };
 
-    let (s, _, v) = post_raw(&app, "/v1/chat/completions", "application/json", "{\"model\": ").await;
+    let (s, _, v) = post_raw(
+        &app,
+        "/v1/chat/completions",
+        "application/json",
+        "{\"model\": ",
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(err(&v).0, "invalid_request_error");
 
-    let (s, v) = post(&app, "/v1/chat/completions", chat_body("x", json!({"temperature": "hot"}))).await;
+    let (s, v) = post(
+        &app,
+        "/v1/chat/completions",
+        chat_body("x", json!({"temperature": "hot"})),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(err(&v).1, "temperature");
 
-    let (s, v) = post(&app, "/v1/chat/completions", chat_body("x", json!({"max_tokens": -3}))).await;
-    assert_eq!((s, err(&v).1), (StatusCode::BAD_REQUEST, json!("max_tokens")));
+    let (s, v) = post(
+        &app,
+        "/v1/chat/completions",
+        chat_body("x", json!({"max_tokens": -3})),
+    )
+    .await;
+    assert_eq!(
+        (s, err(&v).1),
+        (StatusCode::BAD_REQUEST, json!("max_tokens"))
+    );
 
-    let (s, v) = post(&app, "/v1/chat/completions", json!({"model": MODEL, "messages": [{"role": "user", "content": 5}]})).await;
-    assert_eq!((s, err(&v).1), (StatusCode::BAD_REQUEST, json!("messages[0].content")));
+    let (s, v) = post(
+        &app,
+        "/v1/chat/completions",
+        json!({"model": MODEL, "messages": [{"role": "user", "content": 5}]}),
+    )
+    .await;
+    assert_eq!(
+        (s, err(&v).1),
+        (StatusCode::BAD_REQUEST, json!("messages[0].content"))
+    );
 
-    let (s, v) = post(&app, "/v1/chat/completions", json!({"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]})).await;
+    let (s, v) = post(
+        &app,
+        "/v1/chat/completions",
+        json!({"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(err(&v).2, "model_not_found");
 
@@ -199,18 +300,36 @@ async fn errors_use_the_openai_body() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(err(&v).2, "context_length_exceeded");
 
-    let (s, v) = post(&app, "/v1/chat/completions", chat_body("x", json!({"n": 2}))).await;
+    let (s, v) = post(
+        &app,
+        "/v1/chat/completions",
+        chat_body("x", json!({"n": 2})),
+    )
+    .await;
     assert_eq!((s, err(&v).1), (StatusCode::BAD_REQUEST, json!("n")));
-    let (s, v) = post(&app, "/v1/chat/completions", chat_body("x", json!({"stop": ["a", "b", "c", "d", "e"]}))).await;
+    let (s, v) = post(
+        &app,
+        "/v1/chat/completions",
+        chat_body("x", json!({"stop": ["a", "b", "c", "d", "e"]})),
+    )
+    .await;
     assert_eq!((s, err(&v).1), (StatusCode::BAD_REQUEST, json!("stop")));
-    let (s, v) = post(&app, "/v1/completions", json!({"model": MODEL, "prompt": ["a", "b"]})).await;
+    let (s, v) = post(
+        &app,
+        "/v1/completions",
+        json!({"model": MODEL, "prompt": ["a", "b"]}),
+    )
+    .await;
     assert_eq!((s, err(&v).1), (StatusCode::BAD_REQUEST, json!("prompt")));
 
     let (s, _, v) = post_raw(&app, "/v1/chat/completions", "text/plain", "hi").await;
     assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert!(v["error"]["message"].is_string());
 
-    let big = format!("{{\"model\":\"{MODEL}\",\"prompt\":\"{}\"}}", "a".repeat(5 << 20));
+    let big = format!(
+        "{{\"model\":\"{MODEL}\",\"prompt\":\"{}\"}}",
+        "a".repeat(5 << 20)
+    );
     let (s, _, v) = post_raw(&app, "/v1/completions", "application/json", big).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(v["error"]["message"].is_string());
@@ -220,7 +339,12 @@ async fn errors_use_the_openai_body() {
     assert!(serde_json::from_slice::<Value>(&b).unwrap()["error"].is_object());
 
     // Unknown fields are ignored.
-    let (s, _) = post(&app, "/v1/chat/completions", chat_body("x", json!({"max_tokens": 1, "frobnicate": [1]}))).await;
+    let (s, _) = post(
+        &app,
+        "/v1/chat/completions",
+        chat_body("x", json!({"max_tokens": 1, "frobnicate": [1]})),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
 }
 
@@ -240,7 +364,10 @@ async fn models_health_metrics_openapi() {
     assert!(doc["paths"]["/v1/chat/completions"].is_object());
     let (_, b) = get(&app, "/metrics").await;
     let text = String::from_utf8(b).unwrap();
-    assert!(text.contains("thaw_http_requests_total{route=\"/v1/models\",status=\"200\"} 1"), "{text}");
+    assert!(
+        text.contains("thaw_http_requests_total{route=\"/v1/models\",status=\"200\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("thaw_time_to_first_token_seconds_bucket"));
     assert_eq!(gauge(&app, "thaw_running_sequences").await, 0.0);
 }
@@ -253,7 +380,10 @@ async fn wait_for_content(body: &mut Body) {
         let f = body.frame().await.expect("stream open").expect("frame");
         if let Ok(d) = f.into_data() {
             seen.push_str(&String::from_utf8_lossy(&d));
-            if parse_sse(&seen).iter().any(|e| e.contains("\"content\":\"") && !e.contains("\"role\"")) {
+            if parse_sse(&seen)
+                .iter()
+                .any(|e| e.contains("\"content\":\"") && !e.contains("\"role\""))
+            {
                 return;
             }
         }
@@ -289,7 +419,11 @@ async fn disconnect_frees_the_slot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_answers_429() {
-    let s = state_with(thaw_server::ServeConfig { max_running: 1, max_queue: 1, ..config() });
+    let s = state_with(thaw_server::ServeConfig {
+        max_running: 1,
+        max_queue: 1,
+        ..config()
+    });
     let app = thaw_server::app(s);
     let a = open_stream(&app, 400).await;
     let mut a_body = a.into_body();
@@ -300,13 +434,15 @@ async fn full_queue_answers_429() {
     let c = open_stream(&app, 400).await;
     assert_eq!(c.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(c.headers().contains_key("retry-after"));
-    let v: Value = serde_json::from_slice(&c.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let v: Value =
+        serde_json::from_slice(&c.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(v["error"]["code"], "rate_limit_exceeded");
     drop(a_body);
     drop(b);
     // Both slots come back.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while gauge(&app, "thaw_running_sequences").await + gauge(&app, "thaw_queue_depth").await != 0.0 {
+    while gauge(&app, "thaw_running_sequences").await + gauge(&app, "thaw_queue_depth").await != 0.0
+    {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -337,5 +473,8 @@ async fn real_socket_and_graceful_shutdown() {
     assert!(resp.contains("\"status\":\"ok\""));
     tx.send(()).unwrap();
     let r = tokio::time::timeout(Duration::from_secs(10), server).await;
-    assert!(matches!(r, Ok(Ok(Ok(())))), "server did not shut down cleanly");
+    assert!(
+        matches!(r, Ok(Ok(Ok(())))),
+        "server did not shut down cleanly"
+    );
 }

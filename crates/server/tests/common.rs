@@ -47,11 +47,22 @@ pub async fn send(app: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, V
     let resp = app.clone().oneshot(req).await.expect("infallible");
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec();
     (status, headers, body)
 }
 
-pub async fn post_raw(app: &Router, path: &str, ct: &str, body: impl Into<Body>) -> (StatusCode, HeaderMap, Value) {
+pub async fn post_raw(
+    app: &Router,
+    path: &str,
+    ct: &str,
+    body: impl Into<Body>,
+) -> (StatusCode, HeaderMap, Value) {
     let req = Request::post(path)
         .header("content-type", ct)
         .body(body.into())
