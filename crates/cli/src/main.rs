@@ -7,6 +7,7 @@ mod inspect;
 mod models;
 mod perplexity;
 mod run;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -39,6 +40,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Prompt-processing and generation speed, read bandwidth and the decode ceiling.
     Bench(bench::BenchArgs),
+    /// Serve a model over an OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +60,7 @@ fn main() -> std::process::ExitCode {
         Command::Perplexity(a) => perplexity::perplexity(a),
         Command::Inspect(a) => inspect::inspect(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Serve(a) => serve::serve(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

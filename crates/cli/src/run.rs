@@ -67,7 +67,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let engine = Engine::load(&path, &LoadOptions { threads: args.threads })
         .with_context(|| format!("loading {}", path.display()))?;
     if !args.raw && !engine.has_native_template() && args.verbose {
-        eprintln!("note: {} has no chat template; using ChatML", path.display());
+        eprintln!("note: {} has no chat template; using the built-in fallback (Gemma turns or ChatML)", path.display());
     }
     let mut session = engine.session(args.ctx_size)?;
     let params = GenerateParams {

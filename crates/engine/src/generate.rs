@@ -164,6 +164,7 @@ impl Session {
         let mut decoder = StreamDecoder::new(true);
         let mut stop = StopMatcher::new(params.stop.clone());
         let mut generated = 0usize;
+        let mut stop_string_hit = false;
         // Penalties look at the whole context, prompt included, as llama.cpp does.
         let finish = loop {
             if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
@@ -183,6 +184,7 @@ impl Session {
                 on_text(&emit);
             }
             if hit {
+                stop_string_hit = true;
                 break FinishReason::Stop;
             }
             if self.cache.len() >= self.cache.n_ctx() {
@@ -190,7 +192,9 @@ impl Session {
             }
             logits = self.step(token)?;
         };
-        if finish != FinishReason::Stop {
+        // Text held back as a possible stop-string start is real output unless a stop
+        // string actually matched.
+        if !stop_string_hit {
             let rest = stop.finish(&decoder.finish());
             if !rest.is_empty() {
                 on_text(&rest);

@@ -484,7 +484,7 @@ impl<'a> Worker<'a> {
                     budget -= end - start;
                     seq.prefilled = Some(end);
                     if end == prompt.len() {
-                        seq.accept(logits, &tok, self.metrics, self.opts.n_ctx);
+                        seq.accept(logits, &tok, self.metrics);
                     }
                 }
                 Err(e) => seq.fail(e),
@@ -506,7 +506,7 @@ impl<'a> Worker<'a> {
         let results = forward_decode(&mut batch);
         for (seq, r) in batch.into_iter().zip(results) {
             match r {
-                Ok(logits) => seq.accept(logits, &tok, self.metrics, self.opts.n_ctx),
+                Ok(logits) => seq.accept(logits, &tok, self.metrics),
                 Err(e) => seq.fail(e),
             }
         }
@@ -550,7 +550,6 @@ impl Seq {
         mut logits: Vec<f32>,
         tok: &thaw_tokenizer::Tokenizer,
         m: &Metrics,
-        n_ctx: usize,
     ) {
         self.next = None;
         // Log-probabilities come from the model's distribution, before bias/penalties.
@@ -594,7 +593,7 @@ impl Seq {
             return self.done_event(Finish::Stop);
         }
         if self.job.max_tokens.is_some_and(|mx| self.generated >= mx)
-            || self.session.tokens().len() >= n_ctx
+            || self.session.tokens().len() >= self.session.n_ctx()
         {
             return self.finish(Finish::Length, tok);
         }

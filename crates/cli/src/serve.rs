@@ -1,0 +1,56 @@
+//! `thaw serve`: one model behind the OpenAI-compatible HTTP API.
+
+use anyhow::Result;
+use clap::Args;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// A known model name, a .gguf path, or hf:ORG/REPO/FILE.gguf.
+    #[arg(default_value = thaw_hub::DEFAULT_MODEL)]
+    pub model: String,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Kernel threads (0 = all cores).
+    #[arg(short, long, default_value_t = 0)]
+    pub threads: usize,
+    /// Context per sequence in tokens (0 = the model's, at most 4096).
+    #[arg(short, long, default_value_t = 0)]
+    pub ctx_size: usize,
+    /// Sequences generated concurrently (each holds a KV cache).
+    #[arg(long, default_value_t = 4)]
+    pub max_running: usize,
+    /// Requests allowed to wait for a slot; more get 429.
+    #[arg(long, default_value_t = 64)]
+    pub max_queue: usize,
+    /// The model id clients send in `model` (default: the name or file stem given).
+    #[arg(long)]
+    pub model_id: Option<String>,
+}
+
+pub fn serve(a: ServeArgs) -> Result<()> {
+    let path = thaw_hub::resolve(&a.model)?;
+    let model_id = a.model_id.clone().unwrap_or_else(|| {
+        let spec = a.model.rsplit('/').next().unwrap_or(&a.model);
+        spec.strip_suffix(".gguf").unwrap_or(spec).to_string()
+    });
+    let config = thaw_server::ServeConfig {
+        model_path: path,
+        model_id,
+        host: a.host,
+        port: a.port,
+        threads: a.threads,
+        ctx_size: a.ctx_size,
+        max_running: a.max_running,
+        max_queue: a.max_queue,
+        ..thaw_server::ServeConfig::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(thaw_server::serve(config))?;
+    Ok(())
+}
