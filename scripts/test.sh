@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, then every crate's tests against the real models
-# (fetched into $THAW_HOME on first use). Optimized build: the model tests need it.
+# The whole test suite: formatting, every crate's tests against the real models
+# (fetched into $THAW_HOME on first use), then the end-to-end tests that drive a real
+# `thaw serve` with the official OpenAI Python client and schemathesis.
+# Optimized build: the model tests need it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
+cargo build --release
 cargo test --workspace --release --no-fail-fast
+if command -v python3 >/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check openai pytest schemathesis
+  THAW_BIN="$PWD/target/release/thaw" python3 -m pytest -q tests/python
+else
+  echo "skipped: Python end-to-end tests (python3 not found)"
+fi
