@@ -1,0 +1,257 @@
+//! Hyperparameters read from GGUF metadata (`<arch>.*` keys), checked for consistency.
+
+use thaw_gguf::GgufFile;
+
+use crate::ModelError;
+
+/// The model family, from `general.architecture`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// `llama` and `mistral` files.
+    Llama,
+    /// `qwen2`: llama with Q/K/V biases and NEOX RoPE.
+    Qwen2,
+    /// `gemma3`: sandwich norms, QK-norm, GeGLU, local/global attention layers.
+    Gemma3,
+}
+
+/// How RoPE pairs up the dimensions of a head (ggml's rope modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// ggml mode 0: rotate adjacent pairs `(2i, 2i+1)`. llama.cpp's converter permutes
+    /// llama Q/K weights so this is right for `llama` files.
+    Normal,
+    /// ggml NEOX mode: rotate `(i, i + n_rot/2)`.
+    Neox,
+}
+
+/// Everything the forward pass needs to know about a model's shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    /// `general.architecture` as written in the file.
+    pub arch_name: String,
+    pub n_vocab: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    /// Per-head dimension of Q, K and V.
+    pub head_dim: usize,
+    pub n_ff: usize,
+    pub n_ctx_train: usize,
+    /// Dimensions of each head that RoPE rotates (≤ `head_dim`).
+    pub rope_dim: usize,
+    pub rope_style: RopeStyle,
+    /// RoPE frequency base of global-attention layers.
+    pub rope_base: f32,
+    /// RoPE frequency base of sliding-window layers (Gemma 3: 10,000).
+    pub rope_base_local: f32,
+    /// Positions are multiplied by this (linear RoPE scaling: 1 / factor).
+    pub rope_freq_scale: f32,
+    pub rms_eps: f32,
+    /// Multiplier of Q·K.
+    pub attn_scale: f32,
+    /// Sliding-window size of local layers (`None`: every layer is global).
+    pub sliding_window: Option<usize>,
+    /// Every `swa_pattern`-th layer (`il % swa_pattern == swa_pattern - 1`) is global.
+    pub swa_pattern: usize,
+    /// `cap · tanh(logit / cap)` on the output logits when present.
+    pub final_logit_softcap: Option<f32>,
+}
+
+impl ModelConfig {
+    /// Read and validate the configuration of a llama-family or Gemma 3 GGUF.
+    pub fn from_gguf(f: &GgufFile) -> Result<Self, ModelError> {
+        let arch_name = f.get_str("general.architecture")?.to_string();
+        let arch = match arch_name.as_str() {
+            "llama" | "mistral" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            "gemma3" => Arch::Gemma3,
+            other => return Err(ModelError::UnsupportedArch(other.to_string())),
+        };
+        let key = |k: &str| format!("{arch_name}.{k}");
+        let usize_key = |k: &str| -> Result<usize, ModelError> {
+            let v = f.get_u64(&key(k))?;
+            usize::try_from(v)
+                .map_err(|_| ModelError::Config(format!("{} = {v} is too large", key(k))))
+        };
+        let opt_usize = |k: &str| -> Result<Option<usize>, ModelError> {
+            if f.get(&key(k)).is_some() {
+                usize_key(k).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let opt_f32 = |k: &str| -> Result<Option<f32>, ModelError> {
+            if f.get(&key(k)).is_some() {
+                Ok(Some(f.get_f32(&key(k))?))
+            } else {
+                Ok(None)
+            }
+        };
+
+        let n_embd = usize_key("embedding_length")?;
+        let n_layer = usize_key("block_count")?;
+        let n_head = usize_key("attention.head_count")?;
+        let n_head_kv = opt_usize("attention.head_count_kv")?.unwrap_or(n_head);
+        let n_ff = usize_key("feed_forward_length")?;
+        let n_ctx_train = usize_key("context_length")?;
+        if n_embd == 0 || n_layer == 0 || n_head == 0 || n_head_kv == 0 || n_ff == 0 {
+            return Err(ModelError::Config(
+                "embedding_length, block_count, head counts and feed_forward_length must be > 0"
+                    .into(),
+            ));
+        }
+        if n_head % n_head_kv != 0 {
+            return Err(ModelError::Config(format!(
+                "head_count {n_head} is not a multiple of head_count_kv {n_head_kv}"
+            )));
+        }
+        let head_dim = match opt_usize("attention.key_length")? {
+            Some(d) => d,
+            None if n_embd % n_head == 0 => n_embd / n_head,
+            None => {
+                return Err(ModelError::Config(format!(
+                    "embedding_length {n_embd} is not a multiple of head_count {n_head}"
+                )));
+            }
+        };
+        if let Some(v) = opt_usize("attention.value_length")?
+            && v != head_dim
+        {
+            return Err(ModelError::Config(format!(
+                "value_length {v} differs from key_length {head_dim} (not supported)"
+            )));
+        }
+        let rope_dim = opt_usize("rope.dimension_count")?.unwrap_or(head_dim);
+        if rope_dim > head_dim || rope_dim % 2 != 0 || head_dim == 0 {
+            return Err(ModelError::Config(format!(
+                "rope.dimension_count {rope_dim} must be even and at most the head size {head_dim}"
+            )));
+        }
+        let default_eps = if arch == Arch::Gemma3 { 1e-6 } else { 1e-5 };
+        let rms_eps = opt_f32("attention.layer_norm_rms_epsilon")?.unwrap_or(default_eps);
+        let default_base = if arch == Arch::Gemma3 {
+            1_000_000.0
+        } else {
+            10_000.0
+        };
+        let rope_base = opt_f32("rope.freq_base")?.unwrap_or(default_base);
+
+        let rope_freq_scale = match f.get(&key("rope.scaling.type")) {
+            None => 1.0,
+            Some(_) => match f.get_str(&key("rope.scaling.type"))? {
+                "none" => 1.0,
+                "linear" => {
+                    let factor = opt_f32("rope.scaling.factor")?.unwrap_or(1.0);
+                    if factor <= 0.0 {
+                        return Err(ModelError::Config(format!("rope scaling factor {factor}")));
+                    }
+                    1.0 / factor
+                }
+                other => {
+                    return Err(ModelError::Config(format!(
+                        "RoPE scaling `{other}` is not supported (none, linear)"
+                    )));
+                }
+            },
+        };
+
+        // n_vocab is the embedding's row count: the one number every part agrees on.
+        let embd = f
+            .tensor_info("token_embd.weight")
+            .ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into()))?;
+        let n_vocab = match embd.dims.as_slice() {
+            [cols, rows] if *cols as usize == n_embd => *rows as usize,
+            _ => {
+                return Err(ModelError::Shape {
+                    name: "token_embd.weight".into(),
+                    expected: vec![n_embd as u64, 0],
+                    found: embd.dims.clone(),
+                });
+            }
+        };
+        if n_vocab == 0 {
+            return Err(ModelError::Config("empty vocabulary".into()));
+        }
+
+        let (rope_style, sliding_window, swa_pattern, rope_base_local, attn_scale, softcap) =
+            match arch {
+                Arch::Llama => (
+                    RopeStyle::Normal,
+                    None,
+                    1,
+                    rope_base,
+                    head_scale(head_dim),
+                    None,
+                ),
+                Arch::Qwen2 => (
+                    RopeStyle::Neox,
+                    None,
+                    1,
+                    rope_base,
+                    head_scale(head_dim),
+                    None,
+                ),
+                Arch::Gemma3 => {
+                    // llama.cpp: 5 sliding-window layers then one global, local base 10k,
+                    // Q scaled by 1/sqrt(head_dim) (the 27B's n_embd/n_head variant
+                    // is recognised by its 62 layers).
+                    let window = usize_key("attention.sliding_window")?;
+                    let scale = if n_layer == 62 {
+                        head_scale(n_embd / n_head)
+                    } else {
+                        head_scale(head_dim)
+                    };
+                    let softcap = opt_f32("final_logit_softcapping")?.filter(|&c| c > 0.0);
+                    (RopeStyle::Neox, Some(window), 6, 10_000.0, scale, softcap)
+                }
+            };
+        if sliding_window == Some(0) {
+            return Err(ModelError::Config("attention.sliding_window is 0".into()));
+        }
+
+        Ok(Self {
+            arch,
+            arch_name,
+            n_vocab,
+            n_embd,
+            n_layer,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_ff,
+            n_ctx_train,
+            rope_dim,
+            rope_style,
+            rope_base,
+            rope_base_local,
+            rope_freq_scale,
+            rms_eps,
+            attn_scale,
+            sliding_window,
+            swa_pattern,
+            final_logit_softcap: softcap,
+        })
+    }
+
+    /// Whether layer `il` attends only to the last `sliding_window` positions.
+    pub fn is_local_layer(&self, il: usize) -> bool {
+        self.sliding_window.is_some() && il % self.swa_pattern < self.swa_pattern - 1
+    }
+
+    /// Key/value width of one token in one layer.
+    pub fn kv_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim
+    }
+
+    /// Query width of one token.
+    pub fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+}
+
+fn head_scale(d: usize) -> f32 {
+    1.0 / (d as f32).sqrt()
+}

@@ -1,0 +1,175 @@
+//! Gemma 3: like llama but with "sandwich" norms (RMSNorm before and after each
+//! sub-layer), per-head RMSNorm of Q and K, a GeGLU feed-forward network,
+//! embeddings scaled by `sqrt(n_embd)`, and attention that alternates five
+//! sliding-window layers (RoPE base 10,000) with one global layer (RoPE base 1e6).
+//! The output projection is tied to the embedding.
+//!
+//! Matches llama.cpp's `llm_build_gemma3<iswa>`; the norm weights in GGUF files
+//! already include Gemma's `+1` (the converter adds it), so they are used as-is.
+
+use thaw_kernels::{ThreadPool, matmul};
+
+use crate::kv_cache::KvCache;
+use crate::ops::{self, AttnShape};
+use crate::weights::{Loader, Tensor};
+use crate::{ModelConfig, ModelError, Out};
+
+pub(crate) struct Gemma3 {
+    token_embd: Tensor,
+    layers: Vec<Layer>,
+    output_norm: Vec<f32>,
+    output: Tensor,
+    inv_freq_global: Vec<f32>,
+    inv_freq_local: Vec<f32>,
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: Tensor,
+    wk: Tensor,
+    wv: Tensor,
+    q_norm: Vec<f32>,
+    k_norm: Vec<f32>,
+    wo: Tensor,
+    post_attn_norm: Vec<f32>,
+    ffn_norm: Vec<f32>,
+    w_gate: Tensor,
+    w_up: Tensor,
+    w_down: Tensor,
+    post_ffn_norm: Vec<f32>,
+}
+
+impl Gemma3 {
+    pub fn load(c: &ModelConfig, l: &Loader<'_>) -> Result<Self, ModelError> {
+        let (e, q, kv, ff, hd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff, c.head_dim);
+        let token_embd = l.matrix("token_embd.weight", c.n_vocab, e)?;
+        let output = l
+            .opt_matrix("output.weight", c.n_vocab, e)?
+            .unwrap_or_else(|| token_embd.clone());
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for i in 0..c.n_layer {
+            let name = |s: &str| format!("blk.{i}.{s}");
+            layers.push(Layer {
+                attn_norm: l.vector(&name("attn_norm.weight"), e)?,
+                wq: l.matrix(&name("attn_q.weight"), q, e)?,
+                wk: l.matrix(&name("attn_k.weight"), kv, e)?,
+                wv: l.matrix(&name("attn_v.weight"), kv, e)?,
+                q_norm: l.vector(&name("attn_q_norm.weight"), hd)?,
+                k_norm: l.vector(&name("attn_k_norm.weight"), hd)?,
+                wo: l.matrix(&name("attn_output.weight"), e, q)?,
+                post_attn_norm: l.vector(&name("post_attention_norm.weight"), e)?,
+                ffn_norm: l.vector(&name("ffn_norm.weight"), e)?,
+                w_gate: l.matrix(&name("ffn_gate.weight"), ff, e)?,
+                w_up: l.matrix(&name("ffn_up.weight"), ff, e)?,
+                w_down: l.matrix(&name("ffn_down.weight"), e, ff)?,
+                post_ffn_norm: l.vector(&name("post_ffw_norm.weight"), e)?,
+            });
+        }
+        Ok(Self {
+            token_embd,
+            layers,
+            output_norm: l.vector("output_norm.weight", e)?,
+            output,
+            inv_freq_global: ops::rope_inv_freq(c.rope_base, c.rope_dim),
+            inv_freq_local: ops::rope_inv_freq(c.rope_base_local, c.rope_dim),
+        })
+    }
+
+    /// Run one batch (`tokens.len() ≤ MAX_BATCH`, room checked by the caller).
+    pub fn forward(
+        &self,
+        c: &ModelConfig,
+        pool: &ThreadPool,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        out: Out<'_>,
+    ) {
+        let (n, e, hd) = (tokens.len(), c.n_embd, c.head_dim);
+        let pos0 = cache.len;
+        let n_ctx = cache.n_ctx;
+        let per_layer = c.n_head_kv * n_ctx * hd;
+        let s = &mut cache.scratch;
+        s.prepare(c, n, n_ctx);
+
+        let embd_scale = (e as f32).sqrt();
+        for (t, &tok) in tokens.iter().enumerate() {
+            let row = &mut s.x[t * e..(t + 1) * e];
+            self.token_embd.row_into(tok as usize, row);
+            row.iter_mut().for_each(|v| *v *= embd_scale);
+        }
+
+        for (il, w) in self.layers.iter().enumerate() {
+            let local = c.is_local_layer(il);
+            let inv_freq = if local {
+                &self.inv_freq_local
+            } else {
+                &self.inv_freq_global
+            };
+
+            // Attention block: norm → Q/K/V → per-head norm → RoPE → attend → Wo → norm.
+            ops::rmsnorm(&s.x, &w.attn_norm, c.rms_eps, &mut s.xb);
+            matmul(pool, &w.wq.matrix(), &s.xb, n, &mut s.q);
+            matmul(pool, &w.wk.matrix(), &s.xb, n, &mut s.k);
+            matmul(pool, &w.wv.matrix(), &s.xb, n, &mut s.v);
+            ops::rmsnorm_inplace(&mut s.q, &w.q_norm, c.rms_eps);
+            ops::rmsnorm_inplace(&mut s.k, &w.k_norm, c.rms_eps);
+            let (fs, st) = (c.rope_freq_scale, c.rope_style);
+            ops::rope(&mut s.q, c.n_head, hd, pos0, fs, inv_freq, st, &mut s.rope);
+            ops::rope(
+                &mut s.k,
+                c.n_head_kv,
+                hd,
+                pos0,
+                fs,
+                inv_freq,
+                st,
+                &mut s.rope,
+            );
+
+            let range = il * per_layer..(il + 1) * per_layer;
+            let (kl, vl) = (&mut cache.k[range.clone()], &mut cache.v[range]);
+            ops::store_kv(kl, vl, &s.k, &s.v, c.n_head_kv, hd, n_ctx, pos0);
+            let shape = AttnShape {
+                n_head: c.n_head,
+                n_head_kv: c.n_head_kv,
+                head_dim: hd,
+                n_ctx,
+                pos0,
+                scale: c.attn_scale,
+                window: if local { c.sliding_window } else { None },
+            };
+            ops::attention(pool, &shape, kl, vl, &s.q, &s.heads, &mut s.att);
+            matmul(pool, &w.wo.matrix(), &s.att, n, &mut s.proj);
+            ops::rmsnorm_inplace(&mut s.proj, &w.post_attn_norm, c.rms_eps);
+            ops::add_assign(&mut s.x, &s.proj);
+
+            // Feed-forward block: norm → GeGLU → Wdown → norm.
+            ops::rmsnorm(&s.x, &w.ffn_norm, c.rms_eps, &mut s.xb);
+            matmul(pool, &w.w_gate.matrix(), &s.xb, n, &mut s.gate);
+            matmul(pool, &w.w_up.matrix(), &s.xb, n, &mut s.up);
+            ops::geglu(&mut s.gate, &s.up);
+            matmul(pool, &w.w_down.matrix(), &s.gate, n, &mut s.proj);
+            ops::rmsnorm_inplace(&mut s.proj, &w.post_ffn_norm, c.rms_eps);
+            ops::add_assign(&mut s.x, &s.proj);
+        }
+        cache.len += n;
+
+        let s = &mut cache.scratch;
+        let (rows, dst) = match out {
+            Out::None => return,
+            Out::Last(dst) => ((n - 1)..n, dst),
+            Out::All(dst) => (0..n, dst),
+        };
+        let m = rows.len();
+        ops::rmsnorm(
+            &s.x[rows.start * e..rows.end * e],
+            &self.output_norm,
+            c.rms_eps,
+            &mut s.xb[..m * e],
+        );
+        matmul(pool, &self.output.matrix(), &s.xb[..m * e], m, dst);
+        if let Some(cap) = c.final_logit_softcap {
+            ops::softcap(dst, cap);
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Per-sequence state: the K/V of every processed position, plus the scratch buffers
+//! a forward pass reuses so decoding a token allocates nothing but its logits.
+
+use std::sync::Mutex;
+
+use crate::{ModelConfig, ModelError};
+
+/// Keys and values of one sequence, in f32, laid out `[layer][kv_head][pos][head_dim]`
+/// so that one head's keys are contiguous. (f16 storage is a later step.)
+pub struct KvCache {
+    pub(crate) n_layer: usize,
+    pub(crate) n_head_kv: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) n_ctx: usize,
+    pub(crate) len: usize,
+    pub(crate) k: Vec<f32>,
+    pub(crate) v: Vec<f32>,
+    pub(crate) scratch: Scratch,
+}
+
+impl std::fmt::Debug for KvCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvCache")
+            .field("len", &self.len)
+            .field("n_ctx", &self.n_ctx)
+            .finish()
+    }
+}
+
+impl KvCache {
+    pub(crate) fn new(c: &ModelConfig, n_ctx: usize) -> Self {
+        let size = c.n_layer * c.n_head_kv * n_ctx * c.head_dim;
+        Self {
+            n_layer: c.n_layer,
+            n_head_kv: c.n_head_kv,
+            head_dim: c.head_dim,
+            n_ctx,
+            len: 0,
+            k: vec![0.0; size],
+            v: vec![0.0; size],
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// Positions filled.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Capacity in positions.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Keep the first `n` positions (to roll back or reuse a prompt prefix).
+    pub fn truncate(&mut self, n: usize) {
+        self.len = self.len.min(n);
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    pub(crate) fn check_compatible(&self, c: &ModelConfig) -> Result<(), ModelError> {
+        if (self.n_layer, self.n_head_kv, self.head_dim) != (c.n_layer, c.n_head_kv, c.head_dim) {
+            return Err(ModelError::CacheMismatch(format!(
+                "cache has {} layers × {} KV heads × {}, model {} × {} × {}",
+                self.n_layer, self.n_head_kv, self.head_dim, c.n_layer, c.n_head_kv, c.head_dim
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Activations of one batch, reused across calls (grown, never shrunk).
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// Residual stream, `n × n_embd`.
+    pub x: Vec<f32>,
+    /// Normalised input of a sub-layer, `n × n_embd`.
+    pub xb: Vec<f32>,
+    /// Output of a sub-layer's last projection, `n × n_embd`.
+    pub proj: Vec<f32>,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    /// Attention output, `n × n_head × head_dim`.
+    pub att: Vec<f32>,
+    pub gate: Vec<f32>,
+    pub up: Vec<f32>,
+    /// RoPE cos/sin of one position.
+    pub rope: Vec<f32>,
+    /// One per query head, so heads can run on different threads.
+    pub heads: Vec<Mutex<HeadScratch>>,
+}
+
+#[derive(Default)]
+pub(crate) struct HeadScratch {
+    /// This head's output for every token of the batch, `n × head_dim`.
+    pub out: Vec<f32>,
+    /// Attention scores of one query.
+    pub scores: Vec<f32>,
+}
+
+impl Scratch {
+    /// Size every buffer for a batch of `n` tokens.
+    pub fn prepare(&mut self, c: &ModelConfig, n: usize, n_ctx: usize) {
+        self.x.resize(n * c.n_embd, 0.0);
+        self.xb.resize(n * c.n_embd, 0.0);
+        self.proj.resize(n * c.n_embd, 0.0);
+        self.q.resize(n * c.q_dim(), 0.0);
+        self.k.resize(n * c.kv_dim(), 0.0);
+        self.v.resize(n * c.kv_dim(), 0.0);
+        self.att.resize(n * c.q_dim(), 0.0);
+        self.gate.resize(n * c.n_ff, 0.0);
+        self.up.resize(n * c.n_ff, 0.0);
+        self.rope.resize(c.rope_dim, 0.0);
+        if self.heads.len() != c.n_head {
+            self.heads = (0..c.n_head)
+                .map(|_| Mutex::new(HeadScratch::default()))
+                .collect();
+        }
+        for h in &mut self.heads {
+            let h = h.get_mut().unwrap_or_else(|e| e.into_inner());
+            h.out.resize(n * c.head_dim, 0.0);
+            h.scores.resize(n_ctx, 0.0);
+        }
+    }
+}

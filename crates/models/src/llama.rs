@@ -1,0 +1,180 @@
+//! The llama family (llama, mistral, qwen2): pre-norm transformer with RMSNorm,
+//! grouped-query attention with RoPE, and a SwiGLU feed-forward network.
+//!
+//! Per layer: `h = x + Wo·attn(rope(Wq·n), rope(Wk·n), Wv·n)` with `n = rmsnorm(x)`,
+//! then `x' = h + Wdown·(silu(Wgate·m) * Wup·m)` with `m = rmsnorm(h)`.
+//! qwen2 adds biases to Q/K/V and uses NEOX RoPE (set in the config).
+
+use thaw_kernels::{ThreadPool, matmul};
+
+use crate::kv_cache::KvCache;
+use crate::ops::{self, AttnShape};
+use crate::weights::{Loader, Tensor};
+use crate::{ModelConfig, ModelError, Out};
+
+pub(crate) struct Llama {
+    token_embd: Tensor,
+    layers: Vec<Layer>,
+    output_norm: Vec<f32>,
+    /// `output.weight`, or the embedding when the output is tied.
+    output: Tensor,
+    inv_freq: Vec<f32>,
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: Tensor,
+    wk: Tensor,
+    wv: Tensor,
+    bq: Option<Vec<f32>>,
+    bk: Option<Vec<f32>>,
+    bv: Option<Vec<f32>>,
+    wo: Tensor,
+    ffn_norm: Vec<f32>,
+    w_gate: Tensor,
+    w_up: Tensor,
+    w_down: Tensor,
+}
+
+impl Llama {
+    pub fn load(c: &ModelConfig, l: &Loader<'_>) -> Result<Self, ModelError> {
+        let (e, q, kv, ff) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
+        let token_embd = l.matrix("token_embd.weight", c.n_vocab, e)?;
+        let output = l
+            .opt_matrix("output.weight", c.n_vocab, e)?
+            .unwrap_or_else(|| token_embd.clone());
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for i in 0..c.n_layer {
+            let name = |s: &str| format!("blk.{i}.{s}");
+            layers.push(Layer {
+                attn_norm: l.vector(&name("attn_norm.weight"), e)?,
+                wq: l.matrix(&name("attn_q.weight"), q, e)?,
+                wk: l.matrix(&name("attn_k.weight"), kv, e)?,
+                wv: l.matrix(&name("attn_v.weight"), kv, e)?,
+                bq: l.opt_vector(&name("attn_q.bias"), q)?,
+                bk: l.opt_vector(&name("attn_k.bias"), kv)?,
+                bv: l.opt_vector(&name("attn_v.bias"), kv)?,
+                wo: l.matrix(&name("attn_output.weight"), e, q)?,
+                ffn_norm: l.vector(&name("ffn_norm.weight"), e)?,
+                w_gate: l.matrix(&name("ffn_gate.weight"), ff, e)?,
+                w_up: l.matrix(&name("ffn_up.weight"), ff, e)?,
+                w_down: l.matrix(&name("ffn_down.weight"), e, ff)?,
+            });
+        }
+        let mut inv_freq = ops::rope_inv_freq(c.rope_base, c.rope_dim);
+        // Llama 3.1-style frequency factors divide each pair's angle.
+        if let Some(factors) = l.opt_vector("rope_freqs.weight", c.rope_dim / 2)? {
+            for (f, d) in inv_freq.iter_mut().zip(factors) {
+                *f /= d;
+            }
+        }
+        Ok(Self {
+            token_embd,
+            layers,
+            output_norm: l.vector("output_norm.weight", e)?,
+            output,
+            inv_freq,
+        })
+    }
+
+    /// Run one batch (`tokens.len() ≤ MAX_BATCH`, room checked by the caller).
+    pub fn forward(
+        &self,
+        c: &ModelConfig,
+        pool: &ThreadPool,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        out: Out<'_>,
+    ) {
+        let (n, e) = (tokens.len(), c.n_embd);
+        let pos0 = cache.len;
+        let n_ctx = cache.n_ctx;
+        let per_layer = c.n_head_kv * n_ctx * c.head_dim;
+        let s = &mut cache.scratch;
+        s.prepare(c, n, n_ctx);
+
+        for (t, &tok) in tokens.iter().enumerate() {
+            self.token_embd
+                .row_into(tok as usize, &mut s.x[t * e..(t + 1) * e]);
+        }
+
+        let shape = AttnShape {
+            n_head: c.n_head,
+            n_head_kv: c.n_head_kv,
+            head_dim: c.head_dim,
+            n_ctx,
+            pos0,
+            scale: c.attn_scale,
+            window: None,
+        };
+        for (il, w) in self.layers.iter().enumerate() {
+            // Attention block.
+            ops::rmsnorm(&s.x, &w.attn_norm, c.rms_eps, &mut s.xb);
+            matmul(pool, &w.wq.matrix(), &s.xb, n, &mut s.q);
+            matmul(pool, &w.wk.matrix(), &s.xb, n, &mut s.k);
+            matmul(pool, &w.wv.matrix(), &s.xb, n, &mut s.v);
+            if let Some(b) = &w.bq {
+                ops::add_bias(&mut s.q, b);
+            }
+            if let Some(b) = &w.bk {
+                ops::add_bias(&mut s.k, b);
+            }
+            if let Some(b) = &w.bv {
+                ops::add_bias(&mut s.v, b);
+            }
+            let (hd, fs, st) = (c.head_dim, c.rope_freq_scale, c.rope_style);
+            ops::rope(
+                &mut s.q,
+                c.n_head,
+                hd,
+                pos0,
+                fs,
+                &self.inv_freq,
+                st,
+                &mut s.rope,
+            );
+            ops::rope(
+                &mut s.k,
+                c.n_head_kv,
+                hd,
+                pos0,
+                fs,
+                &self.inv_freq,
+                st,
+                &mut s.rope,
+            );
+
+            let range = il * per_layer..(il + 1) * per_layer;
+            let (kl, vl) = (&mut cache.k[range.clone()], &mut cache.v[range]);
+            ops::store_kv(kl, vl, &s.k, &s.v, c.n_head_kv, hd, n_ctx, pos0);
+            ops::attention(pool, &shape, kl, vl, &s.q, &s.heads, &mut s.att);
+
+            matmul(pool, &w.wo.matrix(), &s.att, n, &mut s.proj);
+            ops::add_assign(&mut s.x, &s.proj);
+
+            // Feed-forward block.
+            ops::rmsnorm(&s.x, &w.ffn_norm, c.rms_eps, &mut s.xb);
+            matmul(pool, &w.w_gate.matrix(), &s.xb, n, &mut s.gate);
+            matmul(pool, &w.w_up.matrix(), &s.xb, n, &mut s.up);
+            ops::swiglu(&mut s.gate, &s.up);
+            matmul(pool, &w.w_down.matrix(), &s.gate, n, &mut s.proj);
+            ops::add_assign(&mut s.x, &s.proj);
+        }
+        cache.len += n;
+
+        let s = &mut cache.scratch;
+        let (rows, dst) = match out {
+            Out::None => return,
+            Out::Last(dst) => ((n - 1)..n, dst),
+            Out::All(dst) => (0..n, dst),
+        };
+        let m = rows.len();
+        ops::rmsnorm(
+            &s.x[rows.start * e..rows.end * e],
+            &self.output_norm,
+            c.rms_eps,
+            &mut s.xb[..m * e],
+        );
+        matmul(pool, &self.output.matrix(), &s.xb[..m * e], m, dst);
+    }
+}

@@ -1,0 +1,307 @@
+//! The math shared by the model families: RMSNorm, RoPE, softmax, causal attention
+//! over the KV cache, activations. Rows are contiguous: a batch of `n` vectors of
+//! width `d` is one `n × d` slice.
+
+use std::sync::Mutex;
+
+use thaw_kernels::ThreadPool;
+
+use crate::RopeStyle;
+use crate::kv_cache::HeadScratch;
+
+/// `out[r] = x[r] / rms(x[r]) * w` for each row of width `w.len()`. Sums in f64 as
+/// ggml does.
+pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let scale = rms_scale(xr, eps);
+        for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
+            *o = v * scale * g;
+        }
+    }
+}
+
+/// [`rmsnorm`] in place (per-head Q/K norms).
+pub fn rmsnorm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
+    let d = w.len();
+    for xr in x.chunks_exact_mut(d) {
+        let scale = rms_scale(xr, eps);
+        for (v, &g) in xr.iter_mut().zip(w) {
+            *v = *v * scale * g;
+        }
+    }
+}
+
+fn rms_scale(x: &[f32], eps: f32) -> f32 {
+    let sum: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    1.0 / (mean + eps).sqrt()
+}
+
+/// RoPE inverse frequencies `base^(-2i/n_rot)` for `i < n_rot/2`.
+pub fn rope_inv_freq(base: f32, n_rot: usize) -> Vec<f32> {
+    (0..n_rot / 2)
+        .map(|i| base.powf(-2.0 * i as f32 / n_rot as f32))
+        .collect()
+}
+
+/// Rotate the first `2 * inv_freq.len()` dims of every head of every token in `x`
+/// (`n × n_heads × head_dim`). Token `t` is at position `pos0 + t`; `cs` is scratch
+/// for one position's cos/sin (`2 * inv_freq.len()` long).
+#[allow(clippy::too_many_arguments)]
+pub fn rope(
+    x: &mut [f32],
+    n_heads: usize,
+    head_dim: usize,
+    pos0: usize,
+    freq_scale: f32,
+    inv_freq: &[f32],
+    style: RopeStyle,
+    cs: &mut [f32],
+) {
+    let half = inv_freq.len();
+    let (cos, sin) = cs[..2 * half].split_at_mut(half);
+    for (t, xt) in x.chunks_exact_mut(n_heads * head_dim).enumerate() {
+        let p = (pos0 + t) as f32 * freq_scale;
+        for i in 0..half {
+            let (s, c) = (p * inv_freq[i]).sin_cos();
+            cos[i] = c;
+            sin[i] = s;
+        }
+        for head in xt.chunks_exact_mut(head_dim) {
+            for i in 0..half {
+                let (a, b) = match style {
+                    RopeStyle::Normal => (2 * i, 2 * i + 1),
+                    RopeStyle::Neox => (i, i + half),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * cos[i] - x1 * sin[i];
+                head[b] = x0 * sin[i] + x1 * cos[i];
+            }
+        }
+    }
+}
+
+/// Softmax in place (max-subtracted, sum in f64).
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += f64::from(*v);
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// `silu(gate) * up`, written into `gate` (SwiGLU).
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// `gelu(gate) * up` with the tanh approximation, written into `gate` (GeGLU).
+pub fn geglu(gate: &mut [f32], up: &[f32]) {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh());
+        *g = y * u;
+    }
+}
+
+/// `x += y` element-wise (residual connections).
+pub fn add_assign(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// Add `bias` to every row of `x`.
+pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        add_assign(row, bias);
+    }
+}
+
+/// Copy K and V of `n` new tokens (`n × n_head_kv × head_dim`) into one layer of the
+/// cache (`[kv_head][pos][head_dim]`, `n_ctx` positions per head) at `pos0..`.
+#[allow(clippy::too_many_arguments)]
+pub fn store_kv(
+    k_layer: &mut [f32],
+    v_layer: &mut [f32],
+    k: &[f32],
+    v: &[f32],
+    n_head_kv: usize,
+    head_dim: usize,
+    n_ctx: usize,
+    pos0: usize,
+) {
+    let kv_dim = n_head_kv * head_dim;
+    for (t, (kt, vt)) in k
+        .chunks_exact(kv_dim)
+        .zip(v.chunks_exact(kv_dim))
+        .enumerate()
+    {
+        for h in 0..n_head_kv {
+            let dst = (h * n_ctx + pos0 + t) * head_dim;
+            let src = h * head_dim..(h + 1) * head_dim;
+            k_layer[dst..dst + head_dim].copy_from_slice(&kt[src.clone()]);
+            v_layer[dst..dst + head_dim].copy_from_slice(&vt[src]);
+        }
+    }
+}
+
+/// The shape of one attention call.
+pub struct AttnShape {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    /// Positions per head in the cache layer.
+    pub n_ctx: usize,
+    /// Position of the first query token.
+    pub pos0: usize,
+    /// Multiplier of Q·K.
+    pub scale: f32,
+    /// Attend only to the last `window` positions (the query's included).
+    pub window: Option<usize>,
+}
+
+/// Causal attention of `n` query tokens (`q`: `n × n_head × head_dim`, already
+/// rotated and with their own K/V already in the cache) over cache positions
+/// `0..=pos`. Heads run in parallel; writes `out` (`n × n_head × head_dim`).
+pub fn attention(
+    pool: &ThreadPool,
+    s: &AttnShape,
+    k_layer: &[f32],
+    v_layer: &[f32],
+    q: &[f32],
+    heads: &[Mutex<HeadScratch>],
+    out: &mut [f32],
+) {
+    let hd = s.head_dim;
+    let q_dim = s.n_head * hd;
+    let n = q.len() / q_dim;
+    let group = s.n_head / s.n_head_kv;
+    pool.run(s.n_head, |h| {
+        let mut guard = heads[h].lock().unwrap_or_else(|e| e.into_inner());
+        let HeadScratch { out: hout, scores } = &mut *guard;
+        let g = h / group;
+        let keys = &k_layer[g * s.n_ctx * hd..(g + 1) * s.n_ctx * hd];
+        let vals = &v_layer[g * s.n_ctx * hd..(g + 1) * s.n_ctx * hd];
+        for t in 0..n {
+            let pos = s.pos0 + t;
+            let lo = s.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+            let sc = &mut scores[..pos + 1 - lo];
+            for (j, score) in sc.iter_mut().enumerate() {
+                let kj = &keys[(lo + j) * hd..(lo + j + 1) * hd];
+                *score = dot(qh, kj) * s.scale;
+            }
+            softmax(sc);
+            let o = &mut hout[t * hd..(t + 1) * hd];
+            o.fill(0.0);
+            for (j, &w) in sc.iter().enumerate() {
+                let vj = &vals[(lo + j) * hd..(lo + j + 1) * hd];
+                for (a, &b) in o.iter_mut().zip(vj) {
+                    *a += w * b;
+                }
+            }
+        }
+    });
+    for (h, m) in heads.iter().enumerate() {
+        let guard = m.lock().unwrap_or_else(|e| e.into_inner());
+        for t in 0..n {
+            out[t * q_dim + h * hd..t * q_dim + (h + 1) * hd]
+                .copy_from_slice(&guard.out[t * hd..(t + 1) * hd]);
+        }
+    }
+}
+
+/// Dot product with 8 independent accumulators (lets the compiler vectorise).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `cap · tanh(x / cap)` in place.
+pub fn softcap(x: &mut [f32], cap: f32) {
+    for v in x.iter_mut() {
+        *v = cap * (*v / cap).tanh();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_sums_to_one_and_orders() {
+        let mut x = vec![1.0, 2.0, 3.0, -1000.0];
+        softmax(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[2] > x[1] && x[1] > x[0] && x[3] == 0.0);
+        assert!((x[2] / x[1] - std::f32::consts::E).abs() < 1e-4);
+    }
+
+    #[test]
+    fn rmsnorm_gives_unit_rms() {
+        let x = vec![3.0, -4.0, 0.0, 5.0];
+        let w = vec![1.0; 4];
+        let mut out = vec![0.0; 4];
+        rmsnorm(&x, &w, 0.0, &mut out);
+        let rms = (out.iter().map(|v| v * v).sum::<f32>() / 4.0).sqrt();
+        assert!((rms - 1.0).abs() < 1e-6);
+        assert!((out[0] / out[1] + 0.75).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rope_modes_rotate_the_right_pairs_and_keep_norms() {
+        let inv = rope_inv_freq(10_000.0, 4);
+        let mut cs = vec![0.0; 4];
+        let base: Vec<f32> = vec![1.0, 2.0, 3.0, 4.0];
+        // Position 0 is the identity.
+        let mut x = base.clone();
+        rope(&mut x, 1, 4, 0, 1.0, &inv, RopeStyle::Normal, &mut cs);
+        assert_eq!(x, base);
+        // Position 1, pair 0 has frequency 1: normal rotates (x0, x1), neox (x0, x2).
+        let (s, c) = 1.0f32.sin_cos();
+        let mut n = base.clone();
+        rope(&mut n, 1, 4, 1, 1.0, &inv, RopeStyle::Normal, &mut cs);
+        assert!((n[0] - (c - 2.0 * s)).abs() < 1e-6 && (n[1] - (s + 2.0 * c)).abs() < 1e-6);
+        let mut x = base.clone();
+        rope(&mut x, 1, 4, 1, 1.0, &inv, RopeStyle::Neox, &mut cs);
+        assert!((x[0] - (c - 3.0 * s)).abs() < 1e-6 && (x[2] - (s + 3.0 * c)).abs() < 1e-6);
+        let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>();
+        assert!((norm(&x) - norm(&base)).abs() < 1e-4 && (norm(&n) - norm(&base)).abs() < 1e-4);
+    }
+
+    #[test]
+    fn activations_match_closed_forms() {
+        let mut g = vec![0.0, 1.0, -2.0];
+        swiglu(&mut g, &[1.0, 2.0, 1.0]);
+        assert_eq!(g[0], 0.0);
+        assert!((g[1] - 2.0 / (1.0 + (-1.0f32).exp())).abs() < 1e-6);
+        let mut g = vec![0.0, 1.0, 10.0];
+        geglu(&mut g, &[1.0, 1.0, 1.0]);
+        assert_eq!(g[0], 0.0);
+        assert!((g[1] - 0.841_192).abs() < 1e-5); // tanh-approximate gelu(1)
+        assert!((g[2] - 10.0).abs() < 1e-4);
+    }
+}

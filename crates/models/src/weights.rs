@@ -1,0 +1,221 @@
+//! Weights as views of a byte buffer: a GGUF mapping today, a snapshot's mapping or
+//! repacked buffers later, through the same `Storage` type. Matrices stay where they
+//! are (zero-copy); small vectors (norms, biases) are dequantized to `Vec<f32>` at load.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use thaw_gguf::{GgmlType, GgufFile};
+use thaw_kernels::QMatrix;
+
+use crate::ModelError;
+
+/// Shared, immutable bytes that weights point into.
+#[derive(Clone)]
+pub struct Storage(Arc<dyn Deref<Target = [u8]> + Send + Sync>);
+
+impl Storage {
+    /// A file mapping (e.g. [`GgufFile::mapping`]).
+    pub fn from_mmap(map: Arc<memmap2::Mmap>) -> Self {
+        Self(map)
+    }
+
+    /// Bytes owned by the process (repacked or synthetic weights).
+    pub fn from_vec(bytes: Vec<u8>) -> Self {
+        Self(Arc::new(bytes))
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A `rows × cols` matrix of type `ty` at `offset..offset + len` of a [`Storage`].
+#[derive(Clone)]
+pub struct Tensor {
+    storage: Storage,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    offset: usize,
+    len: usize,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Tensor({} {}x{} @{})",
+            self.ty, self.rows, self.cols, self.offset
+        )
+    }
+}
+
+impl Tensor {
+    /// A view checked against the storage: the type must be one the kernels compute
+    /// with and the bytes must cover exactly `rows` rows.
+    pub fn new(
+        name: &str,
+        storage: Storage,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        offset: usize,
+    ) -> Result<Self, ModelError> {
+        if !thaw_kernels::is_supported(ty) {
+            return Err(ModelError::UnsupportedType {
+                name: name.into(),
+                ty,
+            });
+        }
+        let bad = |what: String| ModelError::BadTensor {
+            name: name.into(),
+            what,
+        };
+        let row_bytes = ty.row_bytes(cols).ok_or_else(|| {
+            bad(format!(
+                "{cols} columns is not a whole number of {ty} blocks"
+            ))
+        })?;
+        let len = row_bytes
+            .checked_mul(rows)
+            .ok_or_else(|| bad("size overflows".into()))?;
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| bad("size overflows".into()))?;
+        if end > storage.bytes().len() {
+            return Err(bad(format!(
+                "bytes {offset}..{end} lie outside the {}-byte buffer",
+                storage.bytes().len()
+            )));
+        }
+        Ok(Self {
+            storage,
+            ty,
+            rows,
+            cols,
+            offset,
+            len,
+        })
+    }
+
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        // In bounds: checked in `new`, and storage never changes.
+        &self.storage.bytes()[self.offset..self.offset + self.len]
+    }
+
+    /// The view the kernels take.
+    pub fn matrix(&self) -> QMatrix<'_> {
+        QMatrix {
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+            data: self.bytes(),
+        }
+    }
+
+    /// Dequantize row `r` (< rows) into `dst` (`cols` long).
+    pub fn row_into(&self, r: usize, dst: &mut [f32]) {
+        let rb = self.len / self.rows.max(1);
+        thaw_kernels::dequantize_row(self.ty, &self.bytes()[r * rb..(r + 1) * rb], dst);
+    }
+
+    /// All elements as f32 (for small tensors).
+    pub fn to_f32(&self) -> Vec<f32> {
+        let mut out = vec![0.0; self.rows * self.cols];
+        for (r, dst) in out.chunks_exact_mut(self.cols.max(1)).enumerate() {
+            self.row_into(r, dst);
+        }
+        out
+    }
+}
+
+/// Looks up tensors of a GGUF file by name and checks their shapes.
+pub(crate) struct Loader<'a> {
+    file: &'a GgufFile,
+    storage: Storage,
+}
+
+impl<'a> Loader<'a> {
+    pub fn new(file: &'a GgufFile) -> Self {
+        Self {
+            file,
+            storage: Storage::from_mmap(file.mapping()),
+        }
+    }
+
+    /// A weight matrix with `rows` outputs of `cols` inputs (GGUF dims `[cols, rows]`).
+    pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Tensor, ModelError> {
+        self.opt_matrix(name, rows, cols)?
+            .ok_or_else(|| ModelError::MissingTensor(name.into()))
+    }
+
+    pub fn opt_matrix(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Option<Tensor>, ModelError> {
+        let Some(info) = self.file.tensor_info(name) else {
+            return Ok(None);
+        };
+        let expected = [cols as u64, rows as u64];
+        // A trailing dimension of 1 is the same shape.
+        let dims: Vec<u64> = match info.dims.as_slice() {
+            [c] => vec![*c, 1],
+            d => d.to_vec(),
+        };
+        if dims != expected {
+            return Err(ModelError::Shape {
+                name: name.into(),
+                expected: expected.to_vec(),
+                found: info.dims.clone(),
+            });
+        }
+        let offset = usize::try_from(info.offset).map_err(|_| ModelError::BadTensor {
+            name: name.into(),
+            what: "offset does not fit in memory".into(),
+        })?;
+        let t = Tensor::new(name, self.storage.clone(), info.ty, rows, cols, offset)?;
+        if t.len as u64 != info.size {
+            return Err(ModelError::BadTensor {
+                name: name.into(),
+                what: format!(
+                    "{} bytes stored, {} expected for its shape",
+                    info.size, t.len
+                ),
+            });
+        }
+        Ok(Some(t))
+    }
+
+    /// A vector of `n` values (norm weights, biases), dequantized.
+    pub fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>, ModelError> {
+        self.opt_vector(name, n)?
+            .ok_or_else(|| ModelError::MissingTensor(name.into()))
+    }
+
+    pub fn opt_vector(&self, name: &str, n: usize) -> Result<Option<Vec<f32>>, ModelError> {
+        let Some(info) = self.file.tensor_info(name) else {
+            return Ok(None);
+        };
+        if info.dims.as_slice() != [n as u64] {
+            return Err(ModelError::Shape {
+                name: name.into(),
+                expected: vec![n as u64],
+                found: info.dims.clone(),
+            });
+        }
+        Ok(self.opt_matrix(name, 1, n)?.map(|t| t.to_f32()))
+    }
+}

@@ -1,0 +1,202 @@
+//! Tiny random models written as GGUF bytes, for tests that need no model file.
+
+#![allow(dead_code)]
+
+use thaw_gguf::writer::GgufWriter;
+use thaw_gguf::{GgmlType, GgufFile};
+
+/// A small deterministic generator (xorshift), so tests need no rand crate.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    /// Uniform in [-1, 1).
+    pub fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next() * scale).collect()
+    }
+}
+
+/// Shape of a synthetic model.
+#[derive(Clone, Copy)]
+pub struct Spec {
+    pub arch: &'static str,
+    pub n_vocab: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub n_ff: usize,
+    pub n_ctx_train: usize,
+    pub sliding_window: usize,
+    pub biases: bool,
+    pub tied: bool,
+}
+
+impl Spec {
+    pub fn llama() -> Self {
+        Self {
+            arch: "llama",
+            n_vocab: 67,
+            n_embd: 32,
+            n_layer: 2,
+            n_head: 4,
+            n_head_kv: 2,
+            head_dim: 8,
+            n_ff: 48,
+            n_ctx_train: 1024,
+            sliding_window: 0,
+            biases: false,
+            tied: false,
+        }
+    }
+    pub fn qwen2() -> Self {
+        Self {
+            arch: "qwen2",
+            biases: true,
+            tied: true,
+            ..Self::llama()
+        }
+    }
+    /// Head size differs from n_embd / n_head, six layers so both local and global
+    /// attention run, and a window shorter than the test prompts.
+    pub fn gemma3() -> Self {
+        Self {
+            arch: "gemma3",
+            n_layer: 6,
+            n_head: 2,
+            n_head_kv: 1,
+            head_dim: 32,
+            sliding_window: 5,
+            tied: true,
+            ..Self::llama()
+        }
+    }
+}
+
+/// The GGUF writer filled with random weights for `spec` (callers may add or break
+/// entries before writing).
+pub fn writer(spec: &Spec, seed: u64) -> GgufWriter {
+    writer_except(spec, seed, &[])
+}
+
+/// Like [`writer`] but without the tensors named in `skip`.
+pub fn writer_except(spec: &Spec, seed: u64, skip: &[&str]) -> GgufWriter {
+    let s = spec;
+    let mut rng = Rng::new(seed);
+    let mut w = GgufWriter::new();
+    let a = s.arch;
+    w.kv("general.architecture", a)
+        .kv(format!("{a}.context_length"), s.n_ctx_train as u32)
+        .kv(format!("{a}.embedding_length"), s.n_embd as u32)
+        .kv(format!("{a}.block_count"), s.n_layer as u32)
+        .kv(format!("{a}.feed_forward_length"), s.n_ff as u32)
+        .kv(format!("{a}.attention.head_count"), s.n_head as u32)
+        .kv(format!("{a}.attention.head_count_kv"), s.n_head_kv as u32)
+        .kv(format!("{a}.attention.key_length"), s.head_dim as u32)
+        .kv(format!("{a}.attention.value_length"), s.head_dim as u32)
+        .kv(
+            format!("{a}.rope.freq_base"),
+            if a == "gemma3" {
+                1_000_000.0f32
+            } else {
+                10_000.0
+            },
+        )
+        .kv(format!("{a}.attention.layer_norm_rms_epsilon"), 1e-5f32);
+    if s.sliding_window > 0 {
+        w.kv(
+            format!("{a}.attention.sliding_window"),
+            s.sliding_window as u32,
+        );
+    }
+    let (e, q, kv, ff, hd) = (
+        s.n_embd,
+        s.n_head * s.head_dim,
+        s.n_head_kv * s.head_dim,
+        s.n_ff,
+        s.head_dim,
+    );
+    let mut mat = |w: &mut GgufWriter, name: String, rows: usize, cols: usize| {
+        let scale = 1.5 / (cols as f32).sqrt();
+        let v = rng.vec(rows * cols, scale);
+        if !skip.contains(&name.as_str()) {
+            w.tensor_f32(name, &[cols as u64, rows as u64], &v);
+        }
+    };
+    mat(&mut w, "token_embd.weight".into(), s.n_vocab, e);
+    if !s.tied {
+        mat(&mut w, "output.weight".into(), s.n_vocab, e);
+    }
+    let mut rng2 = Rng::new(seed ^ 0xabcdef);
+    let mut norm = |w: &mut GgufWriter, name: String, n: usize| {
+        let v: Vec<f32> = (0..n).map(|_| 1.0 + 0.2 * rng2.next()).collect();
+        if !skip.contains(&name.as_str()) {
+            w.tensor_f32(name, &[n as u64], &v);
+        }
+    };
+    norm(&mut w, "output_norm.weight".into(), e);
+    for i in 0..s.n_layer {
+        let b = |n: &str| format!("blk.{i}.{n}");
+        norm(&mut w, b("attn_norm.weight"), e);
+        norm(&mut w, b("ffn_norm.weight"), e);
+        if a == "gemma3" {
+            norm(&mut w, b("attn_q_norm.weight"), hd);
+            norm(&mut w, b("attn_k_norm.weight"), hd);
+            norm(&mut w, b("post_attention_norm.weight"), e);
+            norm(&mut w, b("post_ffw_norm.weight"), e);
+        }
+        if s.biases {
+            norm(&mut w, b("attn_q.bias"), q);
+            norm(&mut w, b("attn_k.bias"), kv);
+            norm(&mut w, b("attn_v.bias"), kv);
+        }
+        mat(&mut w, b("attn_q.weight"), q, e);
+        mat(&mut w, b("attn_k.weight"), kv, e);
+        mat(&mut w, b("attn_v.weight"), kv, e);
+        mat(&mut w, b("attn_output.weight"), e, q);
+        mat(&mut w, b("ffn_gate.weight"), ff, e);
+        mat(&mut w, b("ffn_up.weight"), ff, e);
+        mat(&mut w, b("ffn_down.weight"), e, ff);
+    }
+    w
+}
+
+pub fn file(w: &GgufWriter) -> GgufFile {
+    GgufFile::from_bytes("synthetic.gguf", &w.to_bytes()).expect("synthetic GGUF parses")
+}
+
+pub fn model_file(spec: &Spec, seed: u64) -> GgufFile {
+    file(&writer(spec, seed))
+}
+
+/// A tensor of a type thaw's kernels do not compute with.
+pub const UNSUPPORTED: GgmlType = GgmlType::Q8_1;
+
+/// Largest |a-b| relative to the largest |b|.
+pub fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale
+}
+
+pub fn argmax(x: &[f32]) -> usize {
+    x.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+        )
+        .0
+}

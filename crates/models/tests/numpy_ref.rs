@@ -1,0 +1,69 @@
+//! The forward pass against an independent float64 numpy implementation
+//! (`numpy_ref.py`) on tiny random F32 models of each family, so no quantization
+//! noise hides a structural error (RoPE pairing, GQA head mapping, biases, Gemma's
+//! norms, sliding window). Skipped, with the reason printed, without python3 + the
+//! `gguf` and `numpy` packages.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Spec, rel_diff};
+use thaw_kernels::ThreadPool;
+use thaw_models::{Logits, Model};
+
+fn python_ready() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import gguf, numpy"])
+        .output();
+    matches!(ok, Ok(o) if o.status.success())
+}
+
+#[test]
+fn forward_matches_float64_reference() {
+    if !python_ready() {
+        eprintln!("SKIP: python3 with the gguf and numpy packages is not available");
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/numpy_ref.py");
+    let dir = std::env::temp_dir().join(format!("thaw-models-ref-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pool = ThreadPool::new(2);
+    for spec in [Spec::llama(), Spec::qwen2(), Spec::gemma3()] {
+        let w = common::writer(&spec, 11);
+        let path = dir.join(format!("{}.gguf", spec.arch));
+        w.write_to(&path).unwrap();
+        // Longer than Gemma's test window (5), so local layers really slide.
+        let toks: Vec<u32> = (0..13)
+            .map(|i| ((i * 17 + 3) % spec.n_vocab) as u32)
+            .collect();
+        let out = Command::new("python3")
+            .arg(script)
+            .arg(&path)
+            .args(toks.iter().map(u32::to_string))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let want: Vec<f32> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect();
+        let model = Model::load(&common::file(&w)).unwrap();
+        let mut cache = model.new_cache(32).unwrap();
+        let got = model
+            .forward(&pool, &mut cache, &toks, Logits::Last)
+            .unwrap();
+        let d = rel_diff(&got, &want);
+        eprintln!(
+            "{}: relative max difference to float64 reference {d:.2e}",
+            spec.arch
+        );
+        assert!(d < 1e-4, "{}: relative difference {d}", spec.arch);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
