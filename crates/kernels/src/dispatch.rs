@@ -12,12 +12,28 @@ pub type QuantizeFn = fn(&[f32], &mut [u8]);
 /// `dot(n, weight_row, activation_row)` over `n` values.
 pub type DotFn = fn(usize, &[u8], &[u8]) -> f32;
 
+/// `tile(cols, w, a, out)`: `w` holds `rows` consecutive weight rows and `a` holds
+/// `tokens` consecutive activation rows (each `cols` values); writes
+/// `out[i * tokens + j] = dot(w row i, a row j)`.
+pub type GemmFn = fn(usize, &[u8], &[u8], &mut [f32]);
+
+/// A GEMM tile kernel and its tile shape (`rows * tokens <= 64`).
+#[derive(Clone, Copy)]
+pub struct GemmTile {
+    pub rows: usize,
+    pub tokens: usize,
+    pub f: GemmFn,
+}
+
 /// How one weight type is multiplied: activations are converted to `act_type` first.
+/// `gemm`, when present, is used for n > 1 tokens (same results up to f32 summation
+/// order as `dot`).
 #[derive(Clone, Copy)]
 pub struct TypeKernels {
     pub act_type: GgmlType,
     pub quantize: QuantizeFn,
     pub dot: DotFn,
+    pub gemm: Option<GemmTile>,
 }
 
 /// A complete set of kernels for one instruction set.
@@ -66,6 +82,25 @@ const fn tk(act_type: GgmlType, quantize: QuantizeFn, dot: DotFn) -> TypeKernels
         act_type,
         quantize,
         dot,
+        gemm: None,
+    }
+}
+
+/// `tk` with a GEMM tile kernel.
+#[cfg(target_arch = "x86_64")]
+const fn tkg(
+    act_type: GgmlType,
+    quantize: QuantizeFn,
+    dot: DotFn,
+    rows: usize,
+    tokens: usize,
+    f: GemmFn,
+) -> TypeKernels {
+    TypeKernels {
+        act_type,
+        quantize,
+        dot,
+        gemm: Some(GemmTile { rows, tokens, f }),
     }
 }
 
@@ -110,10 +145,24 @@ macro_rules! simd_set {
             f16: tk(GgmlType::F16, float::quantize_f16, k::dot_f16),
             bf16: tk(GgmlType::BF16, float::quantize_bf16, k::dot_bf16),
             q4_0: tk(GgmlType::Q8_0, q8::quantize_q8_0, k::dot_q4_0_q8_0),
-            q4_1: tk(GgmlType::Q8_1, q8::quantize_q8_1, k::dot_q4_1_q8_1),
+            q4_1: tkg(
+                GgmlType::Q8_1,
+                q8::quantize_q8_1,
+                k::dot_q4_1_q8_1,
+                k::GEMM_ROWS,
+                k::GEMM_TOKENS,
+                k::gemm_q4_1_q8_1,
+            ),
             q5_0: tk(GgmlType::Q8_0, q8::quantize_q8_0, k::dot_q5_0_q8_0),
             q5_1: tk(GgmlType::Q8_1, q8::quantize_q8_1, q5::dot_q5_1_q8_1),
-            q8_0: tk(GgmlType::Q8_0, q8::quantize_q8_0, k::dot_q8_0_q8_0),
+            q8_0: tkg(
+                GgmlType::Q8_0,
+                q8::quantize_q8_0,
+                k::dot_q8_0_q8_0,
+                k::GEMM_ROWS,
+                k::GEMM_TOKENS,
+                k::gemm_q8_0_q8_0,
+            ),
             q4_k: tk(GgmlType::Q8K, kquants::quantize_q8_k, k::dot_q4_k_q8_k),
             q5_k: tk(GgmlType::Q8K, kquants::quantize_q8_k, k::dot_q5_k_q8_k),
             q6_k: tk(GgmlType::Q8K, kquants::quantize_q8_k, k::dot_q6_k_q8_k),

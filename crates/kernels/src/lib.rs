@@ -18,9 +18,10 @@ pub mod reference;
 mod x86_64;
 
 pub use dispatch::{
-    DotFn, KernelSet, QuantizeFn, TypeKernels, available_kernel_sets, kernel_set, select_kernels,
+    DotFn, GemmFn, GemmTile, KernelSet, QuantizeFn, TypeKernels, available_kernel_sets, kernel_set,
+    select_kernels,
 };
-pub use matmul::matmul_with;
+pub use matmul::{matmul_many_with, matmul_with};
 pub use pool::ThreadPool;
 
 /// Errors from kernel set-up.
@@ -83,6 +84,37 @@ pub fn try_matmul(
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     matmul_with(dispatch::active(), pool, w, x, n, out)
+}
+
+/// Several matrices applied to the same activations, e.g. Q/K/V or gate/up:
+/// `outs[i][t * ws[i].rows + r] = dot(ws[i].row(r), x[t * cols ..][.. cols])`.
+/// Equivalent to (and bit-identical with) one [`matmul`] per matrix, but the
+/// activations are quantized once per distinct activation format and all matrices
+/// share ONE pool dispatch with balanced chunks. All matrices must have the same `cols`.
+///
+/// # Panics
+/// Like [`matmul`]; see [`try_matmul_many`].
+pub fn matmul_many(
+    pool: &ThreadPool,
+    ws: &[&QMatrix<'_>],
+    x: &[f32],
+    n: usize,
+    outs: &mut [&mut [f32]],
+) {
+    if let Err(e) = try_matmul_many(pool, ws, x, n, outs) {
+        panic!("thaw_kernels::matmul_many: {e}");
+    }
+}
+
+/// [`matmul_many`] that reports unsupported types and shape mismatches as errors.
+pub fn try_matmul_many(
+    pool: &ThreadPool,
+    ws: &[&QMatrix<'_>],
+    x: &[f32],
+    n: usize,
+    outs: &mut [&mut [f32]],
+) -> Result<(), KernelError> {
+    matmul_many_with(dispatch::active(), pool, ws, x, n, outs)
 }
 
 /// Dequantize one row (`dst.len()` elements) of type `ty` from `src`.

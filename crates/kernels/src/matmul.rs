@@ -1,19 +1,32 @@
-//! The matrix × activations driver: quantize each activation row once, then split the
-//! weight rows into contiguous chunks (one task each) and, inside a task, walk the
-//! tokens in tiles so each weight row is reused for several tokens while it is in L1.
+//! The matrix × activations driver. Activations are quantized once per distinct
+//! activation format (one pass serves every matrix of a [`crate::matmul_many`] call);
+//! then the weight rows of all matrices are cut into chunks of about equal work and
+//! handed to the pool in ONE `run`. Inside a chunk, tokens are walked in tiles: with a
+//! GEMM tile kernel (n > 1) each weight block is unpacked once per R rows × T tokens,
+//! otherwise each weight row is reused for a few tokens while it is in L1.
+//!
+//! Chunk boundaries are multiples of the tile height and tiles start at row 0 of each
+//! matrix, so every output element is computed by the same kernel whatever the thread
+//! count or the grouping of matrices: results are bit-identical across both.
 
 use std::cell::RefCell;
 
-use crate::dispatch::KernelSet;
-use crate::{KernelError, QMatrix, ThreadPool};
+use crate::dispatch::{KernelSet, TypeKernels};
+use crate::{GgmlType, KernelError, QMatrix, ThreadPool};
 
-/// Tokens per tile: 8 activation rows of a few hundred bytes each stay in L1 next to
-/// the weight rows of one chunk.
+/// Tokens per tile for the per-row dot path: 8 activation rows of a few hundred bytes
+/// each stay in L1 next to the weight rows of one chunk.
 const TOKEN_TILE: usize = 8;
-/// Chunks per thread: enough slack for dynamic balancing when a core is shared.
-const CHUNKS_PER_THREAD: usize = 8;
-/// Smallest chunk of weight rows worth a task hand-off.
-const MIN_CHUNK_ROWS: usize = 16;
+/// Tokens per block for the GEMM path: a block of activations (≤ 64 rows) stays in L2
+/// while the chunk's weight rows (L1) are swept over it.
+const GEMM_TOKEN_BLOCK: usize = 64;
+/// Chunks per thread: slack for dynamic balancing when a core is shared, without so
+/// many tiny chunks that claiming them costs more than it balances.
+const CHUNKS_PER_THREAD: usize = 4;
+/// Smallest chunk (in weight bytes × tokens) worth a task hand-off.
+const MIN_CHUNK_WORK: usize = 16 * 1024;
+/// Chunk row counts are multiples of this (every GEMM tile height divides it).
+const ROW_ALIGN: usize = 4;
 
 thread_local! {
     /// Reused activation buffer of the calling thread (taken out during a call, so a
@@ -21,14 +34,25 @@ thread_local! {
     static ACT_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `out` pointer shared with tasks that write disjoint elements.
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint indices (distinct weight rows), see `matmul_with`.
-unsafe impl Sync for OutPtr {}
+/// `out` pointers shared with tasks that write disjoint elements.
+struct OutPtrs(Vec<*mut f32>);
+// SAFETY: tasks write disjoint indices (distinct weight rows of a matrix), see
+// `matmul_many_with`.
+unsafe impl Sync for OutPtrs {}
 
-impl OutPtr {
+impl OutPtrs {
     /// Accessed through a method so closures capture the `Sync` wrapper, not the field.
-    fn get(&self) -> *mut f32 {
+    fn get(&self, i: usize) -> *mut f32 {
+        self.0[i]
+    }
+}
+
+/// Byte pointer for the parallel activation quantization (disjoint rows per task).
+struct BytePtr(*mut u8);
+// SAFETY: each task writes its own activation row only.
+unsafe impl Sync for BytePtr {}
+impl BytePtr {
+    fn get(&self) -> *mut u8 {
         self.0
     }
 }
@@ -82,64 +106,220 @@ pub fn matmul_with(
     n: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    let row_bytes = check(w, x, n, out)?;
-    if n == 0 || w.rows == 0 {
+    matmul_many_with(set, pool, &[w], x, n, &mut [out])
+}
+
+/// One matrix of a call, resolved.
+struct Mat<'a> {
+    w: &'a QMatrix<'a>,
+    k: TypeKernels,
+    row_bytes: usize,
+    /// Offset of this matrix's activation format in the activation buffer.
+    act_off: usize,
+    act_row: usize,
+    /// Rows per chunk and first task index.
+    chunk: usize,
+    first_task: usize,
+}
+
+/// [`crate::matmul_many`] with an explicit kernel set, returning shape errors.
+pub fn matmul_many_with(
+    set: &KernelSet,
+    pool: &ThreadPool,
+    ws: &[&QMatrix<'_>],
+    x: &[f32],
+    n: usize,
+    outs: &mut [&mut [f32]],
+) -> Result<(), KernelError> {
+    if ws.len() != outs.len() {
+        return Err(KernelError::Shape(format!(
+            "{} matrices but {} outputs",
+            ws.len(),
+            outs.len()
+        )));
+    }
+    // Distinct activation formats, each quantized once: (type, offset, row bytes).
+    let mut formats: Vec<(GgmlType, usize, usize)> = Vec::new();
+    let mut act_len = 0usize;
+    let mut mats = Vec::with_capacity(ws.len());
+    for (w, out) in ws.iter().zip(outs.iter()) {
+        let row_bytes = check(w, x, n, out)?;
+        let k = set.for_type(w.ty)?;
+        let (act_off, act_row) = match formats.iter().find(|f| f.0 == k.act_type) {
+            Some(&(_, off, row)) => (off, row),
+            None => {
+                let row = k
+                    .act_type
+                    .row_bytes(w.cols)
+                    .expect("activation blocks divide weight blocks");
+                let off = act_len;
+                act_len += row * n;
+                formats.push((k.act_type, off, row));
+                (off, row)
+            }
+        };
+        mats.push(Mat {
+            w,
+            k,
+            row_bytes,
+            act_off,
+            act_row,
+            chunk: 0,
+            first_task: 0,
+        });
+    }
+    if n == 0 || mats.iter().all(|m| m.w.rows == 0) {
         return Ok(());
     }
-    let k = set.for_type(w.ty)?;
-    let act_row = k
-        .act_type
-        .row_bytes(w.cols)
-        .expect("activation blocks divide weight blocks");
+    let cols = mats[0].w.cols;
+    if mats.iter().any(|m| m.w.cols != cols) {
+        return Err(KernelError::Shape(
+            "matmul_many: all matrices must have the same number of columns".into(),
+        ));
+    }
 
     let mut act = ACT_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
     act.clear();
-    act.resize(act_row * n, 0);
-    if n >= 4 && pool.n_threads() > 1 {
-        let base = OutPtr(act.as_mut_ptr().cast());
-        pool.run(n, |t| {
-            // SAFETY: task t writes only bytes [t * act_row, (t + 1) * act_row) of `act`,
-            // which outlives `run`.
-            let dst = unsafe {
-                std::slice::from_raw_parts_mut(base.get().cast::<u8>().add(t * act_row), act_row)
-            };
-            (k.quantize)(&x[t * w.cols..][..w.cols], dst);
-        });
+    act.resize(act_len, 0);
+    quantize_activations(pool, &mats, &formats, x, n, cols, &mut act);
+
+    // Chunking: about CHUNKS_PER_THREAD equal-work chunks per thread over all matrices.
+    let threads = pool.n_threads();
+    let total: usize = mats.iter().map(|m| m.row_bytes * m.w.rows).sum::<usize>() * n;
+    let target = if threads == 1 {
+        usize::MAX
     } else {
-        for (xr, dst) in x.chunks_exact(w.cols).zip(act.chunks_exact_mut(act_row)) {
-            (k.quantize)(xr, dst);
-        }
+        (total / (threads * CHUNKS_PER_THREAD)).max(MIN_CHUNK_WORK)
+    };
+    let mut n_tasks = 0;
+    for m in &mut mats {
+        let rows = m.w.rows;
+        let per_row = (m.row_bytes * n).max(1);
+        let want = (target / per_row).max(1);
+        let n_chunks = rows.div_ceil(want).max(1);
+        // Equal chunks, rounded up to the alignment (the last one takes the rest).
+        m.chunk = rows
+            .div_ceil(n_chunks)
+            .next_multiple_of(ROW_ALIGN)
+            .max(ROW_ALIGN);
+        m.first_task = n_tasks;
+        n_tasks += rows.div_ceil(m.chunk);
     }
 
-    let threads = pool.n_threads();
-    let chunk = if threads == 1 {
-        w.rows
-    } else {
-        w.rows
-            .div_ceil(threads * CHUNKS_PER_THREAD)
-            .max(MIN_CHUNK_ROWS)
-    };
-    let n_chunks = w.rows.div_ceil(chunk);
-    let rows = w.rows;
-    let outp = OutPtr(out.as_mut_ptr());
+    let outp = OutPtrs(outs.iter_mut().map(|o| o.as_mut_ptr()).collect());
     let act_ref = &act;
-    pool.run(n_chunks, |c| {
-        let r0 = c * chunk;
-        let r1 = (r0 + chunk).min(rows);
-        for t0 in (0..n).step_by(TOKEN_TILE) {
-            let t1 = (t0 + TOKEN_TILE).min(n);
-            for r in r0..r1 {
-                let wr = &w.data[r * row_bytes..][..row_bytes];
-                for t in t0..t1 {
-                    let v = (k.dot)(w.cols, wr, &act_ref[t * act_row..][..act_row]);
-                    // SAFETY: t < n and r < rows, so the index is inside `out`
-                    // (n * rows values, checked above); rows r0..r1 belong to this task
-                    // only, so no other thread writes this element.
-                    unsafe { *outp.get().add(t * rows + r) = v };
-                }
-            }
-        }
+    let mats_ref = &mats;
+    pool.run(n_tasks, |task| {
+        let mi = mats_ref.partition_point(|m| m.first_task <= task) - 1;
+        let m = &mats_ref[mi];
+        let r0 = (task - m.first_task) * m.chunk;
+        let r1 = (r0 + m.chunk).min(m.w.rows);
+        let acts = &act_ref[m.act_off..][..m.act_row * n];
+        // SAFETY: rows r0..r1 of matrix mi belong to this task only, and `outs[mi]`
+        // holds n * rows values (checked above) that outlive `run`.
+        unsafe { run_chunk(m, acts, n, r0, r1, outp.get(mi)) };
     });
     ACT_BUF.with(|b| *b.borrow_mut() = act);
     Ok(())
+}
+
+/// Quantizes every token row into each distinct activation format.
+fn quantize_activations(
+    pool: &ThreadPool,
+    mats: &[Mat<'_>],
+    formats: &[(GgmlType, usize, usize)],
+    x: &[f32],
+    n: usize,
+    cols: usize,
+    act: &mut [u8],
+) {
+    // The quantizer of each format (any matrix using it has the same one).
+    let quants: Vec<_> = formats
+        .iter()
+        .map(|f| {
+            mats.iter()
+                .find(|m| m.k.act_type == f.0)
+                .expect("format came from a matrix")
+                .k
+                .quantize
+        })
+        .collect();
+    let jobs = formats.len() * n;
+    if n >= 4 && pool.n_threads() > 1 {
+        let base = BytePtr(act.as_mut_ptr());
+        pool.run(jobs, |j| {
+            let (fi, t) = (j / n, j % n);
+            let (_, off, row) = formats[fi];
+            // SAFETY: job j writes only its own row [off + t * row, off + (t + 1) * row)
+            // of `act`, which outlives `run`.
+            let dst = unsafe { std::slice::from_raw_parts_mut(base.get().add(off + t * row), row) };
+            (quants[fi])(&x[t * cols..][..cols], dst);
+        });
+    } else {
+        for (fi, &(_, off, row)) in formats.iter().enumerate() {
+            for t in 0..n {
+                (quants[fi])(&x[t * cols..][..cols], &mut act[off + t * row..][..row]);
+            }
+        }
+    }
+}
+
+/// Computes rows r0..r1 of one matrix for all n tokens into `out` (n × rows, row-major
+/// by token).
+///
+/// # Safety
+/// `out` must point to n * m.w.rows writable f32 that no other thread writes in
+/// rows r0..r1.
+unsafe fn run_chunk(m: &Mat<'_>, acts: &[u8], n: usize, r0: usize, r1: usize, out: *mut f32) {
+    let (w, k, rb, ar) = (m.w, &m.k, m.row_bytes, m.act_row);
+    let rows = w.rows;
+    let put = |t: usize, r: usize, v: f32| {
+        // SAFETY: t < n and r0 <= r < r1 <= rows (caller contract).
+        unsafe { *out.add(t * rows + r) = v };
+    };
+    if let Some(g) = k.gemm.filter(|_| n > 1) {
+        let (gr, gt) = (g.rows, g.tokens);
+        let mut tile = [0.0f32; 64];
+        for t0 in (0..n).step_by(GEMM_TOKEN_BLOCK) {
+            let t1 = (t0 + GEMM_TOKEN_BLOCK).min(n);
+            let full_t = t0 + (t1 - t0) / gt * gt;
+            let mut r = r0;
+            while r + gr <= r1 {
+                let wr = &w.data[r * rb..][..gr * rb];
+                let mut t = t0;
+                while t < full_t {
+                    (g.f)(w.cols, wr, &acts[t * ar..][..gt * ar], &mut tile[..gr * gt]);
+                    for i in 0..gr {
+                        for j in 0..gt {
+                            put(t + j, r + i, tile[i * gt + j]);
+                        }
+                    }
+                    t += gt;
+                }
+                for t in full_t..t1 {
+                    for i in 0..gr {
+                        let v = (k.dot)(w.cols, &wr[i * rb..][..rb], &acts[t * ar..][..ar]);
+                        put(t, r + i, v);
+                    }
+                }
+                r += gr;
+            }
+            for r in r..r1 {
+                let wr = &w.data[r * rb..][..rb];
+                for t in t0..t1 {
+                    put(t, r, (k.dot)(w.cols, wr, &acts[t * ar..][..ar]));
+                }
+            }
+        }
+        return;
+    }
+    for t0 in (0..n).step_by(TOKEN_TILE) {
+        let t1 = (t0 + TOKEN_TILE).min(n);
+        for r in r0..r1 {
+            let wr = &w.data[r * rb..][..rb];
+            for t in t0..t1 {
+                put(t, r, (k.dot)(w.cols, wr, &acts[t * ar..][..ar]));
+            }
+        }
+    }
 }

@@ -8,9 +8,12 @@
 //! that no thread dereferences the job again, which is what makes lending `f` (a
 //! borrowed closure) to the workers sound.
 //!
-//! Idle workers spin for a few microseconds (a decode step issues hundreds of short
-//! jobs back to back) and then block on a condvar: on a 2-core machine shared with
-//! another process, longer spinning steals the core the other thread needs.
+//! Idle workers spin for a bounded time (default 100 µs, `THAW_POOL_SPIN_US` overrides,
+//! read once per pool) and then block on a condvar. A decode step issues hundreds of
+//! short jobs a few microseconds apart, so within a step workers never sleep and a
+//! hand-off costs well under a microsecond instead of a futex wake-up (tens of µs);
+//! between steps/requests each worker burns at most one spin bound before sleeping, so
+//! an idle process does not starve another process of the second core.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -20,8 +23,21 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How long an idle worker (or a caller waiting for stragglers) spins before blocking.
-const SPIN: Duration = Duration::from_micros(5);
+/// How long an idle worker (or a caller waiting for stragglers) spins before blocking,
+/// unless `THAW_POOL_SPIN_US` says otherwise. Measured on a 2-core VM: at 5 µs most
+/// matmuls of a decode step paid a futex wake-up; 100 µs covers the gaps between the
+/// matmuls of a step (norms, attention, activation quantization).
+const DEFAULT_SPIN_US: u64 = 100;
+/// Upper bound accepted from the environment (keeps "no long busy-spin" true).
+const MAX_SPIN_US: u64 = 10_000;
+
+fn spin_bound() -> Duration {
+    let us = std::env::var("THAW_POOL_SPIN_US")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(DEFAULT_SPIN_US, |v| v.min(MAX_SPIN_US));
+    Duration::from_micros(us)
+}
 
 /// A job borrowed from `run`'s caller, with its lifetime erased.
 #[derive(Clone, Copy)]
@@ -49,6 +65,8 @@ struct Shared {
     done_lock: Mutex<()>,
     done: Condvar,
     panic: Mutex<Option<Box<dyn Any + Send>>>,
+    /// Bounded spin before blocking (see module docs).
+    spin: Duration,
 }
 
 thread_local! {
@@ -102,7 +120,7 @@ fn worker(shared: Arc<Shared>) {
         while shared.generation.load(Ordering::Acquire) as u32 == seen {
             std::hint::spin_loop();
             spins += 1;
-            if spins.is_multiple_of(64) && start.elapsed() > SPIN {
+            if spins.is_multiple_of(64) && start.elapsed() > shared.spin {
                 break;
             }
         }
@@ -158,6 +176,7 @@ impl ThreadPool {
             done_lock: Mutex::new(()),
             done: Condvar::new(),
             panic: Mutex::new(None),
+            spin: spin_bound(),
         });
         let workers = (1..n_threads)
             .map(|i| {
@@ -226,8 +245,13 @@ impl ThreadPool {
         sh.work(job_gen, job, n_tasks);
         // Wait for tasks other threads are still running.
         let start = Instant::now();
-        while sh.completed.load(Ordering::Acquire) < n_tasks && start.elapsed() < SPIN {
+        let mut spins = 0u32;
+        while sh.completed.load(Ordering::Acquire) < n_tasks {
             std::hint::spin_loop();
+            spins += 1;
+            if spins.is_multiple_of(64) && start.elapsed() > sh.spin {
+                break;
+            }
         }
         if sh.completed.load(Ordering::Acquire) < n_tasks {
             let mut g = sh.done_lock.lock().unwrap_or_else(|e| e.into_inner());

@@ -15,3 +15,5 @@ fn acc_dot_u8i8(
 }
 
 super::simd_kernels!("avx2,fma,f16c", acc_dot_u8i8);
+// 16 vector registers: 4 rows x 2 tokens keeps 8 accumulators live.
+super::simd_gemm!("avx2,fma,f16c", acc_dot_u8i8, false, 4, 2);

@@ -16,3 +16,11 @@ super::simd_kernels!(
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     acc_dot_u8i8
 );
+// 32 vector registers (AVX-512VL): 4 rows x 4 tokens keeps 16 accumulators live.
+super::simd_gemm!(
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    acc_dot_u8i8,
+    true,
+    4,
+    4
+);

@@ -10,6 +10,8 @@
 
 pub mod avx2;
 pub mod avx512;
+mod gemm;
+pub(crate) use gemm::simd_gemm;
 
 /// Expands to the full set of SIMD dot kernels, compiled for the target features `$feat`.
 /// `$acc_dot(acc, u, s)` adds the products of unsigned bytes `u` and signed bytes `s`,

@@ -1,0 +1,205 @@
+//! Kernel timings for tuning (not a test): `cargo run --release -p thaw-kernels --example bench`.
+//! Reports the cost of an empty pool hand-off, a decode-like token (SmolLM2 shapes,
+//! Q4_1, 30 layers of 7 matvecs plus the tied Q8_0 output) and prefill-like matmuls.
+
+use std::time::Instant;
+use thaw_kernels::{GgmlType, QMatrix, ThreadPool, matmul};
+
+/// splitmix64 bytes for weight data with sane f16 scales.
+fn weights(seed: &mut u64, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let (bs, bytes) = ty.block_layout().unwrap();
+    let mut next = || {
+        *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z ^ (z >> 31)
+    };
+    let mut data: Vec<u8> = (0..rows * cols / bs * bytes)
+        .map(|_| next() as u8)
+        .collect();
+    let scale = half::f16::from_f32(0.01).to_bits().to_le_bytes();
+    for b in data.chunks_exact_mut(bytes) {
+        b[..2].copy_from_slice(&scale);
+        if ty == GgmlType::Q4_1 {
+            b[2..4].copy_from_slice(&half::f16::from_f32(-0.05).to_bits().to_le_bytes());
+        }
+    }
+    data
+}
+
+fn time<F: FnMut()>(iters: usize, mut f: F) -> f64 {
+    f();
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        best = best.min(t.elapsed().as_secs_f64() / iters as f64);
+    }
+    best
+}
+
+fn main() {
+    let threads: usize = std::env::var("THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let pool = ThreadPool::new(threads);
+    let what = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    let mut seed = 7u64;
+
+    if what == "all" || what == "pool" {
+        let busy = |us: f64| {
+            let t = Instant::now();
+            while t.elapsed().as_secs_f64() * 1e6 < us {
+                std::hint::spin_loop();
+            }
+        };
+        let s = time(20000, || pool.run(2, |_| {}));
+        println!("empty run (2 tasks, {threads} threads): {:.2} us", s * 1e6);
+        let s = time(5000, || pool.run(2, |_| busy(5.0)));
+        println!(
+            "run of 2 x 5us tasks: {:.2} us (ideal 5 with 2 threads)",
+            s * 1e6
+        );
+        let s = time(2000, || {
+            busy(20.0);
+            pool.run(2, |_| busy(5.0))
+        });
+        println!(
+            "20us caller work + run of 2 x 5us: {:.2} us (ideal 25)",
+            s * 1e6
+        );
+    }
+
+    // SmolLM2 layer shapes (rows, cols): q, k, v, o, gate, up, down.
+    let shapes = [
+        (576, 576),
+        (192, 576),
+        (192, 576),
+        (576, 576),
+        (1536, 576),
+        (1536, 576),
+        (576, 1536),
+    ];
+    let layer: Vec<(Vec<u8>, usize, usize)> = shapes
+        .iter()
+        .map(|&(r, c)| (weights(&mut seed, GgmlType::Q4_1, r, c), r, c))
+        .collect();
+    // 30 distinct layers so the weights stream from memory like the real model.
+    let layers: Vec<Vec<(Vec<u8>, usize, usize)>> = (0..30)
+        .map(|_| {
+            shapes
+                .iter()
+                .map(|&(r, c)| (weights(&mut seed, GgmlType::Q4_1, r, c), r, c))
+                .collect()
+        })
+        .collect();
+    drop(layer);
+    let emb = weights(&mut seed, GgmlType::Q8_0, 49152, 576);
+    let x: Vec<f32> = (0..1536 * 512)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let mut out = vec![0.0f32; 49152 * 4];
+
+    if what == "all" || what == "decode" {
+        let layer_bytes: usize = layers.iter().flatten().map(|l| l.0.len()).sum();
+        let one = |out: &mut [f32]| {
+            for l in &layers {
+                for (d, r, c) in l {
+                    let w = QMatrix {
+                        ty: GgmlType::Q4_1,
+                        rows: *r,
+                        cols: *c,
+                        data: d,
+                    };
+                    matmul(&pool, &w, &x[..*c], 1, &mut out[..*r]);
+                }
+            }
+        };
+        let hot = |out: &mut [f32]| {
+            for _ in 0..30 {
+                for (d, r, c) in &layers[0] {
+                    let w = QMatrix {
+                        ty: GgmlType::Q4_1,
+                        rows: *r,
+                        cols: *c,
+                        data: d,
+                    };
+                    matmul(&pool, &w, &x[..*c], 1, &mut out[..*r]);
+                }
+            }
+        };
+        let s = time(50, || hot(&mut out));
+        println!(
+            "decode layers, one layer's weights (L2/L3-hot): {:.1} us/token",
+            s * 1e6
+        );
+        let s = time(50, || one(&mut out));
+        println!(
+            "decode layers: {:.1} us/token  {:.2} GB/s  ({} matvecs)",
+            s * 1e6,
+            layer_bytes as f64 / s / 1e9,
+            30 * 7
+        );
+        let w = QMatrix {
+            ty: GgmlType::Q8_0,
+            rows: 49152,
+            cols: 576,
+            data: &emb,
+        };
+        let so = time(50, || matmul(&pool, &w, &x[..576], 1, &mut out[..49152]));
+        println!(
+            "decode output 49152x576 Q8_0: {:.1} us  {:.2} GB/s",
+            so * 1e6,
+            emb.len() as f64 / so / 1e9
+        );
+        let tot = s + so;
+        println!(
+            "decode total: {:.1} us/token = {:.0} tok/s  {:.2} GB/s",
+            tot * 1e6,
+            1.0 / tot,
+            (layer_bytes + emb.len()) as f64 / tot / 1e9
+        );
+    }
+
+    if what == "all" || what == "prefill" {
+        for n in [128usize, 512] {
+            let mut o = vec![0.0f32; 1536 * n];
+            let l = &layers[0];
+            let s = time(3, || {
+                for (d, r, c) in l {
+                    let w = QMatrix {
+                        ty: GgmlType::Q4_1,
+                        rows: *r,
+                        cols: *c,
+                        data: d,
+                    };
+                    matmul(&pool, &w, &x[..c * n], n, &mut o[..r * n]);
+                }
+            });
+            let flops: usize = l.iter().map(|(_, r, c)| 2 * r * c * n).sum();
+            println!(
+                "prefill n={n} one Q4_1 layer: {:.1} us  {:.1} GFLOP/s  ({:.0} tok/s for 30 layers)",
+                s * 1e6,
+                flops as f64 / s / 1e9,
+                n as f64 / (30.0 * s)
+            );
+            let w = QMatrix {
+                ty: GgmlType::Q8_0,
+                rows: 1536,
+                cols: 576,
+                data: &emb[..1536 * 612],
+            };
+            let s = time(3, || {
+                matmul(&pool, &w, &x[..576 * n], n, &mut o[..1536 * n])
+            });
+            println!(
+                "prefill n={n} Q8_0 1536x576: {:.1} us  {:.1} GFLOP/s",
+                s * 1e6,
+                2.0 * (1536 * 576 * n) as f64 / s / 1e9
+            );
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Prefill paths: GEMM tile kernels vs the scalar per-row dots on odd shapes, and
+//! `matmul_many` vs one `matmul` per matrix (bit-identical).
+
+mod common;
+
+use common::{Rng, WEIGHT_TYPES, dequantize_act, exact_dot, random_rows};
+use thaw_kernels::{
+    GgmlType, KernelSet, QMatrix, ThreadPool, available_kernel_sets, kernel_set, matmul_many_with,
+    matmul_with,
+};
+
+fn scalar() -> &'static KernelSet {
+    kernel_set("scalar").unwrap()
+}
+
+fn cols_for(ty: GgmlType, blocks: usize) -> usize {
+    match ty {
+        GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => 256 * blocks,
+        _ => 32 * blocks,
+    }
+}
+
+/// Scalar per-row results and Σ|terms| per element (for the summation-order tolerance).
+fn reference(w: &QMatrix<'_>, x: &[f32], n: usize) -> (Vec<f32>, Vec<f64>) {
+    let k = scalar().for_type(w.ty).unwrap();
+    let ar = k.act_type.row_bytes(w.cols).unwrap();
+    let mut act = vec![0u8; ar];
+    let (mut out, mut mag) = (vec![0.0; n * w.rows], vec![0.0; n * w.rows]);
+    let mut wd = vec![0.0; w.cols];
+    for t in 0..n {
+        (k.quantize)(&x[t * w.cols..][..w.cols], &mut act);
+        let ad = dequantize_act(k.act_type, &act, w.cols);
+        for r in 0..w.rows {
+            out[t * w.rows + r] = (k.dot)(w.cols, w.row(r), &act);
+            thaw_kernels::dequantize_row(w.ty, w.row(r), &mut wd);
+            mag[t * w.rows + r] = exact_dot(&wd, &ad).1;
+        }
+    }
+    (out, mag)
+}
+
+#[test]
+fn gemm_tiles_match_scalar_dots() {
+    let mut rng = Rng(11);
+    let mut tested = 0;
+    for set in available_kernel_sets() {
+        for ty in WEIGHT_TYPES {
+            let k = set.for_type(ty).unwrap();
+            let Some(g) = k.gemm else { continue };
+            assert!(g.rows * g.tokens <= 64 && g.rows > 0 && g.tokens > 0);
+            tested += 1;
+            for blocks in [1, 2, 7] {
+                let cols = cols_for(ty, blocks);
+                let w = random_rows(&mut rng, ty, g.rows, cols);
+                let x = rng.vec(g.tokens * cols, 1.5);
+                let ar = k.act_type.row_bytes(cols).unwrap();
+                let mut act = vec![0u8; ar * g.tokens];
+                for (xr, a) in x.chunks_exact(cols).zip(act.chunks_exact_mut(ar)) {
+                    (k.quantize)(xr, a);
+                }
+                let mut out = vec![f32::NAN; g.rows * g.tokens];
+                (g.f)(cols, &w, &act, &mut out);
+                let rb = ty.row_bytes(cols).unwrap();
+                for i in 0..g.rows {
+                    for j in 0..g.tokens {
+                        let (wr, a) = (&w[i * rb..][..rb], &act[j * ar..][..ar]);
+                        let want = (scalar().for_type(ty).unwrap().dot)(cols, wr, a);
+                        let mut wd = vec![0.0; cols];
+                        thaw_kernels::dequantize_row(ty, wr, &mut wd);
+                        let mag = exact_dot(&wd, &dequantize_act(k.act_type, a, cols)).1;
+                        let got = out[i * g.tokens + j];
+                        assert!(
+                            ((got - want) as f64).abs() <= 1e-5 * mag + 1e-6,
+                            "{} {ty} cols={cols} [{i},{j}]: {got} vs scalar {want}",
+                            set.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // Every SIMD set has tile kernels (at least Q4_1 and Q8_0).
+    assert!(
+        tested >= 2 * (available_kernel_sets().len() - 1),
+        "only {tested} tile kernels"
+    );
+}
+
+#[test]
+fn matmul_prefill_odd_shapes_match_scalar() {
+    let mut rng = Rng(12);
+    let pools = [ThreadPool::new(1), ThreadPool::new(2)];
+    for ty in [
+        GgmlType::Q4_1,
+        GgmlType::Q8_0,
+        GgmlType::Q5_0,
+        GgmlType::Q4K,
+        GgmlType::Q6K,
+    ] {
+        for &(rows, blocks) in &[(3usize, 1usize), (9, 2), (66, 3)] {
+            let cols = cols_for(ty, blocks);
+            let data = random_rows(&mut rng, ty, rows, cols);
+            let w = QMatrix {
+                ty,
+                rows,
+                cols,
+                data: &data,
+            };
+            // Token counts around the tile widths and the 64-token block.
+            for n in [2usize, 5, 8, 67, 130] {
+                let x = rng.vec(n * cols, 1.0);
+                let (want, mag) = reference(&w, &x, n);
+                for set in available_kernel_sets() {
+                    let mut first: Option<Vec<u32>> = None;
+                    for pool in &pools {
+                        let mut out = vec![f32::NAN; n * rows];
+                        matmul_with(set, pool, &w, &x, n, &mut out).unwrap();
+                        for (i, (a, b)) in out.iter().zip(&want).enumerate() {
+                            assert!(
+                                ((a - b) as f64).abs() <= 1e-5 * mag[i] + 1e-6,
+                                "{} {ty} {rows}x{cols} n={n} [{i}]: {a} vs {b}",
+                                set.name()
+                            );
+                        }
+                        let bits: Vec<u32> = out.iter().map(|v| v.to_bits()).collect();
+                        match &first {
+                            Some(f) => assert_eq!(f, &bits, "thread count changed results"),
+                            None => first = Some(bits),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_many_equals_separate_matmuls() {
+    let mut rng = Rng(13);
+    let cols = 512;
+    // Q/K/V-like (different heights) and mixed types, incl. two activation formats.
+    let specs = [
+        (GgmlType::Q4_1, 70),
+        (GgmlType::Q4_1, 9),
+        (GgmlType::Q8_0, 33),
+        (GgmlType::Q4K, 20),
+        (GgmlType::Q6K, 5),
+    ];
+    let datas: Vec<Vec<u8>> = specs
+        .iter()
+        .map(|&(ty, rows)| random_rows(&mut rng, ty, rows, cols))
+        .collect();
+    let ws: Vec<QMatrix<'_>> = specs
+        .iter()
+        .zip(&datas)
+        .map(|(&(ty, rows), d)| QMatrix {
+            ty,
+            rows,
+            cols,
+            data: d,
+        })
+        .collect();
+    let wrefs: Vec<&QMatrix<'_>> = ws.iter().collect();
+    for threads in [1, 2, 3] {
+        let pool = ThreadPool::new(threads);
+        for n in [1usize, 3, 9, 70] {
+            let x = rng.vec(n * cols, 1.0);
+            for set in available_kernel_sets() {
+                let sep: Vec<Vec<f32>> = ws
+                    .iter()
+                    .map(|w| {
+                        let mut o = vec![f32::NAN; n * w.rows];
+                        matmul_with(set, &pool, w, &x, n, &mut o).unwrap();
+                        o
+                    })
+                    .collect();
+                let mut many: Vec<Vec<f32>> =
+                    ws.iter().map(|w| vec![f32::NAN; n * w.rows]).collect();
+                let mut outs: Vec<&mut [f32]> = many.iter_mut().map(|v| v.as_mut_slice()).collect();
+                matmul_many_with(set, &pool, &wrefs, &x, n, &mut outs).unwrap();
+                for (i, (a, b)) in sep.iter().zip(&many).enumerate() {
+                    let (a, b): (Vec<u32>, Vec<u32>) = (
+                        a.iter().map(|v| v.to_bits()).collect(),
+                        b.iter().map(|v| v.to_bits()).collect(),
+                    );
+                    assert_eq!(a, b, "{} threads={threads} n={n} matrix {i}", set.name());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_many_rejects_bad_input() {
+    let pool = ThreadPool::new(2);
+    let d32 = vec![0u8; 2 * 20];
+    let d64 = vec![0u8; 2 * 40];
+    let a = QMatrix {
+        ty: GgmlType::Q4_1,
+        rows: 2,
+        cols: 32,
+        data: &d32,
+    };
+    let b = QMatrix {
+        ty: GgmlType::Q4_1,
+        rows: 2,
+        cols: 64,
+        data: &d64,
+    };
+    let x = vec![0.0; 32];
+    let (mut o1, mut o2) = (vec![0.0; 2], vec![0.0; 2]);
+    assert!(
+        thaw_kernels::try_matmul_many(&pool, &[&a, &a], &x, 1, &mut [&mut o1, &mut o2]).is_ok()
+    );
+    // Output count mismatch.
+    assert!(thaw_kernels::try_matmul_many(&pool, &[&a, &a], &x, 1, &mut [&mut o1]).is_err());
+    // Different column counts (x fits neither both).
+    assert!(
+        thaw_kernels::try_matmul_many(&pool, &[&a, &b], &x, 1, &mut [&mut o1, &mut o2]).is_err()
+    );
+    // Wrong output length for one matrix.
+    let mut short = vec![0.0; 1];
+    assert!(
+        thaw_kernels::try_matmul_many(&pool, &[&a, &a], &x, 1, &mut [&mut o1, &mut short]).is_err()
+    );
+    // Empty list is fine.
+    assert!(thaw_kernels::try_matmul_many(&pool, &[], &x, 1, &mut []).is_ok());
+}
