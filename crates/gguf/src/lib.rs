@@ -157,6 +157,41 @@ impl GgufFile {
         Ok(Self::assemble(path, header, Arc::new(mmap)))
     }
 
+    /// Parse a GGUF file embedded at `offset..offset + len` of an existing mapping (a
+    /// `.thaw` snapshot's GGUF section) without copying it. Tensor offsets and
+    /// [`Self::data_offset`] come out absolute in `mmap`, so [`Self::tensor_data`] and
+    /// [`Self::mapping`] work exactly as for an opened file; [`Self::bytes`] is the whole
+    /// mapping. Every tensor is checked to lie within the embedded range. `path` names
+    /// the containing file in errors.
+    pub fn from_mapping(
+        path: impl Into<PathBuf>,
+        mmap: Arc<memmap2::Mmap>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Self, GgufError> {
+        let path = path.into();
+        let range = usize::try_from(offset).ok().and_then(|start| {
+            let end = start.checked_add(usize::try_from(len).ok()?)?;
+            (end <= mmap.len()).then_some(start..end)
+        });
+        let Some(range) = range else {
+            return Err(GgufError::Corrupt {
+                path,
+                what: format!(
+                    "embedded GGUF range {offset}+{len} lies outside the mapping ({} bytes)",
+                    mmap.len()
+                ),
+            });
+        };
+        let mut header = reader::parse(&path, &mmap[range])?;
+        // In range: parse checked every tensor against `len`, and offset + len fits.
+        header.data_offset += offset;
+        for t in &mut header.tensors {
+            t.offset += offset;
+        }
+        Ok(Self::assemble(path, header, mmap))
+    }
+
     fn assemble(path: PathBuf, h: reader::Header, mmap: Arc<memmap2::Mmap>) -> Self {
         Self {
             path,
@@ -294,7 +329,7 @@ impl GgufFile {
         }
     }
 
-    /// The whole mapping (used by the snapshot builder).
+    /// The whole mapping (for [`Self::from_mapping`], the containing file's).
     pub fn bytes(&self) -> &[u8] {
         &self.mmap
     }
