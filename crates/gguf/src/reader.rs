@@ -372,7 +372,7 @@ fn tensor_size(c: &Cursor<'_>, name: &str, dims: &[u64], ty: GgmlType) -> Result
         return Ok(0);
     };
     let (block, block_bytes) = (block as u64, block_bytes as u64);
-    if dims[0] % block != 0 {
+    if !dims[0].is_multiple_of(block) {
         return Err(c.corrupt(format!(
             "tensor `{name}` of type {ty} has rows of {} elements, not a multiple of the \
              type's block size {block}",

@@ -90,7 +90,7 @@ impl GgmlType {
     /// Bytes needed for `n` elements (which must be a multiple of the block size).
     pub fn row_bytes(self, n: usize) -> Option<usize> {
         let (bs, bytes) = self.block_layout()?;
-        if n % bs != 0 {
+        if !n.is_multiple_of(bs) {
             return None;
         }
         (n / bs).checked_mul(bytes)
