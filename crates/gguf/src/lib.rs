@@ -62,6 +62,28 @@ pub enum GgufError {
     },
 }
 
+/// Map a whole file read-only (e.g. a `.thaw` snapshot, whose GGUF section is then
+/// read with [`GgufFile::from_mapping`]), so that crates above this one need no
+/// `unsafe`. An empty file gives an empty mapping.
+pub fn map_file(path: impl AsRef<Path>) -> Result<Arc<memmap2::Mmap>, GgufError> {
+    let path = path.as_ref();
+    let io = |source| GgufError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    Ok(Arc::new(map(&file).map_err(io)?))
+}
+
+fn map(file: &File) -> std::io::Result<memmap2::Mmap> {
+    // SAFETY: the mapping is read-only and lives as long as the `Arc` it is put in.
+    // Mapping a file is only unsound if another process truncates or rewrites it while
+    // it is mapped; model and snapshot files are treated as immutable (as llama.cpp
+    // does; snapshots are replaced by rename, never rewritten in place), and every
+    // view handed out is bounds-checked against the mapping's length.
+    unsafe { memmap2::Mmap::map(file) }
+}
+
 /// Where a tensor lives and what it holds. `dims[0]` is the innermost (contiguous)
 /// dimension, as in ggml: a weight matrix of `rows × cols` has `dims = [cols, rows]`.
 #[derive(Debug, Clone)]
@@ -131,11 +153,7 @@ impl GgufFile {
                 what: "the file is empty".into(),
             });
         }
-        // SAFETY: the mapping is read-only and lives as long as the `Arc`. Mapping a
-        // file is only unsound if another process truncates or rewrites it while it is
-        // mapped; model files are treated as immutable (as llama.cpp does), and every
-        // view we hand out was bounds-checked against the size at open.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        let mmap = map(&file).map_err(io)?;
         let header = reader::parse(&path, &mmap)?;
         Ok(Self::assemble(path, header, Arc::new(mmap)))
     }

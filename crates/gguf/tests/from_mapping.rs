@@ -89,3 +89,20 @@ fn truncated_embedded_range_is_an_error() {
         assert!(matches!(err, GgufError::Corrupt { .. }), "cut {cut}: {err}");
     }
 }
+
+#[test]
+fn map_file_maps_the_whole_file_and_names_a_missing_one() {
+    let bytes = sample();
+    let dir = std::env::temp_dir().join(format!("thaw-gguf-map-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.gguf");
+    std::fs::write(&path, &bytes).unwrap();
+    let map = thaw_gguf::map_file(&path).unwrap();
+    assert_eq!(&map[..], &bytes[..]);
+    let file = GgufFile::from_mapping(&path, map, 0, bytes.len() as u64).unwrap();
+    assert_eq!(file.tensors().len(), 2);
+    let missing = dir.join("nope.gguf");
+    let err = thaw_gguf::map_file(&missing).unwrap_err();
+    assert!(err.to_string().contains("nope.gguf"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
