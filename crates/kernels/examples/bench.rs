@@ -27,15 +27,15 @@ fn weights(seed: &mut u64, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
     data
 }
 
+/// Fastest single call out of `iters * 3`: on a shared machine the minimum is the
+/// most repeatable figure (interference only ever adds time).
 fn time<F: FnMut()>(iters: usize, mut f: F) -> f64 {
     f();
     let mut best = f64::MAX;
-    for _ in 0..3 {
+    for _ in 0..iters * 3 {
         let t = Instant::now();
-        for _ in 0..iters {
-            f();
-        }
-        best = best.min(t.elapsed().as_secs_f64() / iters as f64);
+        f();
+        best = best.min(t.elapsed().as_secs_f64());
     }
     best
 }
@@ -56,14 +56,14 @@ fn main() {
                 std::hint::spin_loop();
             }
         };
-        let s = time(20000, || pool.run(2, |_| {}));
+        let s = time(5000, || pool.run(2, |_| {}));
         println!("empty run (2 tasks, {threads} threads): {:.2} us", s * 1e6);
-        let s = time(5000, || pool.run(2, |_| busy(5.0)));
+        let s = time(2000, || pool.run(2, |_| busy(5.0)));
         println!(
             "run of 2 x 5us tasks: {:.2} us (ideal 5 with 2 threads)",
             s * 1e6
         );
-        let s = time(2000, || {
+        let s = time(1000, || {
             busy(20.0);
             pool.run(2, |_| busy(5.0))
         });
@@ -102,6 +102,31 @@ fn main() {
         .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
         .collect();
     let mut out = vec![0.0f32; 49152 * 4];
+
+    if what == "all" || what == "mv" {
+        // Single matvecs, fastest of many: the least noisy per-kernel figure.
+        for (ty, d, r, c) in [
+            (GgmlType::Q4_1, &layers[0][4].0, 1536, 576),
+            (GgmlType::Q4_1, &layers[0][6].0, 576, 1536),
+            (GgmlType::Q4_1, &layers[0][1].0, 192, 576),
+            (GgmlType::Q8_0, &emb, 49152, 576),
+        ] {
+            let w = QMatrix {
+                ty,
+                rows: r,
+                cols: c,
+                data: d,
+            };
+            let s = time(if r > 10000 { 30 } else { 1000 }, || {
+                matmul(&pool, &w, &x[..c], 1, &mut out[..r])
+            });
+            println!(
+                "matvec {ty} {r}x{c}: {:.1} us  {:.2} GB/s",
+                s * 1e6,
+                d.len() as f64 / s / 1e9
+            );
+        }
+    }
 
     if what == "all" || what == "decode" {
         let layer_bytes: usize = layers.iter().flatten().map(|l| l.0.len()).sum();

@@ -26,14 +26,16 @@ pub struct GemmTile {
 }
 
 /// How one weight type is multiplied: activations are converted to `act_type` first.
-/// `gemm`, when present, is used for n > 1 tokens (same results up to f32 summation
-/// order as `dot`).
+/// `gemm`, when present, is used for n > 1 tokens and `gemv` (a tile of one token) for
+/// single tokens; both give `dot`'s results up to f32 summation order. When both are
+/// present they have the same `rows`.
 #[derive(Clone, Copy)]
 pub struct TypeKernels {
     pub act_type: GgmlType,
     pub quantize: QuantizeFn,
     pub dot: DotFn,
     pub gemm: Option<GemmTile>,
+    pub gemv: Option<GemmTile>,
 }
 
 /// A complete set of kernels for one instruction set.
@@ -83,6 +85,7 @@ const fn tk(act_type: GgmlType, quantize: QuantizeFn, dot: DotFn) -> TypeKernels
         quantize,
         dot,
         gemm: None,
+        gemv: None,
     }
 }
 
@@ -94,13 +97,23 @@ const fn tkg(
     dot: DotFn,
     rows: usize,
     tokens: usize,
-    f: GemmFn,
+    gemm: GemmFn,
+    gemv: GemmFn,
 ) -> TypeKernels {
     TypeKernels {
         act_type,
         quantize,
         dot,
-        gemm: Some(GemmTile { rows, tokens, f }),
+        gemm: Some(GemmTile {
+            rows,
+            tokens,
+            f: gemm,
+        }),
+        gemv: Some(GemmTile {
+            rows,
+            tokens: 1,
+            f: gemv,
+        }),
     }
 }
 
@@ -152,6 +165,7 @@ macro_rules! simd_set {
                 k::GEMM_ROWS,
                 k::GEMM_TOKENS,
                 k::gemm_q4_1_q8_1,
+                k::gemv_q4_1_q8_1,
             ),
             q5_0: tk(GgmlType::Q8_0, q8::quantize_q8_0, k::dot_q5_0_q8_0),
             q5_1: tk(GgmlType::Q8_1, q8::quantize_q8_1, q5::dot_q5_1_q8_1),
@@ -162,6 +176,7 @@ macro_rules! simd_set {
                 k::GEMM_ROWS,
                 k::GEMM_TOKENS,
                 k::gemm_q8_0_q8_0,
+                k::gemv_q8_0_q8_0,
             ),
             q4_k: tk(GgmlType::Q8K, kquants::quantize_q8_k, k::dot_q4_k_q8_k),
             q5_k: tk(GgmlType::Q8K, kquants::quantize_q8_k, k::dot_q5_k_q8_k),

@@ -2,8 +2,9 @@
 //! activation format (one pass serves every matrix of a [`crate::matmul_many`] call);
 //! then the weight rows of all matrices are cut into chunks of about equal work and
 //! handed to the pool in ONE `run`. Inside a chunk, tokens are walked in tiles: with a
-//! GEMM tile kernel (n > 1) each weight block is unpacked once per R rows × T tokens,
-//! otherwise each weight row is reused for a few tokens while it is in L1.
+//! GEMM tile kernel (n > 1) each weight block is unpacked once per R rows × T tokens
+//! (single tokens and token tails use the R × 1 `gemv` tile), otherwise each weight
+//! row is reused for a few tokens while it is in L1.
 //!
 //! Chunk boundaries are multiples of the tile height and tiles start at row 0 of each
 //! matrix, so every output element is computed by the same kernel whatever the thread
@@ -277,17 +278,23 @@ unsafe fn run_chunk(m: &Mat<'_>, acts: &[u8], n: usize, r0: usize, r1: usize, ou
         // SAFETY: t < n and r0 <= r < r1 <= rows (caller contract).
         unsafe { *out.add(t * rows + r) = v };
     };
-    if let Some(g) = k.gemm.filter(|_| n > 1) {
-        let (gr, gt) = (g.rows, g.tokens);
+    let gemm = k.gemm.filter(|_| n > 1);
+    if let Some(gr) = gemm.or(k.gemv).map(|g| g.rows) {
+        let gt = gemm.map_or(1, |g| g.tokens);
         let mut tile = [0.0f32; 64];
         for t0 in (0..n).step_by(GEMM_TOKEN_BLOCK) {
             let t1 = (t0 + GEMM_TOKEN_BLOCK).min(n);
-            let full_t = t0 + (t1 - t0) / gt * gt;
+            let full_t = if gemm.is_some() {
+                t0 + (t1 - t0) / gt * gt
+            } else {
+                t0
+            };
             let mut r = r0;
             while r + gr <= r1 {
                 let wr = &w.data[r * rb..][..gr * rb];
                 let mut t = t0;
                 while t < full_t {
+                    let g = gemm.expect("full_t > t0 only with a gemm tile");
                     (g.f)(w.cols, wr, &acts[t * ar..][..gt * ar], &mut tile[..gr * gt]);
                     for i in 0..gr {
                         for j in 0..gt {
@@ -297,9 +304,19 @@ unsafe fn run_chunk(m: &Mat<'_>, acts: &[u8], n: usize, r0: usize, r1: usize, ou
                     t += gt;
                 }
                 for t in full_t..t1 {
-                    for i in 0..gr {
-                        let v = (k.dot)(w.cols, &wr[i * rb..][..rb], &acts[t * ar..][..ar]);
-                        put(t, r + i, v);
+                    let a = &acts[t * ar..][..ar];
+                    match k.gemv {
+                        Some(v) => {
+                            (v.f)(w.cols, wr, a, &mut tile[..gr]);
+                            for (i, &x) in tile[..gr].iter().enumerate() {
+                                put(t, r + i, x);
+                            }
+                        }
+                        None => {
+                            for i in 0..gr {
+                                put(t, r + i, (k.dot)(w.cols, &wr[i * rb..][..rb], a));
+                            }
+                        }
                     }
                 }
                 r += gr;

@@ -46,42 +46,46 @@ fn gemm_tiles_match_scalar_dots() {
     for set in available_kernel_sets() {
         for ty in WEIGHT_TYPES {
             let k = set.for_type(ty).unwrap();
-            let Some(g) = k.gemm else { continue };
-            assert!(g.rows * g.tokens <= 64 && g.rows > 0 && g.tokens > 0);
-            tested += 1;
-            for blocks in [1, 2, 7] {
-                let cols = cols_for(ty, blocks);
-                let w = random_rows(&mut rng, ty, g.rows, cols);
-                let x = rng.vec(g.tokens * cols, 1.5);
-                let ar = k.act_type.row_bytes(cols).unwrap();
-                let mut act = vec![0u8; ar * g.tokens];
-                for (xr, a) in x.chunks_exact(cols).zip(act.chunks_exact_mut(ar)) {
-                    (k.quantize)(xr, a);
-                }
-                let mut out = vec![f32::NAN; g.rows * g.tokens];
-                (g.f)(cols, &w, &act, &mut out);
-                let rb = ty.row_bytes(cols).unwrap();
-                for i in 0..g.rows {
-                    for j in 0..g.tokens {
-                        let (wr, a) = (&w[i * rb..][..rb], &act[j * ar..][..ar]);
-                        let want = (scalar().for_type(ty).unwrap().dot)(cols, wr, a);
-                        let mut wd = vec![0.0; cols];
-                        thaw_kernels::dequantize_row(ty, wr, &mut wd);
-                        let mag = exact_dot(&wd, &dequantize_act(k.act_type, a, cols)).1;
-                        let got = out[i * g.tokens + j];
-                        assert!(
-                            ((got - want) as f64).abs() <= 1e-5 * mag + 1e-6,
-                            "{} {ty} cols={cols} [{i},{j}]: {got} vs scalar {want}",
-                            set.name()
-                        );
+            if let (Some(g), Some(v)) = (k.gemm, k.gemv) {
+                assert_eq!((g.rows, v.tokens), (v.rows, 1), "gemv is a one-token tile");
+            }
+            for g in [k.gemm, k.gemv].into_iter().flatten() {
+                assert!(g.rows * g.tokens <= 64 && g.rows > 0 && g.tokens > 0);
+                tested += 1;
+                for blocks in [1, 2, 7] {
+                    let cols = cols_for(ty, blocks);
+                    let w = random_rows(&mut rng, ty, g.rows, cols);
+                    let x = rng.vec(g.tokens * cols, 1.5);
+                    let ar = k.act_type.row_bytes(cols).unwrap();
+                    let mut act = vec![0u8; ar * g.tokens];
+                    for (xr, a) in x.chunks_exact(cols).zip(act.chunks_exact_mut(ar)) {
+                        (k.quantize)(xr, a);
+                    }
+                    let mut out = vec![f32::NAN; g.rows * g.tokens];
+                    (g.f)(cols, &w, &act, &mut out);
+                    let rb = ty.row_bytes(cols).unwrap();
+                    for i in 0..g.rows {
+                        for j in 0..g.tokens {
+                            let (wr, a) = (&w[i * rb..][..rb], &act[j * ar..][..ar]);
+                            let want = (scalar().for_type(ty).unwrap().dot)(cols, wr, a);
+                            let mut wd = vec![0.0; cols];
+                            thaw_kernels::dequantize_row(ty, wr, &mut wd);
+                            let mag = exact_dot(&wd, &dequantize_act(k.act_type, a, cols)).1;
+                            let got = out[i * g.tokens + j];
+                            assert!(
+                                ((got - want) as f64).abs() <= 1e-5 * mag + 1e-6,
+                                "{} {ty} cols={cols} [{i},{j}]: {got} vs scalar {want}",
+                                set.name()
+                            );
+                        }
                     }
                 }
             }
         }
     }
-    // Every SIMD set has tile kernels (at least Q4_1 and Q8_0).
+    // Every SIMD set has gemm and gemv tiles (at least for Q4_1 and Q8_0).
     assert!(
-        tested >= 2 * (available_kernel_sets().len() - 1),
+        tested >= 4 * (available_kernel_sets().len() - 1),
         "only {tested} tile kernels"
     );
 }
@@ -107,7 +111,7 @@ fn matmul_prefill_odd_shapes_match_scalar() {
                 data: &data,
             };
             // Token counts around the tile widths and the 64-token block.
-            for n in [2usize, 5, 8, 67, 130] {
+            for n in [1usize, 2, 5, 8, 67, 130] {
                 let x = rng.vec(n * cols, 1.0);
                 let (want, mag) = reference(&w, &x, n);
                 for set in available_kernel_sets() {

@@ -43,7 +43,7 @@ macro_rules! simd_gemm {
 
         /// Q4_1 × Q8_1 tile: `out[i * T + j] = dot(w row i, a row j)`.
         #[target_feature(enable = $feat)]
-        unsafe fn q4_1_q8_1_tile(
+        unsafe fn q4_1_q8_1_tile<const T: usize>(
             nb: usize,
             w: *const u8,
             ws: usize,
@@ -51,9 +51,9 @@ macro_rules! simd_gemm {
             as_: usize,
             out: &mut [f32],
         ) {
-            let mut acc = [[_mm256_setzero_ps(); $T]; $R];
+            let mut acc = [[_mm256_setzero_ps(); T]; $R];
             // Lane 2i + 1 of accm[j] sums m_w(i) * s_a(j) (even lanes are unused).
-            let mut accm = [_mm256_setzero_ps(); $T];
+            let mut accm = [_mm256_setzero_ps(); T];
             let mut sc = [0.0f32; 8];
             for b in 0..nb {
                 // SAFETY: block b of rows i < R and tokens j < T are inside the slices
@@ -63,7 +63,7 @@ macro_rules! simd_gemm {
                 for (i, q) in qw.iter_mut().enumerate() {
                     *q = unsafe { nibbles(w.add(i * ws + b * Q4_1_BYTES + 4)) };
                 }
-                for j in 0..$T {
+                for j in 0..T {
                     let y = unsafe { a.add(j * as_ + b * Q8_1_BYTES) };
                     let p = _mm256_mul_ps(dm, unsafe { f16_pair_bcast(y) });
                     accm[j] = _mm256_add_ps(accm[j], p);
@@ -79,18 +79,18 @@ macro_rules! simd_gemm {
                     }
                 }
             }
-            for j in 0..$T {
+            for j in 0..T {
                 let mut m = [0.0f32; 8];
                 unsafe { _mm256_storeu_ps(m.as_mut_ptr(), accm[j]) };
                 for i in 0..$R {
-                    out[i * $T + j] = hsum_f32(acc[i][j]) + m[2 * i + 1];
+                    out[i * T + j] = hsum_f32(acc[i][j]) + m[2 * i + 1];
                 }
             }
         }
 
         /// Q8_0 × Q8_0 tile: `out[i * T + j] = dot(w row i, a row j)`.
         #[target_feature(enable = $feat)]
-        unsafe fn q8_0_q8_0_tile(
+        unsafe fn q8_0_q8_0_tile<const T: usize>(
             nb: usize,
             w: *const u8,
             ws: usize,
@@ -98,7 +98,7 @@ macro_rules! simd_gemm {
             as_: usize,
             out: &mut [f32],
         ) {
-            let mut acc = [[_mm256_setzero_ps(); $T]; $R];
+            let mut acc = [[_mm256_setzero_ps(); T]; $R];
             let mut sc = [0.0f32; 8];
             let bias = _mm256_set1_epi8(-128);
             for b in 0..nb {
@@ -113,7 +113,7 @@ macro_rules! simd_gemm {
                     // otherwise |w| with the sign moved onto y per pair.
                     *q = if $vnni { _mm256_xor_si256(v, bias) } else { v };
                 }
-                for j in 0..$T {
+                for j in 0..T {
                     let y = unsafe { a.add(j * as_ + b * Q8_0_BYTES) };
                     let p = _mm256_mul_ps(dw, unsafe { f16_pair_bcast(y) });
                     unsafe { _mm256_storeu_ps(sc.as_mut_ptr(), p) };
@@ -140,34 +140,38 @@ macro_rules! simd_gemm {
                     }
                 }
             }
-            for j in 0..$T {
+            for j in 0..T {
                 for i in 0..$R {
-                    out[i * $T + j] = hsum_f32(acc[i][j]);
+                    out[i * T + j] = hsum_f32(acc[i][j]);
                 }
             }
         }
 
         /// Safe tile entry points: check that R rows and T activation rows are present.
         macro_rules! tile_entry {
-            ($name:ident, $wbytes:expr, $abytes:expr, $kern:ident) => {
+            ($name:ident, $t:expr, $wbytes:expr, $abytes:expr, $kern:ident) => {
                 pub(crate) fn $name(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
                     let nb = cols / 32;
                     let (ws, as_) = (nb * $wbytes, nb * $abytes);
                     assert!(
                         cols.is_multiple_of(32)
                             && w.len() >= $R * ws
-                            && a.len() >= $T * as_
-                            && out.len() >= $R * $T,
+                            && a.len() >= $t * as_
+                            && out.len() >= $R * $t,
                         "GEMM tile operands too short for {cols} columns"
                     );
                     // SAFETY: this set's table is only built after its features were
                     // detected; the lengths were checked above.
-                    unsafe { $kern(nb, w.as_ptr(), ws, a.as_ptr(), as_, out) }
+                    unsafe { $kern::<{ $t }>(nb, w.as_ptr(), ws, a.as_ptr(), as_, out) }
                 }
             };
         }
-        tile_entry!(gemm_q4_1_q8_1, Q4_1_BYTES, Q8_1_BYTES, q4_1_q8_1_tile);
-        tile_entry!(gemm_q8_0_q8_0, Q8_0_BYTES, Q8_0_BYTES, q8_0_q8_0_tile);
+        tile_entry!(gemm_q4_1_q8_1, $T, Q4_1_BYTES, Q8_1_BYTES, q4_1_q8_1_tile);
+        tile_entry!(gemm_q8_0_q8_0, $T, Q8_0_BYTES, Q8_0_BYTES, q8_0_q8_0_tile);
+        // R rows × 1 token (decode): the activation block and its scale are loaded once
+        // for R rows and the weight scales are converted R at a time.
+        tile_entry!(gemv_q4_1_q8_1, 1, Q4_1_BYTES, Q8_1_BYTES, q4_1_q8_1_tile);
+        tile_entry!(gemv_q8_0_q8_0, 1, Q8_0_BYTES, Q8_0_BYTES, q8_0_q8_0_tile);
     };
 }
 pub(crate) use simd_gemm;
