@@ -24,13 +24,32 @@ fn block_scale(x: &[f32]) -> (f32, f32) {
     (d, id)
 }
 
+/// `v.round() as i8` (half away from zero, like C's roundf) without the libm call that
+/// baseline x86-64 makes for `round`: truncate, then step away from zero if the
+/// dropped fraction is at least one half. Exact for |v| < 2^23 (the fraction is then
+/// computed without rounding); quantizer inputs are within ±127.5.
+#[inline(always)]
+fn round_i8(v: f32) -> i8 {
+    let t = v as i32;
+    let frac = v - t as f32;
+    let r = if frac >= 0.5 {
+        t + 1
+    } else if frac <= -0.5 {
+        t - 1
+    } else {
+        t
+    };
+    // `as i8` on a float saturates; keep that.
+    r.clamp(-128, 127) as i8
+}
+
 /// quantize_row_q8_0_ref: d = amax / 127, q = round(x / d) (ties away from zero).
 pub fn quantize_q8_0(x: &[f32], dst: &mut [u8]) {
     for (xb, b) in x.chunks_exact(32).zip(dst.chunks_exact_mut(Q8_0_BYTES)) {
         let (d, id) = block_scale(xb);
         put_f16(b, 0, d);
         for (o, v) in b[2..].iter_mut().zip(xb) {
-            *o = (v * id).round() as i8 as u8;
+            *o = round_i8(v * id) as u8;
         }
     }
 }
@@ -42,7 +61,7 @@ pub fn quantize_q8_1(x: &[f32], dst: &mut [u8]) {
         put_f16(b, 0, d);
         let mut sum = 0i32;
         for (o, v) in b[4..].iter_mut().zip(xb) {
-            let q = (v * id).round() as i8;
+            let q = round_i8(v * id);
             sum += q as i32;
             *o = q as u8;
         }
@@ -63,4 +82,25 @@ pub fn dot_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
         sumf += sumi as f32 * (f16_at(x, 0) * f16_at(y, 0));
     }
     sumf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_i8;
+
+    #[test]
+    fn round_i8_is_roundf() {
+        // Every f32 in [-128, 128] with a step fine enough to hit ties and their
+        // neighbours, plus the exact half-integers.
+        let mut v = -128.0f32;
+        while v <= 128.0 {
+            assert_eq!(round_i8(v), v.round() as i8, "{v}");
+            for h in [v + 0.5, (v + 0.5).next_up(), (v + 0.5).next_down()] {
+                if h.abs() <= 127.5 {
+                    assert_eq!(round_i8(h), h.round() as i8, "{h}");
+                }
+            }
+            v += 1.0 / 1024.0;
+        }
+    }
 }
