@@ -167,7 +167,15 @@ macro_rules! simd_set {
                 k::gemm_q4_1_q8_1,
                 k::gemv_q4_1_q8_1,
             ),
-            q5_0: tk(GgmlType::Q8_0, q8::quantize_q8_0, k::dot_q5_0_q8_0),
+            q5_0: tkg(
+                GgmlType::Q8_0,
+                q8::quantize_q8_0,
+                k::dot_q5_0_q8_0,
+                k::GEMM_ROWS,
+                k::GEMM_TOKENS,
+                k::gemm_q5_0_q8_0,
+                k::gemv_q5_0_q8_0,
+            ),
             q5_1: tk(GgmlType::Q8_1, q8::quantize_q8_1, q5::dot_q5_1_q8_1),
             q8_0: tkg(
                 GgmlType::Q8_0,

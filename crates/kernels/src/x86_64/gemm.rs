@@ -147,6 +147,56 @@ macro_rules! simd_gemm {
             }
         }
 
+        /// Q5_0 × Q8_0 tile: `out[i * T + j] = dot(w row i, a row j)`. The 5-bit
+        /// quants stay unsigned (0..32, inside maddubs' exact range) and the -16 offset
+        /// is applied once per activation block as -16 * Σy.
+        #[target_feature(enable = $feat)]
+        unsafe fn q5_0_q8_0_tile<const T: usize>(
+            nb: usize,
+            w: *const u8,
+            ws: usize,
+            a: *const u8,
+            as_: usize,
+            out: &mut [f32],
+        ) {
+            let mut acc = [[_mm256_setzero_ps(); T]; $R];
+            let mut sc = [0.0f32; 8];
+            let sixteen = _mm256_set1_epi8(16);
+            for b in 0..nb {
+                // SAFETY: as in q4_1_q8_1_tile; lanes 2i of `dw` hold the row scales.
+                let dw = unsafe { f16_pairs(w.add(b * Q5_0_BYTES), ws) };
+                let mut qw = [_mm256_setzero_si256(); $R];
+                for (i, q) in qw.iter_mut().enumerate() {
+                    let x = unsafe { w.add(i * ws + b * Q5_0_BYTES) };
+                    let hi = _mm256_and_si256(unsafe { bits_to_bytes(x.add(2)) }, sixteen);
+                    *q = _mm256_or_si256(unsafe { nibbles(x.add(6)) }, hi);
+                }
+                for j in 0..T {
+                    let y = unsafe { a.add(j * as_ + b * Q8_0_BYTES) };
+                    let p = _mm256_mul_ps(dw, unsafe { f16_pair_bcast(y) });
+                    unsafe { _mm256_storeu_ps(sc.as_mut_ptr(), p) };
+                    let qy = unsafe { _mm256_loadu_si256(y.add(2).cast()) };
+                    let base = _mm256_sub_epi32(
+                        _mm256_setzero_si256(),
+                        $acc_dot(_mm256_setzero_si256(), sixteen, qy),
+                    );
+                    for i in 0..$R {
+                        let s = $acc_dot(base, qw[i], qy);
+                        acc[i][j] = _mm256_fmadd_ps(
+                            _mm256_set1_ps(sc[2 * i]),
+                            _mm256_cvtepi32_ps(s),
+                            acc[i][j],
+                        );
+                    }
+                }
+            }
+            for j in 0..T {
+                for i in 0..$R {
+                    out[i * T + j] = hsum_f32(acc[i][j]);
+                }
+            }
+        }
+
         /// Safe tile entry points: check that R rows and T activation rows are present.
         macro_rules! tile_entry {
             ($name:ident, $t:expr, $wbytes:expr, $abytes:expr, $kern:ident) => {
@@ -172,6 +222,8 @@ macro_rules! simd_gemm {
         // for R rows and the weight scales are converted R at a time.
         tile_entry!(gemv_q4_1_q8_1, 1, Q4_1_BYTES, Q8_1_BYTES, q4_1_q8_1_tile);
         tile_entry!(gemv_q8_0_q8_0, 1, Q8_0_BYTES, Q8_0_BYTES, q8_0_q8_0_tile);
+        tile_entry!(gemm_q5_0_q8_0, $T, Q5_0_BYTES, Q8_0_BYTES, q5_0_q8_0_tile);
+        tile_entry!(gemv_q5_0_q8_0, 1, Q5_0_BYTES, Q8_0_BYTES, q5_0_q8_0_tile);
     };
 }
 pub(crate) use simd_gemm;
