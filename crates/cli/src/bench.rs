@@ -40,7 +40,12 @@ struct Row {
 pub fn bench(args: BenchArgs) -> Result<()> {
     let path = thaw_hub::resolve(&args.model)?;
     let bytes_per_token = weight_bytes_per_token(&GgufFile::open(&path)?);
-    let engine = Engine::load(&path, &LoadOptions { threads: args.threads })?;
+    let engine = Engine::load(
+        &path,
+        &LoadOptions {
+            threads: args.threads,
+        },
+    )?;
     let n_vocab = engine.model().config().n_vocab as u64;
     let threads = engine.pool().n_threads();
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
@@ -108,7 +113,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         path.display(),
         thaw_kernels::kernel_set_name()
     );
-    println!("{:<8} {:>12} {:>12} {:>12}", "test", "median t/s", "min", "max");
+    println!(
+        "{:<8} {:>12} {:>12} {:>12}",
+        "test", "median t/s", "min", "max"
+    );
     for r in &rows {
         println!(
             "{:<8} {:>12.1} {:>12.1} {:>12.1}",

@@ -36,7 +36,10 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
     }
     println!("tensor types:");
     for (ty, (n, bytes)) in by_type {
-        println!("  {ty:<6} {n:>4} tensors {:>10}", crate::models::human_size(bytes));
+        println!(
+            "  {ty:<6} {n:>4} tensors {:>10}",
+            crate::models::human_size(bytes)
+        );
     }
     if args.tensors {
         for t in file.tensors() {

@@ -8,6 +8,7 @@ mod models;
 mod perplexity;
 mod run;
 mod serve;
+mod snapshot;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +43,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Serve a model over an OpenAI-compatible HTTP API.
     Serve(serve::ServeArgs),
+    /// Freeze a model into a .thaw snapshot; inspect or verify one.
+    Snapshot(snapshot::SnapshotArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +64,7 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(a) => inspect::inspect(a),
         Command::Bench(a) => bench::bench(a),
         Command::Serve(a) => serve::serve(a),
+        Command::Snapshot(a) => snapshot::snapshot(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

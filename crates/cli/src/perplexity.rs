@@ -28,7 +28,12 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
     let path = thaw_hub::resolve(&args.model)?;
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("reading {}", args.file.display()))?;
-    let engine = Engine::load(&path, &LoadOptions { threads: args.threads })?;
+    let engine = Engine::load(
+        &path,
+        &LoadOptions {
+            threads: args.threads,
+        },
+    )?;
     // llama.cpp tokenizes the whole file with BOS per the model and no special parsing.
     let tokens = engine.tokenizer().encode(&text, true, false)?;
     let add_bos = if engine.tokenizer().add_bos() {

@@ -51,6 +51,9 @@ pub struct RunArgs {
     /// Send the prompt as-is, without the chat template.
     #[arg(long)]
     pub raw: bool,
+    /// Chat line by line even when stdin is not a terminal (scripts, tests).
+    #[arg(long, conflicts_with = "raw")]
+    pub chat: bool,
     /// Print a timing summary on stderr after each answer.
     #[arg(short, long)]
     pub verbose: bool,
@@ -64,10 +67,18 @@ static CANCEL: AtomicBool = AtomicBool::new(false);
 pub fn run(args: RunArgs) -> Result<()> {
     let (model_spec, prompt) = split_positionals(&args)?;
     let path = thaw_hub::resolve(&model_spec)?;
-    let engine = Engine::load(&path, &LoadOptions { threads: args.threads })
-        .with_context(|| format!("loading {}", path.display()))?;
+    let engine = Engine::load(
+        &path,
+        &LoadOptions {
+            threads: args.threads,
+        },
+    )
+    .with_context(|| format!("loading {}", path.display()))?;
     if !args.raw && !engine.has_native_template() && args.verbose {
-        eprintln!("note: {} has no chat template; using the built-in fallback (Gemma turns or ChatML)", path.display());
+        eprintln!(
+            "note: {} has no chat template; using the built-in fallback (Gemma turns or ChatML)",
+            path.display()
+        );
     }
     let mut session = engine.session(args.ctx_size)?;
     let params = GenerateParams {
@@ -87,7 +98,7 @@ pub fn run(args: RunArgs) -> Result<()> {
 
     let prompt = match prompt {
         Some(p) => Some(p),
-        None if !std::io::stdin().is_terminal() => {
+        None if !args.chat && !std::io::stdin().is_terminal() => {
             let mut text = String::new();
             std::io::stdin()
                 .read_to_string(&mut text)
@@ -122,7 +133,9 @@ fn split_positionals(args: &RunArgs) -> Result<(String, Option<String>)> {
     Ok(match (&args.model, args.args.as_slice()) {
         (Some(m), []) => (m.clone(), None),
         (Some(m), [p]) => (m.clone(), Some(p.clone())),
-        (Some(_), _) => anyhow::bail!("with --model, give at most one positional argument (the prompt)"),
+        (Some(_), _) => {
+            anyhow::bail!("with --model, give at most one positional argument (the prompt)")
+        }
         (None, []) => (default, None),
         (None, [one]) if names_a_model(one) => (one.clone(), None),
         (None, [one]) => (default, Some(one.clone())),
@@ -180,7 +193,11 @@ impl Chat {
         let result = session.generate(&tokens, params, Some(&CANCEL), |piece| {
             answer.push_str(piece);
             // A closed stdout (e.g. `| head`) ends the answer quietly.
-            if stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()).is_err() {
+            if stdout
+                .write_all(piece.as_bytes())
+                .and_then(|_| stdout.flush())
+                .is_err()
+            {
                 CANCEL.store(true, Ordering::SeqCst);
             }
         });
@@ -194,7 +211,10 @@ impl Chat {
                 .push(json!({"role": "assistant", "content": answer}));
         }
         if stats.finish_reason == FinishReason::ContextFull {
-            eprintln!("[context full: {} tokens; start a new chat or raise --ctx-size]", session.n_ctx());
+            eprintln!(
+                "[context full: {} tokens; start a new chat or raise --ctx-size]",
+                session.n_ctx()
+            );
         }
         if verbose {
             print_stats(&stats);
@@ -223,7 +243,10 @@ fn interactive(
     chat: &mut Chat,
     verbose: bool,
 ) -> Result<()> {
-    eprintln!("chatting with {} — /bye or Ctrl-D to leave, Ctrl-C stops an answer, /clear forgets the chat", engine.path().display());
+    eprintln!(
+        "chatting with {} — /bye or Ctrl-D to leave, Ctrl-C stops an answer, /clear forgets the chat",
+        engine.path().display()
+    );
     let stdin = std::io::stdin();
     let mut line = String::new();
     loop {
@@ -246,7 +269,9 @@ fn interactive(
                 continue;
             }
             "/?" | "/help" => {
-                eprintln!("/bye  leave\n/clear  forget the conversation\nCtrl-C  stop the current answer");
+                eprintln!(
+                    "/bye  leave\n/clear  forget the conversation\nCtrl-C  stop the current answer"
+                );
                 continue;
             }
             _ => {}

@@ -130,9 +130,9 @@ impl Session {
         let reuse = common.min(prompt.len() - 1);
         self.cache.truncate(reuse);
         self.tokens.truncate(reuse);
-        let logits = self
-            .model
-            .forward(&self.pool, &mut self.cache, &prompt[reuse..], Logits::Last)?;
+        let logits =
+            self.model
+                .forward(&self.pool, &mut self.cache, &prompt[reuse..], Logits::Last)?;
         self.tokens.extend_from_slice(&prompt[reuse..]);
         Ok((logits, reuse))
     }

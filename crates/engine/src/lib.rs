@@ -25,6 +25,8 @@ use thaw_tokenizer::{ChatTemplate, Tokenizer};
 pub enum EngineError {
     #[error(transparent)]
     Gguf(#[from] thaw_gguf::GgufError),
+    #[error(transparent)]
+    Snapshot(#[from] thaw_snapshot::SnapshotError),
     #[error("{path}: {source}")]
     Model {
         path: PathBuf,
@@ -78,10 +80,15 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Load a GGUF model file.
+    /// Load a GGUF model file or a `.thaw` snapshot.
     pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self, EngineError> {
         let path = path.as_ref().to_path_buf();
-        let gguf = GgufFile::open(&path)?;
+        let gguf = if thaw_snapshot::is_snapshot(&path) {
+            // The GgufFile shares the snapshot's mapping; the Snapshot can be dropped.
+            thaw_snapshot::Snapshot::open(&path)?.gguf()?
+        } else {
+            GgufFile::open(&path)?
+        };
         let model = Model::load(&gguf).map_err(|source| EngineError::Model {
             path: path.clone(),
             source,
