@@ -19,8 +19,8 @@ pub(crate) struct Gemma3 {
     layers: Vec<Layer>,
     output_norm: Vec<f32>,
     output: Tensor,
-    inv_freq_global: Vec<f32>,
-    inv_freq_local: Vec<f32>,
+    inv_freq_global: ops::RopeFreqs,
+    inv_freq_local: ops::RopeFreqs,
 }
 
 struct Layer {
@@ -126,6 +126,10 @@ impl Gemma3 {
                 &mut s.rope,
             );
 
+            // llama.cpp scales Q before attention (and Q·K by 1), which rounds
+            // differently from scaling the scores once Q goes through f16.
+            s.q.iter_mut().for_each(|v| *v *= c.attn_scale);
+
             let range = il * per_layer..(il + 1) * per_layer;
             let (kl, vl) = (&mut cache.k[range.clone()], &mut cache.v[range]);
             ops::store_kv(kl, vl, &s.k, &s.v, c.n_head_kv, hd, n_ctx, pos0);
@@ -135,7 +139,7 @@ impl Gemma3 {
                 head_dim: hd,
                 n_ctx,
                 pos0,
-                scale: c.attn_scale,
+                scale: 1.0,
                 window: if local { c.sliding_window } else { None },
             };
             ops::attention(pool, &shape, kl, vl, &s.q, &s.heads, &mut s.att);

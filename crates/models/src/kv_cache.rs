@@ -3,18 +3,21 @@
 
 use std::sync::Mutex;
 
+use half::f16;
+
 use crate::{ModelConfig, ModelError};
 
-/// Keys and values of one sequence, in f32, laid out `[layer][kv_head][pos][head_dim]`
-/// so that one head's keys are contiguous. (f16 storage is a later step.)
+/// Keys and values of one sequence, in f16 (llama.cpp's default cache type: half the
+/// memory of f32, and the same rounding as the reference), laid out
+/// `[layer][kv_head][pos][head_dim]` so that one head's keys are contiguous.
 pub struct KvCache {
     pub(crate) n_layer: usize,
     pub(crate) n_head_kv: usize,
     pub(crate) head_dim: usize,
     pub(crate) n_ctx: usize,
     pub(crate) len: usize,
-    pub(crate) k: Vec<f32>,
-    pub(crate) v: Vec<f32>,
+    pub(crate) k: Vec<f16>,
+    pub(crate) v: Vec<f16>,
     pub(crate) scratch: Scratch,
 }
 
@@ -36,8 +39,8 @@ impl KvCache {
             head_dim: c.head_dim,
             n_ctx,
             len: 0,
-            k: vec![0.0; size],
-            v: vec![0.0; size],
+            k: vec![f16::ZERO; size],
+            v: vec![f16::ZERO; size],
             scratch: Scratch::default(),
         }
     }
@@ -104,6 +107,11 @@ pub(crate) struct HeadScratch {
     pub out: Vec<f32>,
     /// Attention scores of one query.
     pub scores: Vec<f32>,
+    /// This head's keys and values widened to f32 (`n_ctx × head_dim` each).
+    pub keys: Vec<f32>,
+    pub vals: Vec<f32>,
+    /// One query rounded through f16.
+    pub query: Vec<f32>,
 }
 
 impl Scratch {
@@ -128,6 +136,9 @@ impl Scratch {
             let h = h.get_mut().unwrap_or_else(|e| e.into_inner());
             h.out.resize(n * c.head_dim, 0.0);
             h.scores.resize(n_ctx, 0.0);
+            h.keys.resize(n_ctx * c.head_dim, 0.0);
+            h.vals.resize(n_ctx * c.head_dim, 0.0);
+            h.query.resize(c.head_dim, 0.0);
         }
     }
 }

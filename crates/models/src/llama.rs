@@ -18,7 +18,7 @@ pub(crate) struct Llama {
     output_norm: Vec<f32>,
     /// `output.weight`, or the embedding when the output is tied.
     output: Tensor,
-    inv_freq: Vec<f32>,
+    inv_freq: ops::RopeFreqs,
 }
 
 struct Layer {
@@ -64,9 +64,7 @@ impl Llama {
         let mut inv_freq = ops::rope_inv_freq(c.rope_base, c.rope_dim);
         // Llama 3.1-style frequency factors divide each pair's angle.
         if let Some(factors) = l.opt_vector("rope_freqs.weight", c.rope_dim / 2)? {
-            for (f, d) in inv_freq.iter_mut().zip(factors) {
-                *f /= d;
-            }
+            inv_freq.factors = factors;
         }
         Ok(Self {
             token_embd,

@@ -4,6 +4,8 @@
 
 use std::sync::Mutex;
 
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 use thaw_kernels::ThreadPool;
 
 use crate::RopeStyle;
@@ -38,16 +40,29 @@ fn rms_scale(x: &[f32], eps: f32) -> f32 {
     1.0 / (mean + eps).sqrt()
 }
 
-/// RoPE inverse frequencies `base^(-2i/n_rot)` for `i < n_rot/2`.
-pub fn rope_inv_freq(base: f32, n_rot: usize) -> Vec<f32> {
-    (0..n_rot / 2)
-        .map(|i| base.powf(-2.0 * i as f32 / n_rot as f32))
-        .collect()
+/// RoPE frequencies the way ggml derives them: pair `i` of position `p` turns by
+/// `p · theta_scale^i / factor[i]`, the power built by repeated f32 multiplication
+/// (`theta_scale = base^(-2/n_rot)`) so angles round exactly as llama.cpp's do.
+#[derive(Debug, Clone)]
+pub struct RopeFreqs {
+    pub n_pairs: usize,
+    pub theta_scale: f32,
+    /// Per-pair divisors (Llama 3.1 `rope_freqs`), empty when absent.
+    pub factors: Vec<f32>,
 }
 
-/// Rotate the first `2 * inv_freq.len()` dims of every head of every token in `x`
+/// [`RopeFreqs`] for `base` over the first `n_rot` dims.
+pub fn rope_inv_freq(base: f32, n_rot: usize) -> RopeFreqs {
+    RopeFreqs {
+        n_pairs: n_rot / 2,
+        theta_scale: base.powf(-2.0 / n_rot as f32),
+        factors: Vec::new(),
+    }
+}
+
+/// Rotate the first `2 * freqs.n_pairs` dims of every head of every token in `x`
 /// (`n × n_heads × head_dim`). Token `t` is at position `pos0 + t`; `cs` is scratch
-/// for one position's cos/sin (`2 * inv_freq.len()` long).
+/// for one position's cos/sin (`2 * freqs.n_pairs` long).
 #[allow(clippy::too_many_arguments)]
 pub fn rope(
     x: &mut [f32],
@@ -55,18 +70,20 @@ pub fn rope(
     head_dim: usize,
     pos0: usize,
     freq_scale: f32,
-    inv_freq: &[f32],
+    freqs: &RopeFreqs,
     style: RopeStyle,
     cs: &mut [f32],
 ) {
-    let half = inv_freq.len();
+    let half = freqs.n_pairs;
     let (cos, sin) = cs[..2 * half].split_at_mut(half);
     for (t, xt) in x.chunks_exact_mut(n_heads * head_dim).enumerate() {
-        let p = (pos0 + t) as f32 * freq_scale;
+        let mut theta = (pos0 + t) as f32;
         for i in 0..half {
-            let (s, c) = (p * inv_freq[i]).sin_cos();
+            let ff = freqs.factors.get(i).copied().unwrap_or(1.0);
+            let (s, c) = (freq_scale * (theta / ff)).sin_cos();
             cos[i] = c;
             sin[i] = s;
+            theta *= freqs.theta_scale;
         }
         for head in xt.chunks_exact_mut(head_dim) {
             for i in 0..half {
@@ -82,12 +99,13 @@ pub fn rope(
     }
 }
 
-/// Softmax in place (max-subtracted, sum in f64).
+/// Softmax in place (max-subtracted, [`ggml_expf`], sum in f64), as ggml's
+/// `soft_max` computes it.
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0f64;
     for v in x.iter_mut() {
-        *v = (*v - max).exp();
+        *v = ggml_expf(*v - max);
         sum += f64::from(*v);
     }
     let inv = (1.0 / sum) as f32;
@@ -96,21 +114,83 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
-/// `silu(gate) * up`, written into `gate` (SwiGLU).
+/// ggml's vectorised `expf` (the AVX-512 `ggml_v_expf`, from ARM's optimized
+/// routines), one lane at a time with the same fused operations, so activations
+/// round exactly as llama.cpp's do: a last-bit difference here can flip the 8-bit
+/// quantization of the next matmul's input. Max error ~1.5 ulp versus `expf`.
+pub fn ggml_expf(x: f32) -> f32 {
+    const R: f32 = 12_582_912.0; // 0x1.8p23: adding it rounds to an integer
+    let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), R); // log2(e)
+    let n = z - R;
+    // x - n·ln2, with ln2 split in two parts.
+    let b = (-n).mul_add(
+        f32::from_bits(0x35bf_be8e),
+        (-n).mul_add(f32::from_bits(0x3f31_7200), x),
+    );
+    if n.abs() > 192.0 {
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    let u = b * b;
+    let j = f32::from_bits(0x3c07_2010)
+        .mul_add(b, f32::from_bits(0x3d2b_9f17))
+        .mul_add(
+            u,
+            f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)),
+        )
+        .mul_add(u, f32::from_bits(0x3f7f_fff6).mul_add(b, 1.0));
+    scalef(j, n)
+}
+
+/// `j · 2^n` for an integral `n` (`_mm512_scalef_ps`), in two steps so that an
+/// exponent beyond f32's range saturates or flushes as the instruction does.
+fn scalef(j: f32, n: f32) -> f32 {
+    let n = n as i32;
+    let a = n / 2;
+    j * pow2(a) * pow2(n - a)
+}
+
+/// `2^k` for `k` in -126..=127.
+fn pow2(k: i32) -> f32 {
+    f32::from_bits(((k + 127) as u32) << 23)
+}
+
+/// `silu(gate) * up`, written into `gate` (SwiGLU), with ggml's `expf`.
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
+        *g = *g / (1.0 + ggml_expf(-*g)) * u;
     }
 }
 
-/// `gelu(gate) * up` with the tanh approximation, written into `gate` (GeGLU).
+/// `gelu(gate) * up` with the tanh approximation, written into `gate` (GeGLU). Like
+/// ggml, gelu is read from a table indexed by the input rounded to f16 (the result
+/// stored as f16), except for inputs beyond ±10.
 pub fn geglu(gate: &mut [f32], up: &[f32]) {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let table = gelu_table();
     for (g, &u) in gate.iter_mut().zip(up) {
         let x = *g;
-        let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh());
-        *g = y * u;
+        *g = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x * u
+        } else {
+            table[usize::from(f16::from_f32(x).to_bits())].to_f32() * u
+        };
     }
+}
+
+/// ggml's `ggml_table_gelu_f16`: gelu of every f16 value, rounded to f16.
+fn gelu_table() -> &'static [f16] {
+    static TABLE: std::sync::OnceLock<Vec<f16>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| f16::from_f32(gelu(f16::from_bits(bits).to_f32())))
+            .collect()
+    })
+}
+
+fn gelu(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh())
 }
 
 /// `x += y` element-wise (residual connections).
@@ -131,8 +211,8 @@ pub fn add_bias(x: &mut [f32], bias: &[f32]) {
 /// cache (`[kv_head][pos][head_dim]`, `n_ctx` positions per head) at `pos0..`.
 #[allow(clippy::too_many_arguments)]
 pub fn store_kv(
-    k_layer: &mut [f32],
-    v_layer: &mut [f32],
+    k_layer: &mut [f16],
+    v_layer: &mut [f16],
     k: &[f32],
     v: &[f32],
     n_head_kv: usize,
@@ -149,8 +229,8 @@ pub fn store_kv(
         for h in 0..n_head_kv {
             let dst = (h * n_ctx + pos0 + t) * head_dim;
             let src = h * head_dim..(h + 1) * head_dim;
-            k_layer[dst..dst + head_dim].copy_from_slice(&kt[src.clone()]);
-            v_layer[dst..dst + head_dim].copy_from_slice(&vt[src]);
+            k_layer[dst..dst + head_dim].convert_from_f32_slice(&kt[src.clone()]);
+            v_layer[dst..dst + head_dim].convert_from_f32_slice(&vt[src]);
         }
     }
 }
@@ -173,11 +253,17 @@ pub struct AttnShape {
 /// Causal attention of `n` query tokens (`q`: `n × n_head × head_dim`, already
 /// rotated and with their own K/V already in the cache) over cache positions
 /// `0..=pos`. Heads run in parallel; writes `out` (`n × n_head × head_dim`).
+///
+/// Rounds like llama.cpp's default CPU path (no flash attention, f16 cache): each
+/// query is rounded to f16 before `Q·K` (ggml converts it to K's dot type), scores are
+/// scaled and soft-maxed in f32, and the probabilities are rounded to f16 before the
+/// weighted sum of V (ggml's `V·KQ` matmul converts KQ to f16). These models are
+/// sensitive enough that skipping either rounding moves logits by ~0.1–0.5.
 pub fn attention(
     pool: &ThreadPool,
     s: &AttnShape,
-    k_layer: &[f32],
-    v_layer: &[f32],
+    k_layer: &[f16],
+    v_layer: &[f16],
     q: &[f32],
     heads: &[Mutex<HeadScratch>],
     out: &mut [f32],
@@ -186,25 +272,40 @@ pub fn attention(
     let q_dim = s.n_head * hd;
     let n = q.len() / q_dim;
     let group = s.n_head / s.n_head_kv;
+    let n_kv = s.pos0 + n;
     pool.run(s.n_head, |h| {
         let mut guard = heads[h].lock().unwrap_or_else(|e| e.into_inner());
-        let HeadScratch { out: hout, scores } = &mut *guard;
+        let HeadScratch {
+            out: hout,
+            scores,
+            keys,
+            vals,
+            query,
+        } = &mut *guard;
         let g = h / group;
-        let keys = &k_layer[g * s.n_ctx * hd..(g + 1) * s.n_ctx * hd];
-        let vals = &v_layer[g * s.n_ctx * hd..(g + 1) * s.n_ctx * hd];
+        let base = g * s.n_ctx * hd;
+        // The first query attends from `lo0`; widen only the positions in use.
+        let lo0 = s.window.map_or(0, |w| (s.pos0 + 1).saturating_sub(w));
+        let used = base + lo0 * hd..base + n_kv * hd;
+        k_layer[used.clone()].convert_to_f32_slice(&mut keys[lo0 * hd..n_kv * hd]);
+        v_layer[used].convert_to_f32_slice(&mut vals[lo0 * hd..n_kv * hd]);
         for t in 0..n {
             let pos = s.pos0 + t;
             let lo = s.window.map_or(0, |w| (pos + 1).saturating_sub(w));
             let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+            for (d, &v) in query.iter_mut().zip(qh) {
+                *d = round_f16(v);
+            }
             let sc = &mut scores[..pos + 1 - lo];
             for (j, score) in sc.iter_mut().enumerate() {
                 let kj = &keys[(lo + j) * hd..(lo + j + 1) * hd];
-                *score = dot(qh, kj) * s.scale;
+                *score = dot(query, kj) * s.scale;
             }
             softmax(sc);
             let o = &mut hout[t * hd..(t + 1) * hd];
             o.fill(0.0);
             for (j, &w) in sc.iter().enumerate() {
+                let w = round_f16(w);
                 let vj = &vals[(lo + j) * hd..(lo + j + 1) * hd];
                 for (a, &b) in o.iter_mut().zip(vj) {
                     *a += w * b;
@@ -219,6 +320,11 @@ pub fn attention(
                 .copy_from_slice(&guard.out[t * hd..(t + 1) * hd]);
         }
     }
+}
+
+/// `x` rounded to the nearest f16 (ties to even), as f32.
+pub fn round_f16(x: f32) -> f32 {
+    f16::from_f32(x).to_f32()
 }
 
 /// Dot product with 8 independent accumulators (lets the compiler vectorise).
@@ -301,7 +407,31 @@ mod tests {
         let mut g = vec![0.0, 1.0, 10.0];
         geglu(&mut g, &[1.0, 1.0, 1.0]);
         assert_eq!(g[0], 0.0);
-        assert!((g[1] - 0.841_192).abs() < 1e-5); // tanh-approximate gelu(1)
+        // tanh-approximate gelu(1), through ggml's f16 table.
+        assert_eq!(g[1], f16::from_f32(0.841_192).to_f32());
         assert!((g[2] - 10.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn ggml_expf_is_within_two_ulp_of_exp() {
+        let mut x = -100.0f32;
+        while x < 88.0 {
+            let (got, want) = (ggml_expf(x), f64::from(x).exp());
+            let ulp = f64::from(f32::EPSILON) * want;
+            assert!(
+                (f64::from(got) - want).abs() <= 2.0 * ulp.max(f64::from(f32::MIN_POSITIVE)),
+                "expf({x}) = {got}, want {want}"
+            );
+            x += 0.0137;
+        }
+        assert_eq!(ggml_expf(0.0), 1.0);
+        assert_eq!(ggml_expf(-1000.0), 0.0);
+        assert_eq!(ggml_expf(1000.0), f32::INFINITY);
+    }
+
+    #[test]
+    fn attention_rounds_like_an_f16_cache() {
+        assert_eq!(round_f16(1.0 + 1e-4), 1.0);
+        assert_eq!(round_f16(0.5), 0.5);
     }
 }

@@ -32,23 +32,14 @@ struct Reference {
     margins: Vec<f32>,
 }
 
-/// `$THAW_HOME/models/<name>.gguf` (default `~/.cache/thaw`), where thaw's hub
-/// caches models.
+/// The cached model, fetched by thaw's hub when missing (skipped when offline).
 fn model_path(name: &str) -> Option<PathBuf> {
-    let home = std::env::var_os("THAW_HOME")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("thaw"))
-        })?;
-    let p = home.join("models").join(format!("{name}.gguf"));
-    if p.is_file() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIP: model {name} not found at {} (run `thaw pull {name}`)",
-            p.display()
-        );
-        None
+    match thaw_hub::ensure_model(name) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("SKIP: model {name} is not available: {e}");
+            None
+        }
     }
 }
 

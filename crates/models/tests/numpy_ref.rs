@@ -63,7 +63,9 @@ fn forward_matches_float64_reference() {
             "{}: relative max difference to float64 reference {d:.2e}",
             spec.arch
         );
-        assert!(d < 1e-4, "{}: relative difference {d}", spec.arch);
+        // The f16 KV cache and the f16 rounding of Q and of attention weights (as in
+        // llama.cpp) cost up to ~2^-11 relative each; a real bug shows as 1e-2 or more.
+        assert!(d < 2e-3, "{}: relative difference {d}", spec.arch);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
