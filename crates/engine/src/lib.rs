@@ -56,16 +56,10 @@ pub enum EngineError {
 }
 
 /// How to load a model.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     /// Worker threads for the kernels (0 = all cores).
     pub threads: usize,
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        Self { threads: 0 }
-    }
 }
 
 /// A loaded model ready to serve sessions: weights (mapped), tokenizer, chat template
