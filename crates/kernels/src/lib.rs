@@ -14,6 +14,7 @@ mod dispatch;
 mod matmul;
 mod pool;
 pub mod reference;
+mod vec;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
@@ -23,6 +24,7 @@ pub use dispatch::{
 };
 pub use matmul::{matmul_many_with, matmul_with};
 pub use pool::ThreadPool;
+pub use vec::{axpy_f32, dot_f32};
 
 /// Errors from kernel set-up.
 #[derive(Debug, thiserror::Error)]

@@ -230,3 +230,35 @@ fn matmul_many_rejects_bad_input() {
     // Empty list is fine.
     assert!(thaw_kernels::try_matmul_many(&pool, &[], &x, 1, &mut []).is_ok());
 }
+
+#[test]
+fn f32_vector_helpers() {
+    let mut rng = Rng(14);
+    for n in [0usize, 1, 7, 31, 32, 33, 100, 1000] {
+        let (a, b) = (rng.vec(n, 2.0), rng.vec(n, 2.0));
+        let want: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+        let mag: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (*x as f64 * *y as f64).abs())
+            .sum();
+        let got = thaw_kernels::dot_f32(&a, &b) as f64;
+        assert!(
+            (got - want).abs() <= 1e-5 * mag + 1e-6,
+            "n={n}: {got} vs {want}"
+        );
+        let mut y = rng.vec(n, 1.0);
+        let y0 = y.clone();
+        thaw_kernels::axpy_f32(&mut y, 0.75, &a);
+        for i in 0..n {
+            let want = y0[i] as f64 + 0.75 * a[i] as f64;
+            // One rounding (FMA) or two (mul then add): within 2 ulp of the result.
+            assert!(
+                (y[i] as f64 - want).abs() <= 2.5e-7 * (want.abs() + 1.0),
+                "n={n} [{i}]"
+            );
+        }
+    }
+    // Lengths differ: the common prefix is used.
+    assert_eq!(thaw_kernels::dot_f32(&[1.0, 2.0, 3.0], &[4.0, 5.0]), 14.0);
+}
