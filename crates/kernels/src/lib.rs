@@ -7,6 +7,12 @@
 //! type's companion format (Q8_0, Q8_1, Q8_K, F16, BF16 or F32) with ggml's reference
 //! rounding, then dotted block by block with exact integer sums, so thaw's numbers track
 //! llama.cpp's.
+//!
+//! Entry points: [`matmul`] (one matrix) and [`matmul_many`] (several matrices sharing
+//! one input, e.g. Q/K/V or gate/up: one activation quantization, one pool dispatch).
+//! Single tokens use R-row `gemv` tiles and prompts use R-row × T-token `gemm` tiles
+//! where a kernel set has them (Q4_1, Q5_0, Q8_0 on AVX2/AVX-512), per-row dots
+//! elsewhere. [`dot_f32`] and [`axpy_f32`] are dispatched f32 helpers for attention.
 
 pub use thaw_gguf::GgmlType;
 

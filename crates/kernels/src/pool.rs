@@ -123,6 +123,11 @@ fn worker(shared: Arc<Shared>) {
             if spins.is_multiple_of(64) && start.elapsed() > shared.spin {
                 break;
             }
+            // Now and then let another runnable thread of this core go first (e.g. the
+            // caller, when the scheduler put both on one core of a loaded machine).
+            if spins.is_multiple_of(2048) {
+                std::thread::yield_now();
+            }
         }
         let (job_gen, job, n) = {
             let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,7 +1,7 @@
 //! Q8_0 (`d: f16, qs: [i8; 32]`, 34 bytes) weights and activations, and Q8_1
 //! (`d: f16, s: f16, qs: [i8; 32]`, 36 bytes, `s = d * sum(qs)`) activations.
 
-use super::{f16_at, put_f16};
+use super::{f16_at, nearest_int, put_f16};
 
 pub const Q8_0_BYTES: usize = 34;
 pub const Q8_1_BYTES: usize = 36;
@@ -15,35 +15,31 @@ pub fn dequantize_q8_0(src: &[u8], dst: &mut [f32]) {
     }
 }
 
-/// Scale of one 32-value block as ggml's reference quantizers compute it.
+/// Scale and inverse scale of one 32-value block, as ggml's x86 (AVX/AVX2) quantizer
+/// computes them: `d = amax / 127`, `id = 127 / amax`. This is the quantizer llama.cpp
+/// runs on x86; `quantize_row_q8_0_ref`'s `id = 1 / d` differs from it in the last bit
+/// for some `amax`, which flips the rounding of values near a half.
 #[inline(always)]
 fn block_scale(x: &[f32]) -> (f32, f32) {
     let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     (d, id)
 }
 
-/// `v.round() as i8` (half away from zero, like C's roundf) without the libm call that
-/// baseline x86-64 makes for `round`: truncate, then step away from zero if the
-/// dropped fraction is at least one half. Exact for |v| < 2^23 (the fraction is then
-/// computed without rounding); quantizer inputs are within ±127.5.
+/// `v` rounded to nearest, ties to even (ggml's x86 `_mm256_round_ps(_MM_ROUND_NEAREST)`),
+/// saturated to i8 like its `packs` instructions. The product `x * id` is rounded to f32
+/// before this, as in ggml (no fused multiply-add).
 #[inline(always)]
 fn round_i8(v: f32) -> i8 {
-    let t = v as i32;
-    let frac = v - t as f32;
-    let r = if frac >= 0.5 {
-        t + 1
-    } else if frac <= -0.5 {
-        t - 1
-    } else {
-        t
-    };
-    // `as i8` on a float saturates; keep that.
-    r.clamp(-128, 127) as i8
+    if !v.is_finite() {
+        return 0;
+    }
+    // nearest_int is exact for |v| < 2^22; quantizer inputs are within ±127 (+ rounding).
+    nearest_int(v.clamp(-128.0, 127.0)) as i8
 }
 
-/// quantize_row_q8_0_ref: d = amax / 127, q = round(x / d) (ties away from zero).
+/// ggml's x86 quantize_row_q8_0: d = amax / 127, q = round_even(x * (127 / amax)).
 pub fn quantize_q8_0(x: &[f32], dst: &mut [u8]) {
     for (xb, b) in x.chunks_exact(32).zip(dst.chunks_exact_mut(Q8_0_BYTES)) {
         let (d, id) = block_scale(xb);
@@ -54,7 +50,8 @@ pub fn quantize_q8_0(x: &[f32], dst: &mut [u8]) {
     }
 }
 
-/// quantize_row_q8_1_ref: as Q8_0, plus `s = f16(sum(q) * d)` with the unrounded `d`.
+/// ggml's x86 quantize_row_q8_1: as Q8_0, plus `s = f16(d * sum(q))` (the rounded
+/// integers times the unrounded `d`).
 pub fn quantize_q8_1(x: &[f32], dst: &mut [u8]) {
     for (xb, b) in x.chunks_exact(32).zip(dst.chunks_exact_mut(Q8_1_BYTES)) {
         let (d, id) = block_scale(xb);
@@ -65,7 +62,7 @@ pub fn quantize_q8_1(x: &[f32], dst: &mut [u8]) {
             sum += q as i32;
             *o = q as u8;
         }
-        put_f16(b, 2, sum as f32 * d);
+        put_f16(b, 2, d * sum as f32);
     }
 }
 
@@ -86,21 +83,76 @@ pub fn dot_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 #[cfg(test)]
 mod tests {
-    use super::round_i8;
+    use super::*;
 
     #[test]
-    fn round_i8_is_roundf() {
-        // Every f32 in [-128, 128] with a step fine enough to hit ties and their
-        // neighbours, plus the exact half-integers.
+    fn round_i8_is_ties_even() {
         let mut v = -128.0f32;
-        while v <= 128.0 {
-            assert_eq!(round_i8(v), v.round() as i8, "{v}");
+        while v <= 127.0 {
+            assert_eq!(round_i8(v) as f32, v.round_ties_even(), "{v}");
             for h in [v + 0.5, (v + 0.5).next_up(), (v + 0.5).next_down()] {
-                if h.abs() <= 127.5 {
-                    assert_eq!(round_i8(h), h.round() as i8, "{h}");
+                if h <= 127.0 {
+                    assert_eq!(round_i8(h) as f32, h.round_ties_even(), "{h}");
                 }
             }
             v += 1.0 / 1024.0;
         }
+        assert_eq!(
+            (round_i8(127.6), round_i8(-130.0), round_i8(f32::NAN)),
+            (127, -128, 0)
+        );
+    }
+
+    /// A block whose largest magnitude is 127 has id = 1, so x = k + 0.5 are exact ties.
+    #[test]
+    fn quantizers_round_ties_to_even() {
+        let mut x = [0.0f32; 32];
+        x[0] = -127.0;
+        x[1..6].copy_from_slice(&[2.5, 3.5, -2.5, -3.5, 0.5]);
+        let (mut q0, mut q1) = ([0u8; Q8_0_BYTES], [0u8; Q8_1_BYTES]);
+        quantize_q8_0(&x, &mut q0);
+        quantize_q8_1(&x, &mut q1);
+        let want = [-127i8, 2, 4, -2, -4, 0];
+        for (i, &w) in want.iter().enumerate() {
+            assert_eq!(q0[2 + i] as i8, w, "q8_0[{i}]");
+            assert_eq!(q1[4 + i] as i8, w, "q8_1[{i}]");
+        }
+        assert_eq!(f16_at(&q0, 0), half::f16::from_f32(1.0).to_f32());
+        // s = d * sum(q) = -127 + 2 + 4 - 2 - 4 + 0.
+        assert_eq!(f16_at(&q1, 2), -127.0);
+    }
+
+    /// The inverse scale is 127 / amax, not 1 / (amax / 127): find an amax where the two
+    /// differ and check that the quantizer follows the former.
+    #[test]
+    fn inverse_scale_is_127_over_amax() {
+        let mut amax = 1.0f32;
+        while 127.0 / amax == 1.0 / (amax / 127.0) {
+            amax = amax.next_up();
+        }
+        let id = 127.0 / amax;
+        // A value whose scaled product lands on a tie with id (it is then even-rounded),
+        // searched among small multiples of a step.
+        let mut x = [0.0f32; 32];
+        x[0] = amax;
+        let mut found = false;
+        let mut k = 1.0f32;
+        while k < 126.0 && !found {
+            let v = (k + 0.5) / id;
+            for c in [v.next_down(), v, v.next_up()] {
+                let (a, b) = (c * id, c * (1.0 / (amax / 127.0)));
+                if a.round_ties_even() != b.round_ties_even() {
+                    x[1] = c;
+                    found = true;
+                    break;
+                }
+            }
+            k += 1.0;
+        }
+        assert!(found, "no distinguishing value for amax {amax}");
+        let mut q = [0u8; Q8_0_BYTES];
+        quantize_q8_0(&x, &mut q);
+        assert_eq!(q[3] as i8 as f32, (x[1] * id).round_ties_even());
+        assert_eq!(q[2] as i8, 127);
     }
 }
