@@ -83,9 +83,9 @@ fn gemm_tiles_match_scalar_dots() {
             }
         }
     }
-    // Every SIMD set has gemm and gemv tiles (at least for Q4_1, Q5_0 and Q8_0).
+    // Every SIMD set has gemm tiles for Q4_1, Q5_0, Q8_0 and gemv for Q4_1, Q5_0.
     assert!(
-        tested >= 6 * (available_kernel_sets().len() - 1),
+        tested >= 5 * (available_kernel_sets().len() - 1),
         "only {tested} tile kernels"
     );
 }

@@ -221,7 +221,6 @@ macro_rules! simd_gemm {
         // R rows × 1 token (decode): the activation block and its scale are loaded once
         // for R rows and the weight scales are converted R at a time.
         tile_entry!(gemv_q4_1_q8_1, 1, Q4_1_BYTES, Q8_1_BYTES, q4_1_q8_1_tile);
-        tile_entry!(gemv_q8_0_q8_0, 1, Q8_0_BYTES, Q8_0_BYTES, q8_0_q8_0_tile);
         tile_entry!(gemm_q5_0_q8_0, $T, Q5_0_BYTES, Q8_0_BYTES, q5_0_q8_0_tile);
         tile_entry!(gemv_q5_0_q8_0, 1, Q5_0_BYTES, Q8_0_BYTES, q5_0_q8_0_tile);
     };
