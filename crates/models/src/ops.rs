@@ -11,8 +11,8 @@ use thaw_kernels::ThreadPool;
 use crate::RopeStyle;
 use crate::kv_cache::HeadScratch;
 
-/// `out[r] = x[r] / rms(x[r]) * w` for each row of width `w.len()`. Sums in f64 as
-/// ggml does.
+/// `out[r] = x[r] / rms(x[r]) * w` for each row of width `w.len()`. Squares in f32 and
+/// sums in f64 as ggml does.
 pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
     for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
@@ -35,7 +35,8 @@ pub fn rmsnorm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
 }
 
 fn rms_scale(x: &[f32], eps: f32) -> f32 {
-    let sum: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+    // ggml: `sum += (ggml_float)(x[i] * x[i])`: the square is rounded to f32 first.
+    let sum: f64 = x.iter().map(|&v| f64::from(v * v)).sum();
     let mean = (sum / x.len() as f64) as f32;
     1.0 / (mean + eps).sqrt()
 }
@@ -273,6 +274,11 @@ pub fn attention(
     let n = q.len() / q_dim;
     let group = s.n_head / s.n_head_kv;
     let n_kv = s.pos0 + n;
+    let order = if n == 1 {
+        F16Order::VecDot
+    } else {
+        F16Order::TinyBlas
+    };
     pool.run(s.n_head, |h| {
         let mut guard = heads[h].lock().unwrap_or_else(|e| e.into_inner());
         let HeadScratch {
@@ -283,6 +289,7 @@ pub fn attention(
             query,
         } = &mut *guard;
         let g = h / group;
+        let mut lanes = vec![0.0f32; hd * 64];
         let base = g * s.n_ctx * hd;
         // The first query attends from `lo0`; widen only the positions in use.
         let lo0 = s.window.map_or(0, |w| (s.pos0 + 1).saturating_sub(w));
@@ -299,17 +306,25 @@ pub fn attention(
             let sc = &mut scores[..pos + 1 - lo];
             for (j, score) in sc.iter_mut().enumerate() {
                 let kj = &keys[(lo + j) * hd..(lo + j + 1) * hd];
-                *score = dot(query, kj) * s.scale;
+                *score = ggml_f16_dot(query, kj, order) * s.scale;
             }
             softmax(sc);
-            let o = &mut hout[t * hd..(t + 1) * hd];
-            o.fill(0.0);
+            // Output dim d sums w_j * v_j[d] over cache slots j in ggml's lane order:
+            // slot j feeds lane j % 16 (batch) or j % 64 (one token); see F16Order.
+            lanes.fill(0.0);
+            let width = order.lanes();
             for (j, &w) in sc.iter().enumerate() {
                 let w = round_f16(w);
+                let slot = (lo + j) % width;
                 let vj = &vals[(lo + j) * hd..(lo + j + 1) * hd];
-                for (a, &b) in o.iter_mut().zip(vj) {
-                    *a += w * b;
+                for (d, &b) in vj.iter().enumerate() {
+                    // f16 × f16 is exact in f32, so this add is ggml's FMA.
+                    lanes[d * width + slot] += w * b;
                 }
+            }
+            let o = &mut hout[t * hd..(t + 1) * hd];
+            for (d, od) in o.iter_mut().enumerate() {
+                *od = order.reduce(&lanes[d * width..(d + 1) * width]);
             }
         }
     });
@@ -320,6 +335,69 @@ pub fn attention(
                 .copy_from_slice(&guard.out[t * hd..(t + 1) * hd]);
         }
     }
+}
+
+/// Summation order of llama.cpp's f16 attention products (KQ and KQV mul_mats, both
+/// f16 × f16 with f32 accumulation, AVX-512 build). A batch goes through llamafile's
+/// tinyBLAS: 16 lanes, element `i` into lane `i % 16` in order, then
+/// `_mm512_reduce_add_ps`. A single token goes through `ggml_vec_dot_f16`: four 16-lane
+/// accumulators over steps of 64 (element `i` into slot `i % 64`), folded
+/// `(a0 + a2) + (a1 + a3)`, then the same 16-lane reduction. Checked against
+/// llama-cpp-python 0.3.36's KQ/KQV tensors bit for bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum F16Order {
+    TinyBlas,
+    VecDot,
+}
+
+impl F16Order {
+    /// Accumulator slots.
+    pub fn lanes(self) -> usize {
+        match self {
+            Self::TinyBlas => 16,
+            Self::VecDot => 64,
+        }
+    }
+
+    /// Folds the slots into the final sum.
+    pub fn reduce(self, acc: &[f32]) -> f32 {
+        let mut l = [0.0f32; 16];
+        match self {
+            Self::TinyBlas => l.copy_from_slice(&acc[..16]),
+            Self::VecDot => {
+                for i in 0..16 {
+                    l[i] = (acc[i] + acc[32 + i]) + (acc[16 + i] + acc[48 + i]);
+                }
+            }
+        }
+        reduce_add_16(&l)
+    }
+}
+
+/// `_mm512_reduce_add_ps`: halves folded 8, 4, 2, 1.
+fn reduce_add_16(l: &[f32; 16]) -> f32 {
+    let mut t8 = [0.0f32; 8];
+    for i in 0..8 {
+        t8[i] = l[i] + l[i + 8];
+    }
+    let t4 = [t8[0] + t8[4], t8[1] + t8[5], t8[2] + t8[6], t8[3] + t8[7]];
+    (t4[0] + t4[2]) + (t4[1] + t4[3])
+}
+
+/// Dot product of f16-valued f32 vectors (exact products) in ggml's order `order`.
+/// Lengths that are not whole steps fall back to [`dot`].
+pub fn ggml_f16_dot(a: &[f32], b: &[f32], order: F16Order) -> f32 {
+    let w = order.lanes();
+    if !a.len().is_multiple_of(w) {
+        return dot(a, b);
+    }
+    let mut acc = [0.0f32; 64];
+    for (ca, cb) in a.chunks_exact(w).zip(b.chunks_exact(w)) {
+        for i in 0..w {
+            acc[i] += ca[i] * cb[i];
+        }
+    }
+    order.reduce(&acc[..w])
 }
 
 /// `x` rounded to the nearest f16 (ties to even), as f32.
