@@ -545,12 +545,7 @@ impl Seq {
     }
 
     /// Sample from `logits` and route the token: text out, stop checks, next step.
-    fn accept(
-        &mut self,
-        mut logits: Vec<f32>,
-        tok: &thaw_tokenizer::Tokenizer,
-        m: &Metrics,
-    ) {
+    fn accept(&mut self, mut logits: Vec<f32>, tok: &thaw_tokenizer::Tokenizer, m: &Metrics) {
         self.next = None;
         // Log-probabilities come from the model's distribution, before bias/penalties.
         let raw = self.job.logprobs.map(|_| logits.clone());
