@@ -7,7 +7,7 @@
 //! Matches llama.cpp's `llm_build_gemma3<iswa>`; the norm weights in GGUF files
 //! already include Gemma's `+1` (the converter adds it), so they are used as-is.
 
-use thaw_kernels::{ThreadPool, matmul};
+use thaw_kernels::{ThreadPool, matmul, matmul_many};
 
 use crate::kv_cache::KvCache;
 use crate::ops::{self, AttnShape};
@@ -108,9 +108,10 @@ impl Gemma3 {
 
             // Attention block: norm → Q/K/V → per-head norm → RoPE → attend → Wo → norm.
             ops::rmsnorm(&s.x, &w.attn_norm, c.rms_eps, &mut s.xb);
-            matmul(pool, &w.wq.matrix(), &s.xb, n, &mut s.q);
-            matmul(pool, &w.wk.matrix(), &s.xb, n, &mut s.k);
-            matmul(pool, &w.wv.matrix(), &s.xb, n, &mut s.v);
+            // One activation quantization and one pool hand-off for Q, K and V.
+            let (wq, wk, wv) = (w.wq.matrix(), w.wk.matrix(), w.wv.matrix());
+            let qkv: [&mut [f32]; 3] = [&mut s.q, &mut s.k, &mut s.v];
+            matmul_many(pool, &[&wq, &wk, &wv], &s.xb, n, &mut { qkv });
             ops::rmsnorm_inplace(&mut s.q, &w.q_norm, c.rms_eps);
             ops::rmsnorm_inplace(&mut s.k, &w.k_norm, c.rms_eps);
             let (fs, st) = (c.rope_freq_scale, c.rope_style);
@@ -149,8 +150,9 @@ impl Gemma3 {
 
             // Feed-forward block: norm → GeGLU → Wdown → norm.
             ops::rmsnorm(&s.x, &w.ffn_norm, c.rms_eps, &mut s.xb);
-            matmul(pool, &w.w_gate.matrix(), &s.xb, n, &mut s.gate);
-            matmul(pool, &w.w_up.matrix(), &s.xb, n, &mut s.up);
+            let (wg, wu) = (w.w_gate.matrix(), w.w_up.matrix());
+            let gate_up: [&mut [f32]; 2] = [&mut s.gate, &mut s.up];
+            matmul_many(pool, &[&wg, &wu], &s.xb, n, &mut { gate_up });
             ops::geglu(&mut s.gate, &s.up);
             matmul(pool, &w.w_down.matrix(), &s.gate, n, &mut s.proj);
             ops::rmsnorm_inplace(&mut s.proj, &w.post_ffn_norm, c.rms_eps);

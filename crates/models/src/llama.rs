@@ -5,7 +5,7 @@
 //! then `x' = h + Wdown·(silu(Wgate·m) * Wup·m)` with `m = rmsnorm(h)`.
 //! qwen2 adds biases to Q/K/V and uses NEOX RoPE (set in the config).
 
-use thaw_kernels::{ThreadPool, matmul};
+use thaw_kernels::{ThreadPool, matmul, matmul_many};
 
 use crate::kv_cache::KvCache;
 use crate::ops::{self, AttnShape};
@@ -108,9 +108,10 @@ impl Llama {
         for (il, w) in self.layers.iter().enumerate() {
             // Attention block.
             ops::rmsnorm(&s.x, &w.attn_norm, c.rms_eps, &mut s.xb);
-            matmul(pool, &w.wq.matrix(), &s.xb, n, &mut s.q);
-            matmul(pool, &w.wk.matrix(), &s.xb, n, &mut s.k);
-            matmul(pool, &w.wv.matrix(), &s.xb, n, &mut s.v);
+            // One activation quantization and one pool hand-off for Q, K and V.
+            let (wq, wk, wv) = (w.wq.matrix(), w.wk.matrix(), w.wv.matrix());
+            let qkv: [&mut [f32]; 3] = [&mut s.q, &mut s.k, &mut s.v];
+            matmul_many(pool, &[&wq, &wk, &wv], &s.xb, n, &mut { qkv });
             if let Some(b) = &w.bq {
                 ops::add_bias(&mut s.q, b);
             }
@@ -152,8 +153,9 @@ impl Llama {
 
             // Feed-forward block.
             ops::rmsnorm(&s.x, &w.ffn_norm, c.rms_eps, &mut s.xb);
-            matmul(pool, &w.w_gate.matrix(), &s.xb, n, &mut s.gate);
-            matmul(pool, &w.w_up.matrix(), &s.xb, n, &mut s.up);
+            let (wg, wu) = (w.w_gate.matrix(), w.w_up.matrix());
+            let gate_up: [&mut [f32]; 2] = [&mut s.gate, &mut s.up];
+            matmul_many(pool, &[&wg, &wu], &s.xb, n, &mut { gate_up });
             ops::swiglu(&mut s.gate, &s.up);
             matmul(pool, &w.w_down.matrix(), &s.gate, n, &mut s.proj);
             ops::add_assign(&mut s.x, &s.proj);
