@@ -161,7 +161,7 @@ impl Session {
         let (mut logits, cached) = self.prefill(prompt)?;
         let prefill_time = start.elapsed();
         let decode_start = Instant::now();
-        let mut decoder = StreamDecoder::new(true);
+        let mut decoder = StreamDecoder::continuation(true);
         let mut stop = StopMatcher::new(params.stop.clone());
         let mut generated = 0usize;
         let mut stop_string_hit = false;

@@ -415,7 +415,7 @@ impl<'a> Worker<'a> {
                 job,
                 session,
                 sampler,
-                decoder: StreamDecoder::new(true),
+                decoder: StreamDecoder::continuation(true),
                 stop,
                 prefilled: None,
                 cached: 0,

@@ -25,6 +25,16 @@ impl StreamDecoder {
         }
     }
 
+    /// For generated text that continues a prompt: no token is "first", so a leading
+    /// space of the first generated token is kept (llama.cpp's streaming does not
+    /// lstrip), unlike decoding a whole text from its start.
+    pub fn continuation(skip_special: bool) -> Self {
+        StreamDecoder {
+            first: false,
+            ..Self::new(skip_special)
+        }
+    }
+
     /// Adds one token; returns the text that is now complete (possibly empty).
     pub fn push(&mut self, tok: &Tokenizer, id: u32) -> String {
         if self.skip_special && tok.is_control(id) {

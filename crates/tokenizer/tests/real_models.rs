@@ -163,3 +163,19 @@ fn gemma3_roundtrip_and_stream() {
     roundtrip_all(&tok);
     stream_matches_decode(&tok);
 }
+
+/// Generated text continues a prompt: the first generated token's leading space (▁)
+/// is real output and must not be stripped (models with `add_space_prefix` strip it
+/// when decoding a text from its start).
+#[test]
+fn continuation_keeps_the_leading_space_of_the_first_token() {
+    let Some((_g, tok)) = common::load("gemma3-270m") else {
+        return;
+    };
+    let ids = tok.encode(" Paris", false, false).unwrap();
+    assert!(tok.token_bytes(ids[0]).starts_with(b" "), "{ids:?}");
+    let mut cont = StreamDecoder::continuation(false);
+    let mut text: String = ids.iter().map(|&id| cont.push(&tok, id)).collect();
+    text.push_str(&cont.finish());
+    assert_eq!(text, " Paris");
+}
