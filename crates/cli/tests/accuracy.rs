@@ -84,10 +84,11 @@ fn perplexity_within_one_percent_of_llama_cpp() {
 /// the scalar reference stays close. They differ only in f32 summation order inside a
 /// dot product (matmuls agree to ~3e-7 relative on the real matrices:
 /// `cargo run --release -p thaw-kernels --example sets_on_model MODEL.gguf`), but
-/// SmolLM2's outlier activations amplify that through 30 layers: on this 300-token
-/// excerpt scalar measured 1.4% above the SIMD sets, which match llama.cpp (18.407
-/// vs 18.401). The scalar bound is therefore 3%, enough to catch a broken kernel
-/// (those land in the hundreds).
+/// SmolLM2's outlier activations amplify that through 30 layers: scalar measured
+/// 0.17% from the SIMD sets on this ~480-token excerpt and 1.4% on a 300-token one,
+/// while the SIMD sets match llama.cpp (18.407 vs 18.401 on the latter). The scalar
+/// bound is therefore 3%, still enough to catch a broken kernel (those land in the
+/// hundreds).
 #[test]
 fn perplexity_is_the_same_with_every_kernel_set() {
     if !Path::new(LICENSE).exists() || thaw_hub::ensure_model("smollm2").is_err() {
@@ -106,14 +107,17 @@ fn perplexity_is_the_same_with_every_kernel_set() {
     std::fs::write(&file, text).unwrap();
     let file = file.to_str().unwrap();
     let scalar = thaw_ppl("smollm2", file, 96, Some("scalar"));
-    for set in ["avx2", "avx512"] {
-        // A set this CPU lacks falls back to the best available one, still a valid check.
-        let ppl = thaw_ppl("smollm2", file, 96, Some(set));
-        eprintln!("{set}: {ppl:.5} (scalar {scalar:.5})");
-        assert!(
-            (ppl - scalar).abs() / scalar < 0.001,
-            "{set}: {ppl} vs scalar {scalar}"
-        );
-    }
+    // A set this CPU lacks falls back to the best available one, still a valid check.
+    let avx2 = thaw_ppl("smollm2", file, 96, Some("avx2"));
+    let avx512 = thaw_ppl("smollm2", file, 96, Some("avx512"));
+    eprintln!("scalar {scalar:.5}, avx2 {avx2:.5}, avx512 {avx512:.5}");
+    assert!(
+        (avx2 - avx512).abs() / avx2 < 0.001,
+        "avx2 {avx2} vs avx512 {avx512}"
+    );
+    assert!(
+        (avx2 - scalar).abs() / avx2 < 0.03,
+        "scalar {scalar} vs avx2 {avx2}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
