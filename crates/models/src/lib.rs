@@ -180,6 +180,36 @@ impl Model {
 /// Tokens processed together per layer pass; longer prompts are split.
 pub(crate) const MAX_BATCH: usize = 512;
 
+/// The output head shared by every family: final RMSNorm of the rows whose logits
+/// are wanted (`x` holds `n` rows of `n_embd`), then the output projection into the
+/// destination `out` names. Returns that destination (for post-processing such as
+/// soft-capping), or `None` when no logits are wanted.
+pub(crate) fn output_head<'a>(
+    pool: &thaw_kernels::ThreadPool,
+    c: &ModelConfig,
+    s: &mut kv_cache::Scratch,
+    norm: &[f32],
+    output: &weights::Tensor,
+    n: usize,
+    out: Out<'a>,
+) -> Option<&'a mut [f32]> {
+    let e = c.n_embd;
+    let (rows, dst) = match out {
+        Out::None => return None,
+        Out::Last(dst) => ((n - 1)..n, dst),
+        Out::All(dst) => (0..n, dst),
+    };
+    let m = rows.len();
+    ops::rmsnorm(
+        &s.x[rows.start * e..rows.end * e],
+        norm,
+        c.rms_eps,
+        &mut s.xb[..m * e],
+    );
+    thaw_kernels::matmul(pool, &output.matrix(), &s.xb[..m * e], m, dst);
+    Some(dst)
+}
+
 /// Where a family's forward pass writes logits for one batch.
 pub(crate) enum Out<'a> {
     /// Only K/V are needed (an earlier chunk of a longer prompt).

@@ -162,19 +162,14 @@ impl Llama {
         }
         cache.len += n;
 
-        let s = &mut cache.scratch;
-        let (rows, dst) = match out {
-            Out::None => return,
-            Out::Last(dst) => ((n - 1)..n, dst),
-            Out::All(dst) => (0..n, dst),
-        };
-        let m = rows.len();
-        ops::rmsnorm(
-            &s.x[rows.start * e..rows.end * e],
+        crate::output_head(
+            pool,
+            c,
+            &mut cache.scratch,
             &self.output_norm,
-            c.rms_eps,
-            &mut s.xb[..m * e],
+            &self.output,
+            n,
+            out,
         );
-        matmul(pool, &self.output.matrix(), &s.xb[..m * e], m, dst);
     }
 }
