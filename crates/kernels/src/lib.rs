@@ -16,6 +16,7 @@
 
 pub use thaw_gguf::GgmlType;
 
+pub mod attn;
 mod dispatch;
 mod matmul;
 mod pool;

@@ -97,19 +97,18 @@ pub(crate) struct Scratch {
     pub up: Vec<f32>,
     /// RoPE cos/sin of one position.
     pub rope: Vec<f32>,
-    /// One per query head, so heads can run on different threads.
+    /// Attention scratch, one per query head (at least one per thread).
     pub heads: Vec<Mutex<HeadScratch>>,
 }
 
 #[derive(Default)]
 pub(crate) struct HeadScratch {
-    /// This head's output for every token of the batch, `n × head_dim`.
+    /// One head's output for a block of query tokens, `tokens × head_dim`.
     pub out: Vec<f32>,
     /// Attention scores of one query.
     pub scores: Vec<f32>,
-    /// This head's keys and values widened to f32 (`n_ctx × head_dim` each).
-    pub keys: Vec<f32>,
-    pub vals: Vec<f32>,
+    /// Lane accumulators of the weighted sum of values, `lanes × head_dim`.
+    pub acc: Vec<f32>,
     /// One query rounded through f16.
     pub query: Vec<f32>,
 }
@@ -136,8 +135,7 @@ impl Scratch {
             let h = h.get_mut().unwrap_or_else(|e| e.into_inner());
             h.out.resize(n * c.head_dim, 0.0);
             h.scores.resize(n_ctx, 0.0);
-            h.keys.resize(n_ctx * c.head_dim, 0.0);
-            h.vals.resize(n_ctx * c.head_dim, 0.0);
+            h.acc.resize(64 * c.head_dim, 0.0);
             h.query.resize(c.head_dim, 0.0);
         }
     }

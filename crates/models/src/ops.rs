@@ -2,7 +2,7 @@
 //! over the KV cache, activations. Rows are contiguous: a batch of `n` vectors of
 //! width `d` is one `n × d` slice.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -100,67 +100,7 @@ pub fn rope(
     }
 }
 
-/// Softmax in place (max-subtracted, [`ggml_expf`], sum in f64), as ggml's
-/// `soft_max` computes it.
-pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f64;
-    for v in x.iter_mut() {
-        *v = ggml_expf(*v - max);
-        sum += f64::from(*v);
-    }
-    let inv = (1.0 / sum) as f32;
-    for v in x.iter_mut() {
-        *v *= inv;
-    }
-}
-
-/// ggml's vectorised `expf` (the AVX-512 `ggml_v_expf`, from ARM's optimized
-/// routines), one lane at a time with the same fused operations, so activations
-/// round exactly as llama.cpp's do: a last-bit difference here can flip the 8-bit
-/// quantization of the next matmul's input. Max error ~1.5 ulp versus `expf`.
-pub fn ggml_expf(x: f32) -> f32 {
-    const R: f32 = 12_582_912.0; // 0x1.8p23: adding it rounds to an integer
-    let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), R); // log2(e)
-    let n = z - R;
-    // x - n·ln2, with ln2 split in two parts.
-    let b = (-n).mul_add(
-        f32::from_bits(0x35bf_be8e),
-        (-n).mul_add(f32::from_bits(0x3f31_7200), x),
-    );
-    if n.abs() > 192.0 {
-        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
-    }
-    let u = b * b;
-    let j = f32::from_bits(0x3c07_2010)
-        .mul_add(b, f32::from_bits(0x3d2b_9f17))
-        .mul_add(
-            u,
-            f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)),
-        )
-        .mul_add(u, f32::from_bits(0x3f7f_fff6).mul_add(b, 1.0));
-    scalef(j, n)
-}
-
-/// `j · 2^n` for an integral `n` (`_mm512_scalef_ps`), in two steps so that an
-/// exponent beyond f32's range saturates or flushes as the instruction does.
-fn scalef(j: f32, n: f32) -> f32 {
-    let n = n as i32;
-    let a = n / 2;
-    j * pow2(a) * pow2(n - a)
-}
-
-/// `2^k` for `k` in -126..=127.
-fn pow2(k: i32) -> f32 {
-    f32::from_bits(((k + 127) as u32) << 23)
-}
-
-/// `silu(gate) * up`, written into `gate` (SwiGLU), with ggml's `expf`.
-pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + ggml_expf(-*g)) * u;
-    }
-}
+pub use thaw_kernels::attn::{F16Sum as F16Order, softmax, swiglu};
 
 /// `gelu(gate) * up` with the tanh approximation, written into `gate` (GeGLU). Like
 /// ggml, gelu is read from a table indexed by the input rounded to f16 (the result
@@ -251,15 +191,22 @@ pub struct AttnShape {
     pub window: Option<usize>,
 }
 
+/// Query tokens per attention task in a batch: small enough that both cores get
+/// work on short prompts, large enough to amortize a task's set-up.
+const ATTN_CHUNK: usize = 16;
+
 /// Causal attention of `n` query tokens (`q`: `n × n_head × head_dim`, already
 /// rotated and with their own K/V already in the cache) over cache positions
-/// `0..=pos`. Heads run in parallel; writes `out` (`n × n_head × head_dim`).
+/// `0..=pos`. (head, block of queries) tasks run in parallel; writes `out`
+/// (`n × n_head × head_dim`).
 ///
 /// Rounds like llama.cpp's default CPU path (no flash attention, f16 cache): each
 /// query is rounded to f16 before `Q·K` (ggml converts it to K's dot type), scores are
 /// scaled and soft-maxed in f32, and the probabilities are rounded to f16 before the
 /// weighted sum of V (ggml's `V·KQ` matmul converts KQ to f16). These models are
-/// sensitive enough that skipping either rounding moves logits by ~0.1–0.5.
+/// sensitive enough that skipping either rounding moves logits by ~0.1–0.5. The
+/// SIMD kernels of `thaw_kernels::attn` give results bit-identical to
+/// [`attention_reference`].
 pub fn attention(
     pool: &ThreadPool,
     s: &AttnShape,
@@ -273,29 +220,94 @@ pub fn attention(
     let q_dim = s.n_head * hd;
     let n = q.len() / q_dim;
     let group = s.n_head / s.n_head_kv;
+    let order = if n == 1 {
+        F16Order::VecDot
+    } else {
+        F16Order::TinyBlas
+    };
+    if !hd.is_multiple_of(order.lanes()) {
+        attention_reference(s, k_layer, v_layer, q, out);
+        return;
+    }
+    let n_chunks = n.div_ceil(ATTN_CHUNK);
+    let out = Mutex::new(out);
+    pool.run(s.n_head * n_chunks, |i| {
+        // Later blocks attend to more positions: hand them out first.
+        let chunk = n_chunks - 1 - i / s.n_head;
+        let h = i % s.n_head;
+        let ts = chunk * ATTN_CHUNK..((chunk + 1) * ATTN_CHUNK).min(n);
+        let mut local = None;
+        let mut guard = free_scratch(heads);
+        let sc: &mut HeadScratch = match guard.as_deref_mut() {
+            Some(sc) => sc,
+            None => local.insert(HeadScratch::default()),
+        };
+        sc.out.resize(ts.len() * hd, 0.0);
+        sc.query.resize(hd, 0.0);
+        sc.scores.resize(s.pos0 + n, 0.0);
+        sc.acc.resize(order.lanes() * hd, 0.0);
+        let base = (h / group) * s.n_ctx * hd;
+        for (ti, t) in ts.clone().enumerate() {
+            let pos = s.pos0 + t;
+            let lo = s.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            let qh = &q[t * q_dim + h * hd..][..hd];
+            for (d, &v) in sc.query.iter_mut().zip(qh) {
+                *d = round_f16(v);
+            }
+            let keys = &k_layer[base + lo * hd..base + (pos + 1) * hd];
+            let vals = &v_layer[base + lo * hd..base + (pos + 1) * hd];
+            let scores = &mut sc.scores[..pos + 1 - lo];
+            thaw_kernels::attn::f16_scores(&sc.query, keys, order, s.scale, scores);
+            softmax(scores);
+            let o = &mut sc.out[ti * hd..(ti + 1) * hd];
+            thaw_kernels::attn::f16_weighted_sum(scores, vals, lo, order, &mut sc.acc, o);
+        }
+        let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+        for (ti, t) in ts.enumerate() {
+            out[t * q_dim + h * hd..][..hd].copy_from_slice(&sc.out[ti * hd..(ti + 1) * hd]);
+        }
+    });
+}
+
+/// Some scratch no other task holds (there are as many as heads, and one task per
+/// thread runs at a time), or `None` if every one is taken.
+fn free_scratch(heads: &[Mutex<HeadScratch>]) -> Option<MutexGuard<'_, HeadScratch>> {
+    heads.iter().find_map(|m| match m.try_lock() {
+        Ok(g) => Some(g),
+        Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    })
+}
+
+/// The scalar reference of [`attention`] (single-threaded, f16 widened up front,
+/// ggml's lane order spelled out): the specification the SIMD path is tested against.
+pub fn attention_reference(
+    s: &AttnShape,
+    k_layer: &[f16],
+    v_layer: &[f16],
+    q: &[f32],
+    out: &mut [f32],
+) {
+    let hd = s.head_dim;
+    let q_dim = s.n_head * hd;
+    let n = q.len() / q_dim;
+    let group = s.n_head / s.n_head_kv;
     let n_kv = s.pos0 + n;
     let order = if n == 1 {
         F16Order::VecDot
     } else {
         F16Order::TinyBlas
     };
-    pool.run(s.n_head, |h| {
-        let mut guard = heads[h].lock().unwrap_or_else(|e| e.into_inner());
-        let HeadScratch {
-            out: hout,
-            scores,
-            keys,
-            vals,
-            query,
-        } = &mut *guard;
-        let g = h / group;
-        let mut lanes = vec![0.0f32; hd * 64];
-        let base = g * s.n_ctx * hd;
-        // The first query attends from `lo0`; widen only the positions in use.
-        let lo0 = s.window.map_or(0, |w| (s.pos0 + 1).saturating_sub(w));
-        let used = base + lo0 * hd..base + n_kv * hd;
-        k_layer[used.clone()].convert_to_f32_slice(&mut keys[lo0 * hd..n_kv * hd]);
-        v_layer[used].convert_to_f32_slice(&mut vals[lo0 * hd..n_kv * hd]);
+    let mut keys = vec![0.0f32; n_kv * hd];
+    let mut vals = vec![0.0f32; n_kv * hd];
+    let mut query = vec![0.0f32; hd];
+    let mut scores = vec![0.0f32; n_kv];
+    let width = order.lanes();
+    let mut lanes = vec![0.0f32; hd * width];
+    for h in 0..s.n_head {
+        let base = (h / group) * s.n_ctx * hd;
+        k_layer[base..base + n_kv * hd].convert_to_f32_slice(&mut keys);
+        v_layer[base..base + n_kv * hd].convert_to_f32_slice(&mut vals);
         for t in 0..n {
             let pos = s.pos0 + t;
             let lo = s.window.map_or(0, |w| (pos + 1).saturating_sub(w));
@@ -306,13 +318,12 @@ pub fn attention(
             let sc = &mut scores[..pos + 1 - lo];
             for (j, score) in sc.iter_mut().enumerate() {
                 let kj = &keys[(lo + j) * hd..(lo + j + 1) * hd];
-                *score = ggml_f16_dot(query, kj, order) * s.scale;
+                *score = ggml_f16_dot(&query, kj, order) * s.scale;
             }
-            softmax(sc);
+            thaw_kernels::attn::softmax_scalar(sc);
             // Output dim d sums w_j * v_j[d] over cache slots j in ggml's lane order:
             // slot j feeds lane j % 16 (batch) or j % 64 (one token); see F16Order.
             lanes.fill(0.0);
-            let width = order.lanes();
             for (j, &w) in sc.iter().enumerate() {
                 let w = round_f16(w);
                 let slot = (lo + j) % width;
@@ -322,66 +333,12 @@ pub fn attention(
                     lanes[d * width + slot] += w * b;
                 }
             }
-            let o = &mut hout[t * hd..(t + 1) * hd];
+            let o = &mut out[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
             for (d, od) in o.iter_mut().enumerate() {
                 *od = order.reduce(&lanes[d * width..(d + 1) * width]);
             }
         }
-    });
-    for (h, m) in heads.iter().enumerate() {
-        let guard = m.lock().unwrap_or_else(|e| e.into_inner());
-        for t in 0..n {
-            out[t * q_dim + h * hd..t * q_dim + (h + 1) * hd]
-                .copy_from_slice(&guard.out[t * hd..(t + 1) * hd]);
-        }
     }
-}
-
-/// Summation order of llama.cpp's f16 attention products (KQ and KQV mul_mats, both
-/// f16 × f16 with f32 accumulation, AVX-512 build). A batch goes through llamafile's
-/// tinyBLAS: 16 lanes, element `i` into lane `i % 16` in order, then
-/// `_mm512_reduce_add_ps`. A single token goes through `ggml_vec_dot_f16`: four 16-lane
-/// accumulators over steps of 64 (element `i` into slot `i % 64`), folded
-/// `(a0 + a2) + (a1 + a3)`, then the same 16-lane reduction. Checked against
-/// llama-cpp-python 0.3.36's KQ/KQV tensors bit for bit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum F16Order {
-    TinyBlas,
-    VecDot,
-}
-
-impl F16Order {
-    /// Accumulator slots.
-    pub fn lanes(self) -> usize {
-        match self {
-            Self::TinyBlas => 16,
-            Self::VecDot => 64,
-        }
-    }
-
-    /// Folds the slots into the final sum.
-    pub fn reduce(self, acc: &[f32]) -> f32 {
-        let mut l = [0.0f32; 16];
-        match self {
-            Self::TinyBlas => l.copy_from_slice(&acc[..16]),
-            Self::VecDot => {
-                for i in 0..16 {
-                    l[i] = (acc[i] + acc[32 + i]) + (acc[16 + i] + acc[48 + i]);
-                }
-            }
-        }
-        reduce_add_16(&l)
-    }
-}
-
-/// `_mm512_reduce_add_ps`: halves folded 8, 4, 2, 1.
-fn reduce_add_16(l: &[f32; 16]) -> f32 {
-    let mut t8 = [0.0f32; 8];
-    for i in 0..8 {
-        t8[i] = l[i] + l[i + 8];
-    }
-    let t4 = [t8[0] + t8[4], t8[1] + t8[5], t8[2] + t8[6], t8[3] + t8[7]];
-    (t4[0] + t4[2]) + (t4[1] + t4[3])
 }
 
 /// Dot product of f16-valued f32 vectors (exact products) in ggml's order `order`.
@@ -490,21 +447,60 @@ mod tests {
         assert!((g[2] - 10.0).abs() < 1e-4);
     }
 
+    /// splitmix64 in [-1, 1).
+    fn rand(state: &mut u64) -> f32 {
+        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
     #[test]
-    fn ggml_expf_is_within_two_ulp_of_exp() {
-        let mut x = -100.0f32;
-        while x < 88.0 {
-            let (got, want) = (ggml_expf(x), f64::from(x).exp());
-            let ulp = f64::from(f32::EPSILON) * want;
-            assert!(
-                (f64::from(got) - want).abs() <= 2.0 * ulp.max(f64::from(f32::MIN_POSITIVE)),
-                "expf({x}) = {got}, want {want}"
-            );
-            x += 0.0137;
+    fn attention_matches_the_scalar_reference_bit_for_bit() {
+        let pool = ThreadPool::new(2);
+        let mut st = 7u64;
+        // head_dim 40 is not a whole number of lanes (the reference path itself).
+        for (n_head, n_head_kv, hd) in [(4, 2, 64), (3, 1, 256), (2, 2, 40), (9, 3, 64)] {
+            let n_ctx = 90;
+            for (pos0, n, window) in [
+                (0, 1, None),
+                (0, 37, None),
+                (20, 1, None),
+                (53, 1, Some(7)),
+                (11, 33, Some(20)),
+                (70, 20, None),
+            ] {
+                let size = n_head_kv * n_ctx * hd;
+                let k: Vec<f16> = (0..size)
+                    .map(|_| f16::from_f32(rand(&mut st) * 2.0))
+                    .collect();
+                let v: Vec<f16> = (0..size)
+                    .map(|_| f16::from_f32(rand(&mut st) * 2.0))
+                    .collect();
+                let q: Vec<f32> = (0..n * n_head * hd).map(|_| rand(&mut st) * 3.0).collect();
+                let shape = AttnShape {
+                    n_head,
+                    n_head_kv,
+                    head_dim: hd,
+                    n_ctx,
+                    pos0,
+                    scale: 1.0 / (hd as f32).sqrt(),
+                    window,
+                };
+                let heads: Vec<_> = (0..n_head).map(|_| Mutex::default()).collect();
+                let mut got = vec![f32::NAN; q.len()];
+                let mut want = vec![f32::NAN; q.len()];
+                attention(&pool, &shape, &k, &v, &q, &heads, &mut got);
+                attention_reference(&shape, &k, &v, &q, &mut want);
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "heads {n_head}/{n_head_kv} hd {hd} pos0 {pos0} n {n} window {window:?}"
+                );
+            }
         }
-        assert_eq!(ggml_expf(0.0), 1.0);
-        assert_eq!(ggml_expf(-1000.0), 0.0);
-        assert_eq!(ggml_expf(1000.0), f32::INFINITY);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! |terms|: each reordered f32 addition contributes at most 2^-24 of a partial sum and a
 //! row has at most a few thousand blocks.
 
+pub mod attn;
 pub mod avx2;
 pub mod avx512;
 mod gemm;

@@ -1,0 +1,247 @@
+//! Attention and activation primitives that round and sum exactly as llama.cpp's CPU
+//! backend does (f16 KV cache, no flash attention, AVX-512 build), so SIMD changes
+//! speed and never results: every function here returns bit-identical values in
+//! every kernel set. The scalar code below is the reference; the x86-64 versions (in
+//! `x86_64::attn`) perform the same IEEE operations in the same order per lane.
+//!
+//! Products of two f16 values are exact in f32, so `acc + a * b` and `fma(a, b, acc)`
+//! round identically; only the order of additions matters, and [`F16Sum`] fixes it.
+
+use half::f16;
+
+/// Summation order of llama.cpp's f16 × f16 products with f32 accumulation (the KQ and
+/// KQV mul_mats). A batch goes through llamafile's tinyBLAS: 16 lanes, element `i`
+/// into lane `i % 16` in order, then `_mm512_reduce_add_ps`. A single token goes
+/// through `ggml_vec_dot_f16`: four 16-lane accumulators over steps of 64 (element `i`
+/// into slot `i % 64`), folded `(a0 + a2) + (a1 + a3)`, then the same 16-lane reduction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum F16Sum {
+    TinyBlas,
+    VecDot,
+}
+
+impl F16Sum {
+    /// Accumulator slots.
+    pub fn lanes(self) -> usize {
+        match self {
+            Self::TinyBlas => 16,
+            Self::VecDot => 64,
+        }
+    }
+
+    /// Folds the slots into the final sum.
+    pub fn reduce(self, acc: &[f32]) -> f32 {
+        let mut l = [0.0f32; 16];
+        match self {
+            Self::TinyBlas => l.copy_from_slice(&acc[..16]),
+            Self::VecDot => {
+                for i in 0..16 {
+                    l[i] = (acc[i] + acc[32 + i]) + (acc[16 + i] + acc[48 + i]);
+                }
+            }
+        }
+        reduce_add_16(&l)
+    }
+}
+
+/// `_mm512_reduce_add_ps`: halves folded 8, 4, 2, 1.
+fn reduce_add_16(l: &[f32; 16]) -> f32 {
+    let mut t8 = [0.0f32; 8];
+    for i in 0..8 {
+        t8[i] = l[i] + l[i + 8];
+    }
+    let t4 = [t8[0] + t8[4], t8[1] + t8[5], t8[2] + t8[6], t8[3] + t8[7]];
+    (t4[0] + t4[2]) + (t4[1] + t4[3])
+}
+
+fn simd() -> bool {
+    cfg!(target_arch = "x86_64") && crate::dispatch::active().name() != "scalar"
+}
+
+/// `out[j] = dot(q, keys[j]) * scale` for each key row `j` (`keys` holds `out.len()`
+/// rows of `q.len()` values), the dot in `order`. `q` must hold f16 values (ggml
+/// rounds the query to K's type first) so that every product is exact.
+///
+/// # Panics
+/// If `q.len()` is not a multiple of `order.lanes()` or the lengths disagree.
+pub fn f16_scores(q: &[f32], keys: &[f16], order: F16Sum, scale: f32, out: &mut [f32]) {
+    let hd = q.len();
+    assert!(
+        hd > 0 && hd.is_multiple_of(order.lanes()) && keys.len() == out.len() * hd,
+        "f16_scores: {} keys of {hd} values in order {order:?}",
+        out.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: the SIMD sets are active only after AVX2, FMA and F16C were detected;
+        // shapes were checked above.
+        unsafe { crate::x86_64::attn::f16_scores(q, keys, order, scale, out) };
+        return;
+    }
+    f16_scores_scalar(q, keys, order, scale, out);
+}
+
+/// The scalar reference of [`f16_scores`].
+pub fn f16_scores_scalar(q: &[f32], keys: &[f16], order: F16Sum, scale: f32, out: &mut [f32]) {
+    let (hd, w) = (q.len(), order.lanes());
+    for (o, k) in out.iter_mut().zip(keys.chunks_exact(hd)) {
+        let mut acc = [0.0f32; 64];
+        for (cq, ck) in q.chunks_exact(w).zip(k.chunks_exact(w)) {
+            for i in 0..w {
+                acc[i] += cq[i] * ck[i].to_f32();
+            }
+        }
+        *o = order.reduce(&acc[..w]) * scale;
+    }
+}
+
+/// The attention output of one query: `out[d] = Σ_j round_f16(w[j]) · vals[j][d]`,
+/// where value row `j` (of `out.len()` values) sits at cache slot `first_slot + j`
+/// and feeds accumulator lane `(first_slot + j) % order.lanes()` (ggml's lane order
+/// over the padded cache). `acc` is scratch of at least `order.lanes() * out.len()`.
+///
+/// # Panics
+/// If the lengths disagree.
+pub fn f16_weighted_sum(
+    w: &[f32],
+    vals: &[f16],
+    first_slot: usize,
+    order: F16Sum,
+    acc: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = out.len();
+    let lanes = order.lanes();
+    assert!(
+        vals.len() == w.len() * hd && acc.len() >= lanes * hd,
+        "f16_weighted_sum: {} weights, {} values of width {hd}, {} scratch",
+        w.len(),
+        vals.len(),
+        acc.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if simd() && hd.is_multiple_of(8) {
+        // SAFETY: as in `f16_scores`; shapes were checked above.
+        unsafe { crate::x86_64::attn::f16_weighted_sum(w, vals, first_slot, order, acc, out) };
+        return;
+    }
+    f16_weighted_sum_scalar(w, vals, first_slot, order, acc, out);
+}
+
+/// The scalar reference of [`f16_weighted_sum`]. `acc` is laid out `[lane][d]`.
+pub fn f16_weighted_sum_scalar(
+    w: &[f32],
+    vals: &[f16],
+    first_slot: usize,
+    order: F16Sum,
+    acc: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = out.len();
+    let lanes = order.lanes();
+    let acc = &mut acc[..lanes * hd];
+    acc.fill(0.0);
+    for (j, (&wj, vj)) in w.iter().zip(vals.chunks_exact(hd)).enumerate() {
+        let wj = f16::from_f32(wj).to_f32();
+        let slot = (first_slot + j) % lanes;
+        for (a, &b) in acc[slot * hd..(slot + 1) * hd].iter_mut().zip(vj) {
+            // f16 × f16 is exact in f32, so this add is ggml's FMA.
+            *a += wj * b.to_f32();
+        }
+    }
+    let mut col = [0.0f32; 64];
+    for (d, o) in out.iter_mut().enumerate() {
+        for (s, c) in col[..lanes].iter_mut().enumerate() {
+            *c = acc[s * hd + d];
+        }
+        *o = order.reduce(&col[..lanes]);
+    }
+}
+
+/// Softmax in place (max-subtracted, [`ggml_expf`], sum in f64 in index order), as
+/// ggml's `soft_max` computes it.
+pub fn softmax(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: the SIMD sets are active only after AVX2 and FMA were detected.
+        unsafe { crate::x86_64::attn::softmax(x) };
+        return;
+    }
+    softmax_scalar(x);
+}
+
+/// The scalar reference of [`softmax`].
+pub fn softmax_scalar(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for v in x.iter_mut() {
+        *v = ggml_expf(*v - max);
+        sum += f64::from(*v);
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// `silu(gate) * up` written into `gate` (SwiGLU), with [`ggml_expf`]:
+/// `g / (1 + expf(-g)) * u`.
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "swiglu: gate and up lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: the SIMD sets are active only after AVX2 and FMA were detected.
+        unsafe { crate::x86_64::attn::swiglu(gate, up) };
+        return;
+    }
+    swiglu_scalar(gate, up);
+}
+
+/// The scalar reference of [`swiglu`].
+pub fn swiglu_scalar(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + ggml_expf(-*g)) * u;
+    }
+}
+
+/// ggml's vectorised `expf` (the AVX-512 `ggml_v_expf`, from ARM's optimized
+/// routines), one lane at a time with the same fused operations, so activations
+/// round exactly as llama.cpp's do: a last-bit difference here can flip the 8-bit
+/// quantization of the next matmul's input. Max error ~1.5 ulp versus `expf`.
+pub fn ggml_expf(x: f32) -> f32 {
+    let z = x.mul_add(EXP_LOG2E, EXP_ROUND);
+    let n = z - EXP_ROUND;
+    // x - n·ln2, with ln2 split in two parts.
+    let b = (-n).mul_add(EXP_LN2_LO, (-n).mul_add(EXP_LN2_HI, x));
+    if n.abs() > 192.0 {
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    let u = b * b;
+    let j = EXP_C[0]
+        .mul_add(b, EXP_C[1])
+        .mul_add(u, EXP_C[2].mul_add(b, EXP_C[3]))
+        .mul_add(u, EXP_C[4].mul_add(b, 1.0));
+    // `j · 2^n` (`_mm512_scalef_ps`), in two steps so that an exponent beyond f32's
+    // range saturates or flushes as the instruction does.
+    let n = n as i32;
+    let a = n / 2;
+    j * pow2(a) * pow2(n - a)
+}
+
+/// 0x1.8p23: adding it rounds to an integer.
+pub(crate) const EXP_ROUND: f32 = 12_582_912.0;
+pub(crate) const EXP_LOG2E: f32 = f32::from_bits(0x3fb8_aa3b);
+pub(crate) const EXP_LN2_HI: f32 = f32::from_bits(0x3f31_7200);
+pub(crate) const EXP_LN2_LO: f32 = f32::from_bits(0x35bf_be8e);
+pub(crate) const EXP_C: [f32; 5] = [
+    f32::from_bits(0x3c07_2010),
+    f32::from_bits(0x3d2b_9f17),
+    f32::from_bits(0x3e2a_af33),
+    f32::from_bits(0x3eff_fedb),
+    f32::from_bits(0x3f7f_fff6),
+];
+
+/// `2^k` for `k` in -126..=127.
+fn pow2(k: i32) -> f32 {
+    f32::from_bits(((k + 127) as u32) << 23)
+}

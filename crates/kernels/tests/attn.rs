@@ -1,0 +1,152 @@
+//! Attention primitives: the active (SIMD where the CPU has it) kernels against their
+//! scalar references, bit for bit, on random data of odd shapes. Bit equality is the
+//! requirement, not a tolerance: llama.cpp parity depends on the exact rounding.
+
+mod common;
+
+use common::Rng;
+use half::f16;
+use thaw_kernels::attn::{self, F16Sum};
+
+fn halves(rng: &mut Rng, n: usize, scale: f32) -> Vec<f16> {
+    (0..n).map(|_| f16::from_f32(rng.f32() * scale)).collect()
+}
+
+fn query(rng: &mut Rng, n: usize) -> Vec<f32> {
+    halves(rng, n, 3.0).iter().map(|h| h.to_f32()).collect()
+}
+
+fn bits(x: &[f32]) -> Vec<u32> {
+    x.iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn scores_match_scalar_bit_for_bit() {
+    let mut rng = Rng(11);
+    for order in [F16Sum::TinyBlas, F16Sum::VecDot] {
+        for hd in [16usize, 64, 128, 192, 256] {
+            if !hd.is_multiple_of(order.lanes()) {
+                continue;
+            }
+            for n_keys in [1, 3, 4, 5, 17, 130] {
+                let q = query(&mut rng, hd);
+                let keys = halves(&mut rng, n_keys * hd, 4.0);
+                let (mut got, mut want) = (vec![0.0; n_keys], vec![0.0; n_keys]);
+                attn::f16_scores(&q, &keys, order, 0.125, &mut got);
+                attn::f16_scores_scalar(&q, &keys, order, 0.125, &mut want);
+                assert_eq!(bits(&got), bits(&want), "{order:?} hd {hd} keys {n_keys}");
+            }
+        }
+    }
+}
+
+#[test]
+fn weighted_sum_matches_scalar_bit_for_bit() {
+    let mut rng = Rng(12);
+    for order in [F16Sum::TinyBlas, F16Sum::VecDot] {
+        // 40 and 12 are not multiples of 8 (the scalar path inside the dispatcher).
+        for hd in [8, 12, 40, 64, 256] {
+            for (n, first) in [
+                (1, 0),
+                (5, 3),
+                (16, 0),
+                (17, 15),
+                (64, 1),
+                (65, 63),
+                (300, 7),
+            ] {
+                let mut w: Vec<f32> = (0..n).map(|_| rng.f32().abs()).collect();
+                attn::softmax_scalar(&mut w);
+                let vals = halves(&mut rng, n * hd, 2.0);
+                let mut acc = vec![f32::NAN; order.lanes() * hd];
+                let (mut got, mut want) = (vec![0.0; hd], vec![0.0; hd]);
+                attn::f16_weighted_sum(&w, &vals, first, order, &mut acc, &mut got);
+                attn::f16_weighted_sum_scalar(&w, &vals, first, order, &mut acc, &mut want);
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "{order:?} hd {hd} n {n} first {first}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn weighted_sum_uses_ggml_lane_order() {
+    // One value per slot except slot 0, which gets two: lane order decides the
+    // rounding, so compare with an explicit 16-lane sum.
+    let hd = 8;
+    let w = [1.0f32, 2.0f32.powi(-12), 0.5];
+    let mut vals = vec![f16::ZERO; 3 * hd];
+    vals[0] = f16::from_f32(1.0);
+    vals[hd] = f16::from_f32(1.0);
+    vals[2 * hd] = f16::from_f32(1.0);
+    let mut acc = vec![0.0; 16 * hd];
+    let mut out = vec![0.0; hd];
+    // Slots 15, 0, 1: lanes 15 (1.0), 0 (2^-12), 1 (0.5).
+    attn::f16_weighted_sum(&w, &vals, 15, F16Sum::TinyBlas, &mut acc, &mut out);
+    let mut l = [0.0f32; 16];
+    l[15] = 1.0;
+    l[0] = 2.0f32.powi(-12);
+    l[1] = 0.5;
+    assert_eq!(out[0], F16Sum::TinyBlas.reduce(&l));
+    assert!(out[1..].iter().all(|&v| v == 0.0));
+}
+
+#[test]
+fn softmax_and_swiglu_match_scalar_bit_for_bit() {
+    let mut rng = Rng(13);
+    for n in [1, 2, 7, 8, 9, 31, 64, 513] {
+        for scale in [0.1f32, 5.0, 60.0] {
+            let x = rng.vec(n, scale);
+            let (mut got, mut want) = (x.clone(), x.clone());
+            attn::softmax(&mut got);
+            attn::softmax_scalar(&mut want);
+            assert_eq!(bits(&got), bits(&want), "softmax n {n} scale {scale}");
+            let up = rng.vec(n, 2.0);
+            let (mut got, mut want) = (x.clone(), x.clone());
+            attn::swiglu(&mut got, &up);
+            attn::swiglu_scalar(&mut want, &up);
+            assert_eq!(bits(&got), bits(&want), "swiglu n {n} scale {scale}");
+        }
+    }
+    // Saturation and masked (-inf) entries.
+    let x = vec![
+        0.0,
+        f32::NEG_INFINITY,
+        -300.0,
+        1.0,
+        -1e30,
+        2.0,
+        3.0,
+        -90.0,
+        0.5,
+    ];
+    let (mut got, mut want) = (x.clone(), x.clone());
+    attn::softmax(&mut got);
+    attn::softmax_scalar(&mut want);
+    assert_eq!(bits(&got), bits(&want));
+    let g = vec![-200.0, -100.0, -88.0, 0.0, 88.0, 100.0, 200.0, 1e-40];
+    let (mut got, mut want) = (g.clone(), g.clone());
+    attn::swiglu(&mut got, &[1.0; 8]);
+    attn::swiglu_scalar(&mut want, &[1.0; 8]);
+    assert_eq!(bits(&got), bits(&want));
+}
+
+#[test]
+fn expf_is_within_two_ulp_of_exp() {
+    let mut x = -100.0f32;
+    while x < 88.0 {
+        let (got, want) = (attn::ggml_expf(x), f64::from(x).exp());
+        let ulp = f64::from(f32::EPSILON) * want;
+        assert!(
+            (f64::from(got) - want).abs() <= 2.0 * ulp.max(f64::from(f32::MIN_POSITIVE)),
+            "expf({x}) = {got}, want {want}"
+        );
+        x += 0.0137;
+    }
+    assert_eq!(attn::ggml_expf(0.0), 1.0);
+    assert_eq!(attn::ggml_expf(-1000.0), 0.0);
+    assert_eq!(attn::ggml_expf(1000.0), f32::INFINITY);
+}
