@@ -6,6 +6,7 @@ mod bench;
 mod inspect;
 mod models;
 mod perplexity;
+mod platform;
 mod run;
 mod serve;
 mod snapshot;
@@ -45,6 +46,19 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Freeze a model into a .thaw snapshot; inspect or verify one.
     Snapshot(snapshot::SnapshotArgs),
+    /// A gateway replica (started by `thaw serve --config`, not by hand).
+    #[command(hide = true)]
+    Worker(platform::WorkerArgs),
+    /// Create or update deployments on a running gateway from a TOML file.
+    Deploy(platform::DeployArgs),
+    /// Deployments and replicas of a running gateway.
+    Ps(platform::PsArgs),
+    /// Set how many replicas of a deployment stay running.
+    Scale(platform::ScaleArgs),
+    /// Create, list and revoke the gateway's API keys.
+    Keys(platform::KeysArgs),
+    /// Tokens and cost per key and deployment, from the gateway's ledger.
+    Usage(platform::UsageArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -65,6 +79,12 @@ fn main() -> std::process::ExitCode {
         Command::Bench(a) => bench::bench(a),
         Command::Serve(a) => serve::serve(a),
         Command::Snapshot(a) => snapshot::snapshot(a),
+        Command::Worker(a) => platform::worker(a),
+        Command::Deploy(a) => platform::deploy(a),
+        Command::Ps(a) => platform::ps(a),
+        Command::Scale(a) => platform::scale(a),
+        Command::Keys(a) => platform::keys(a),
+        Command::Usage(a) => platform::usage(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -8,12 +8,12 @@ pub struct ServeArgs {
     /// A known model name, a .gguf path, or hf:ORG/REPO/FILE.gguf.
     #[arg(default_value = thaw_hub::DEFAULT_MODEL)]
     pub model: String,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: String,
-    /// Port to listen on.
-    #[arg(long, default_value_t = 8080)]
-    pub port: u16,
+    /// Address to listen on [default: 127.0.0.1, or the config's].
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port to listen on [default: 8080, or the config's].
+    #[arg(long)]
+    pub port: Option<u16>,
     /// Kernel threads (0 = all cores).
     #[arg(short, long, default_value_t = 0)]
     pub threads: usize,
@@ -29,9 +29,16 @@ pub struct ServeArgs {
     /// The model id clients send in `model` (default: the name or file stem given).
     #[arg(long)]
     pub model_id: Option<String>,
+    /// Run the multi-model gateway described by this TOML file instead (MODEL is
+    /// ignored; --host/--port override the file when given explicitly).
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
 }
 
 pub fn serve(a: ServeArgs) -> Result<()> {
+    if let Some(config) = &a.config {
+        return crate::platform::gateway(config, a.port, a.host);
+    }
     let path = thaw_hub::resolve(&a.model)?;
     let model_id = a.model_id.clone().unwrap_or_else(|| {
         let spec = a.model.rsplit('/').next().unwrap_or(&a.model);
@@ -40,8 +47,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     let config = thaw_server::ServeConfig {
         model_path: path,
         model_id,
-        host: a.host,
-        port: a.port,
+        host: a.host.unwrap_or_else(|| "127.0.0.1".into()),
+        port: a.port.unwrap_or(8080),
         threads: a.threads,
         ctx_size: a.ctx_size,
         max_running: a.max_running,

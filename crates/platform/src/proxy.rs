@@ -1,0 +1,477 @@
+//! Forwarding `/v1/chat/completions` and `/v1/completions` to a replica, metering
+//! what it used.
+//!
+//! Token counts come from the replica's `usage`: streams are always asked for
+//! `stream_options.include_usage`, and that chunk is removed again when the client
+//! did not ask for it. The ledger row is committed before the client receives the end
+//! of its answer (`[DONE]` or the JSON body), so every answer a client saw complete is
+//! in the ledger. A request whose replica fails before anything reached the client is
+//! retried on another replica.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use crate::auth::{self, Caller};
+use crate::error::{GatewayError, GatewayErrors};
+use crate::gateway::Gateway;
+use crate::pool::{AcquireError, Lease};
+use crate::store::{UsageRow, now_ms};
+
+/// Replica attempts per request (the first plus retries).
+const ATTEMPTS: usize = 3;
+
+/// Header carrying the ledger id of the request.
+pub const REQUEST_ID_HEADER: &str = "x-thaw-request-id";
+
+fn new_request_id() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "req-{:x}{:06x}",
+        now_ms(),
+        N.fetch_add(1, Ordering::Relaxed) & 0xff_ffff
+    )
+}
+
+#[derive(Default, Clone, Copy)]
+struct Usage {
+    prompt: u64,
+    cached: u64,
+    completion: u64,
+}
+
+fn usage_of(v: &Value) -> Option<Usage> {
+    let u = v.get("usage").filter(|u| u.is_object())?;
+    let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+    Some(Usage {
+        prompt: n(u.get("prompt_tokens")),
+        cached: n(u.pointer("/prompt_tokens_details/cached_tokens")),
+        completion: n(u.get("completion_tokens")),
+    })
+}
+
+/// What the ledger needs to know about one request.
+struct Meter {
+    gw: Arc<Gateway>,
+    id: String,
+    key: String,
+    deployment: String,
+    price_in: f64,
+    price_out: f64,
+    cold: bool,
+    started: Instant,
+}
+
+impl Meter {
+    async fn commit(&self, status: u16, u: Usage) {
+        let row = UsageRow {
+            id: self.id.clone(),
+            time_ms: now_ms(),
+            key: self.key.clone(),
+            deployment: self.deployment.clone(),
+            prompt_tokens: u.prompt,
+            cached_tokens: u.cached,
+            completion_tokens: u.completion,
+            compute_ms: self.started.elapsed().as_millis() as u64,
+            cold_start: self.cold,
+            cost: (u.prompt as f64 * self.price_in + u.completion as f64 * self.price_out) / 1e6,
+            status,
+        };
+        let store = self.gw.store.clone();
+        match tokio::task::spawn_blocking(move || store.record(&row)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("usage ledger: {e}"),
+            Err(e) => tracing::error!("usage ledger task: {e}"),
+        }
+        self.gw.metrics.request(&self.deployment, status);
+        self.gw
+            .metrics
+            .tokens(&self.deployment, u.prompt, u.completion);
+        self.gw
+            .limits
+            .add_tokens(&self.key, u.prompt + u.completion);
+    }
+}
+
+/// The request body as the replica should get it.
+struct Prepared {
+    body: Bytes,
+    stream: bool,
+    client_wants_usage: bool,
+}
+
+fn prepare(mut v: Value, chat: bool, lease: &Lease) -> Prepared {
+    let spec = &lease.spec;
+    let obj = v.as_object_mut().expect("checked to be an object");
+    obj.insert("model".into(), Value::String(spec.upstream_model().into()));
+    let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let client_wants_usage = obj
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if stream {
+        obj.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    if chat
+        && let Some(sys) = &spec.system_prompt
+        && let Some(Value::Array(msgs)) = obj.get_mut("messages")
+        && !msgs.iter().any(|m| {
+            matches!(
+                m.get("role").and_then(Value::as_str),
+                Some("system" | "developer")
+            )
+        })
+    {
+        msgs.insert(0, json!({"role": "system", "content": sys}));
+    }
+    Prepared {
+        body: Bytes::from(serde_json::to_vec(&v).expect("a Value serializes")),
+        stream,
+        client_wants_usage,
+    }
+}
+
+fn acquire_error(e: AcquireError, model: &str) -> GatewayError {
+    match e {
+        AcquireError::QueueFull => {
+            let mut e = GatewayError::queue_full();
+            e.message =
+                format!("Deployment `{model}` is at its queue limit (max_queue). Retry shortly.");
+            e
+        }
+        AcquireError::StartFailed(msg) => GatewayError::unavailable(msg),
+        AcquireError::Gone => GatewayError::model_not_found(model),
+    }
+}
+
+/// `POST /v1/chat/completions` and `POST /v1/completions`.
+pub async fn forward(
+    State(gw): State<Arc<Gateway>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let caller = match auth::authenticate(&headers, &gw.store, gw.open) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    match forward_inner(&gw, &caller, uri.path(), body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn forward_inner(
+    gw: &Arc<Gateway>,
+    caller: &Caller,
+    path: &str,
+    body: Bytes,
+) -> Result<Response, GatewayError> {
+    let arrived = Instant::now();
+    let v: Value = serde_json::from_slice(&body).map_err(|e| {
+        GatewayError::invalid("", format!("The request body is not valid JSON: {e}"))
+    })?;
+    if !v.is_object() {
+        return Err(GatewayError::invalid(
+            "",
+            "The request body must be a JSON object.",
+        ));
+    }
+    let model = match v.get("model") {
+        Some(Value::String(m)) => m.clone(),
+        Some(_) => return Err(GatewayError::invalid("model", "`model` must be a string.")),
+        None => return Err(GatewayError::invalid("model", "`model` is required.")),
+    };
+    let pool = gw
+        .pool(&model)
+        .ok_or_else(|| GatewayError::model_not_found(&model))?;
+    let store = gw.store.clone();
+    let c = caller.clone();
+    let limits = gw.clone();
+    tokio::task::spawn_blocking(move || limits.limits.admit(&c, &store))
+        .await
+        .map_err(|e| GatewayError::internal(e.to_string()))??;
+    let chat = path.ends_with("/chat/completions");
+    let id = new_request_id();
+    let mut last_err = String::new();
+    for attempt in 0..ATTEMPTS {
+        let lease = match pool.acquire().await {
+            Ok(l) => l,
+            Err(e) => {
+                let err = acquire_error(e, &model);
+                gw.metrics.request(&model, err.status.as_u16());
+                return Err(err);
+            }
+        };
+        let prep = prepare(v.clone(), chat, &lease);
+        let meter = Meter {
+            gw: gw.clone(),
+            id: id.clone(),
+            key: caller.name.clone(),
+            deployment: model.clone(),
+            price_in: lease.spec.price_input,
+            price_out: lease.spec.price_output,
+            cold: lease.cold,
+            started: Instant::now(),
+        };
+        let url = format!("http://{}{}", lease.addr, path);
+        let sent = gw
+            .http
+            .post(&url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(prep.body.clone())
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(deployment = %model, attempt, "replica at {} failed: {e}", lease.addr);
+                lease.replica_failed();
+                last_err = e.to_string();
+                continue;
+            }
+        };
+        let status = resp.status();
+        if !status.is_success() {
+            // The replica's own OpenAI error (400 for a bad request, 429 when full…).
+            let retry_after = resp.headers().get(header::RETRY_AFTER).cloned();
+            let bytes = resp.bytes().await.unwrap_or_default();
+            meter.commit(status.as_u16(), Usage::default()).await;
+            let mut r = Response::new(Body::from(bytes));
+            *r.status_mut() =
+                StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            if let Some(ra) = retry_after {
+                r.headers_mut().insert(header::RETRY_AFTER, ra);
+            }
+            return Ok(with_id(r, &id));
+        }
+        if !prep.stream {
+            let bytes = match resp.bytes().await {
+                Ok(b) => b,
+                Err(e) => {
+                    lease.replica_failed();
+                    last_err = e.to_string();
+                    continue;
+                }
+            };
+            let u = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .as_ref()
+                .and_then(usage_of)
+                .unwrap_or_default();
+            if lease.cold {
+                gw.metrics.cold_first_token(&model, arrived.elapsed());
+            }
+            meter.commit(200, u).await;
+            drop(lease);
+            let mut r = Response::new(Body::from(bytes));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return Ok(with_id(r, &id));
+        }
+        let mut upstream = resp.bytes_stream();
+        // Wait for the first bytes: a replica that dies before them is retried.
+        let first = match upstream.next().await {
+            Some(Ok(b)) => b,
+            Some(Err(e)) => {
+                lease.replica_failed();
+                last_err = e.to_string();
+                continue;
+            }
+            None => {
+                lease.replica_failed();
+                last_err = "the replica closed the stream before sending anything".into();
+                continue;
+            }
+        };
+        if lease.cold {
+            gw.metrics.cold_first_token(&model, arrived.elapsed());
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
+        let upstream = futures_util::stream::iter([Ok(first)]).chain(upstream);
+        tokio::spawn(pump(upstream, tx, meter, lease, prep.client_wants_usage));
+        let body = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+        });
+        let mut r = Response::new(Body::from_stream(body));
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return Ok(with_id(r, &id));
+    }
+    let e = GatewayError::bad_gateway(format!(
+        "Deployment `{model}`: the replica failed {ATTEMPTS} times before answering ({last_err}). Retry later."
+    ));
+    gw.metrics.request(&model, 502);
+    Err(e)
+}
+
+fn with_id(mut r: Response, id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        r.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    r
+}
+
+/// Copy SSE events from the replica to the client, one whole event at a time,
+/// metering the usage chunk and committing the row before `[DONE]` goes out.
+async fn pump(
+    mut upstream: impl futures_util::Stream<Item = reqwest::Result<Bytes>> + Unpin,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    meter: Meter,
+    lease: Lease,
+    client_wants_usage: bool,
+) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut usage = None;
+    let mut chunks = 0u64;
+    let mut client_gone = false;
+    loop {
+        let item = tokio::select! {
+            item = upstream.next() => item,
+            _ = tx.closed() => { client_gone = true; None }
+        };
+        let Some(item) = item else { break };
+        let bytes = match item {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(deployment = %meter.deployment, "stream from replica broke: {e}");
+                break;
+            }
+        };
+        buf.extend_from_slice(&bytes);
+        while let Some(end) = find_event_end(&buf) {
+            let event: Vec<u8> = buf.drain(..end).collect();
+            let data = event_data(&event);
+            if data.as_deref() == Some("[DONE]") {
+                let u = usage.unwrap_or(Usage {
+                    completion: chunks,
+                    ..Usage::default()
+                });
+                meter.commit(200, u).await;
+                let _ = tx.send(Bytes::from(event)).await;
+                return;
+            }
+            let mut forward = true;
+            if let Some(d) = &data
+                && let Ok(v) = serde_json::from_str::<Value>(d)
+            {
+                if let Some(u) = usage_of(&v) {
+                    usage = Some(u);
+                    let no_choices = v
+                        .get("choices")
+                        .and_then(Value::as_array)
+                        .is_some_and(|c| c.is_empty());
+                    forward = client_wants_usage || !no_choices;
+                } else {
+                    chunks += 1;
+                }
+            }
+            if forward && tx.send(Bytes::from(event)).await.is_err() {
+                client_gone = true;
+                break;
+            }
+        }
+        if client_gone {
+            break;
+        }
+    }
+    let u = usage.unwrap_or(Usage {
+        completion: chunks,
+        ..Usage::default()
+    });
+    if client_gone {
+        // 499: the client went away; the replica frees the sequence when we drop
+        // the connection.
+        meter.commit(499, u).await;
+        return;
+    }
+    // The replica died or closed mid-stream: say so in the stream, then end it.
+    lease.replica_failed();
+    meter.commit(502, u).await;
+    let err = GatewayError::bad_gateway(format!(
+        "Deployment `{}`: the replica failed mid-stream; the answer is incomplete.",
+        meter.deployment
+    ));
+    let msg = format!(
+        "data: {}\n\n",
+        serde_json::to_string(&err.body()).unwrap_or_default()
+    );
+    let _ = tx.send(Bytes::from(msg)).await;
+}
+
+/// Index just past the blank line ending the first complete SSE event.
+fn find_event_end(buf: &[u8]) -> Option<usize> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The `data:` payload of an event (lines joined with `\n`).
+fn event_data(event: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(event).ok()?;
+    let mut out: Option<String> = None;
+    for line in text.lines() {
+        if let Some(d) = line.strip_prefix("data:") {
+            let d = d.strip_prefix(' ').unwrap_or(d);
+            match &mut out {
+                Some(s) => {
+                    s.push('\n');
+                    s.push_str(d);
+                }
+                None => out = Some(d.to_string()),
+            }
+        }
+    }
+    out
+}
+
+/// Idle time after which a pump gives up on a silent replica is the HTTP client's
+/// read timeout; kept here so the gateway builds its client with it.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_events_are_split_whole() {
+        let b = b"data: {\"a\":1}\n\ndata: [DONE]\n\npartial";
+        let e = find_event_end(b).unwrap();
+        assert_eq!(event_data(&b[..e]).as_deref(), Some("{\"a\":1}"));
+        let rest = &b[e..];
+        let e2 = find_event_end(rest).unwrap();
+        assert_eq!(event_data(&rest[..e2]).as_deref(), Some("[DONE]"));
+        assert_eq!(find_event_end(&rest[e2..]), None);
+        assert_eq!(find_event_end(b"data: x\r\n\r\n"), Some(11));
+    }
+
+    #[test]
+    fn usage_is_read_with_cached_tokens() {
+        let v = json!({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 5}}});
+        let u = usage_of(&v).unwrap();
+        assert_eq!((u.prompt, u.cached, u.completion), (7, 5, 3));
+        assert!(usage_of(&json!({"usage": null})).is_none());
+    }
+}
