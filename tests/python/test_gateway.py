@@ -238,11 +238,11 @@ def test_autoscale_to_two_under_load(gw):
             time.sleep(0.05)
 
     def one(i):
-        return client.chat.completions.create(**dict(CHAT, max_tokens=24, seed=i))
+        return client.chat.completions.create(**dict(CHAT, max_tokens=32, seed=i))
 
-    with concurrent.futures.ThreadPoolExecutor(5) as ex:
+    with concurrent.futures.ThreadPoolExecutor(7) as ex:
         w = ex.submit(watch)
-        results = list(ex.map(one, range(4)))
+        results = list(ex.map(one, range(6)))
         stop = True
         w.result()
     assert all(r.choices[0].finish_reason in ("stop", "length") for r in results)
