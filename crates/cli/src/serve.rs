@@ -23,6 +23,14 @@ pub struct ServeArgs {
     /// Sequences generated concurrently (each holds a KV cache).
     #[arg(long, default_value_t = 4)]
     pub max_running: usize,
+    /// KV-cache memory for all running sequences together, e.g. 512MiB or 2GiB (each
+    /// sequence holds a cache of the full context; fewer run when it is reached and
+    /// the rest queue).
+    #[arg(long, value_parser = thaw_server::parse_bytes)]
+    pub kv_memory: Option<u64>,
+    /// Prompt tokens processed per batched step, next to the running decodes.
+    #[arg(long, default_value_t = 256)]
+    pub prefill_chunk: usize,
     /// Requests allowed to wait for a slot; more get 429.
     #[arg(long, default_value_t = 64)]
     pub max_queue: usize,
@@ -53,6 +61,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         ctx_size: a.ctx_size,
         max_running: a.max_running,
         max_queue: a.max_queue,
+        kv_memory: a.kv_memory,
+        prefill_chunk: a.prefill_chunk,
         ..thaw_server::ServeConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

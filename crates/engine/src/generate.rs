@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use thaw_kernels::ThreadPool;
-use thaw_models::{KvCache, Logits, Model};
+use thaw_models::{BatchEntry, KvCache, Logits, Model};
 use thaw_sampling::{Sampler, SamplerConfig};
 use thaw_tokenizer::{StreamDecoder, Tokenizer};
 
@@ -64,6 +64,16 @@ impl GenerateStats {
     }
 }
 
+/// One session's share of [`Session::forward_batch`].
+pub struct SessionBatch<'a> {
+    pub session: &'a mut Session,
+    /// Tokens to append (a decode step's one token, or a chunk of the prompt after
+    /// [`Session::begin_prompt`]).
+    pub tokens: &'a [u32],
+    /// Return the logits of the last token.
+    pub logits: bool,
+}
+
 /// A conversation: the KV cache and the token ids it holds. Feeding a prompt that
 /// starts with the tokens already in the cache only computes the new ones (chat
 /// history is not recomputed each turn).
@@ -112,6 +122,19 @@ impl Session {
     /// already holds, and return the logits of the last prompt token and how many
     /// prompt tokens were reused.
     pub fn prefill(&mut self, prompt: &[u32]) -> Result<(Vec<f32>, usize), EngineError> {
+        let reuse = self.begin_prompt(prompt)?;
+        let logits =
+            self.model
+                .forward(&self.pool, &mut self.cache, &prompt[reuse..], Logits::Last)?;
+        self.tokens.extend_from_slice(&prompt[reuse..]);
+        Ok((logits, reuse))
+    }
+
+    /// Get ready to feed `prompt` in pieces (see [`Session::forward_batch`]): keep
+    /// the prefix the cache shares with it (at least the last prompt token is
+    /// recomputed: its logits are needed) and return that prefix's length, from
+    /// which the caller feeds `prompt[reuse..]`.
+    pub fn begin_prompt(&mut self, prompt: &[u32]) -> Result<usize, EngineError> {
         let n_ctx = self.cache.n_ctx();
         if prompt.is_empty() || prompt.len() > n_ctx {
             return Err(EngineError::PromptTooLong {
@@ -126,15 +149,80 @@ impl Session {
             .zip(prompt)
             .take_while(|(a, b)| a == b)
             .count();
-        // At least the last prompt token is recomputed: its logits are needed.
         let reuse = common.min(prompt.len() - 1);
         self.cache.truncate(reuse);
         self.tokens.truncate(reuse);
-        let logits =
-            self.model
-                .forward(&self.pool, &mut self.cache, &prompt[reuse..], Logits::Last)?;
-        self.tokens.extend_from_slice(&prompt[reuse..]);
-        Ok((logits, reuse))
+        Ok(reuse)
+    }
+
+    /// Feed several sessions in ONE forward pass (each weight matrix read once for
+    /// all of them): decode steps of running requests and prompt chunks of new ones.
+    /// Returns, per entry, the logits of its last token when asked for. An entry
+    /// that cannot run (context full, bad token) gets its own error and the others
+    /// still run.
+    pub fn forward_batch(
+        batch: &mut [SessionBatch<'_>],
+    ) -> Vec<Result<Option<Vec<f32>>, EngineError>> {
+        let mut results: Vec<Result<Option<Vec<f32>>, EngineError>> =
+            (0..batch.len()).map(|_| Ok(None)).collect();
+        let mut ok = Vec::new();
+        for (i, b) in batch.iter().enumerate() {
+            match b.session.model.check(&b.session.cache, b.tokens) {
+                Ok(()) => ok.push(i),
+                Err(e) => results[i] = Err(e.into()),
+            }
+        }
+        let Some(&first) = ok.first() else {
+            return results;
+        };
+        let (model, pool) = {
+            let s = &batch[first].session;
+            (s.model.clone(), s.pool.clone())
+        };
+        let mut entries: Vec<BatchEntry<'_>> = Vec::with_capacity(ok.len());
+        let mut tokens: Vec<(usize, &[u32])> = Vec::with_capacity(ok.len());
+        for (i, b) in batch.iter_mut().enumerate() {
+            if !ok.contains(&i) {
+                continue;
+            }
+            // Sessions of one server share the model; a stranger runs on its own.
+            if !Arc::ptr_eq(&b.session.model, &model) {
+                results[i] = b.session.feed(b.tokens, b.logits);
+                continue;
+            }
+            tokens.push((i, b.tokens));
+            entries.push(BatchEntry {
+                cache: &mut b.session.cache,
+                tokens: b.tokens,
+                logits: b.logits,
+            });
+        }
+        match model.forward_batch(&pool, &mut entries) {
+            Ok(out) => {
+                drop(entries);
+                for ((i, toks), logits) in tokens.into_iter().zip(out) {
+                    batch[i].session.tokens.extend_from_slice(toks);
+                    results[i] = Ok(logits);
+                }
+            }
+            Err(e) => {
+                drop(entries);
+                let msg = e.to_string();
+                for (i, _) in tokens {
+                    results[i] = Err(EngineError::Batch(msg.clone()));
+                }
+            }
+        }
+        results
+    }
+
+    /// [`Session::forward_batch`] of one entry.
+    fn feed(&mut self, tokens: &[u32], logits: bool) -> Result<Option<Vec<f32>>, EngineError> {
+        let out = self
+            .model
+            .forward(&self.pool, &mut self.cache, tokens, Logits::Last)?;
+        self.tokens.extend_from_slice(tokens);
+        Ok(logits.then_some(out))
     }
 
     /// Run one token through the model and return its logits.

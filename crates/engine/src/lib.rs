@@ -9,8 +9,10 @@
 mod generate;
 mod stop;
 
-pub use generate::{FinishReason, GenerateParams, GenerateStats, Session};
+pub use generate::{FinishReason, GenerateParams, GenerateStats, Session, SessionBatch};
 pub use stop::StopMatcher;
+/// Most tokens one batched forward pass carries (longer work is split).
+pub use thaw_models::MAX_BATCH;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,6 +41,8 @@ pub enum EngineError {
     },
     #[error(transparent)]
     Forward(#[from] thaw_models::ModelError),
+    #[error("batched forward pass: {0}")]
+    Batch(String),
     #[error(transparent)]
     Tokenize(#[from] thaw_tokenizer::TokenizerError),
     #[error("chat template: {0}")]

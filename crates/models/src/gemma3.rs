@@ -9,10 +9,10 @@
 
 use thaw_kernels::{ThreadPool, matmul, matmul_many};
 
-use crate::kv_cache::KvCache;
+use crate::kv_cache::Scratch;
 use crate::ops::{self, AttnShape};
 use crate::weights::{Loader, Tensor};
-use crate::{ModelConfig, ModelError, Out};
+use crate::{ModelConfig, ModelError, PassSeq};
 
 pub(crate) struct Gemma3 {
     token_embd: Tensor,
@@ -75,24 +75,22 @@ impl Gemma3 {
         })
     }
 
-    /// Run one batch (`tokens.len() ≤ MAX_BATCH`, room checked by the caller).
+    /// One pass over the concatenated tokens of `seqs` (at most `MAX_BATCH`, room
+    /// checked by the caller): projections and the feed-forward network see every
+    /// token at once; RoPE, the cache write and attention go per sequence. Logits of
+    /// batch rows `rows` go to `dst`.
     pub fn forward(
         &self,
         c: &ModelConfig,
         pool: &ThreadPool,
-        cache: &mut KvCache,
-        tokens: &[u32],
-        out: Out<'_>,
+        s: &mut Scratch,
+        seqs: &mut [PassSeq<'_, '_>],
+        rows: &[usize],
+        dst: &mut [f32],
     ) {
-        let (n, e, hd) = (tokens.len(), c.n_embd, c.head_dim);
-        let pos0 = cache.len;
-        let n_ctx = cache.n_ctx;
-        let per_layer = c.n_head_kv * n_ctx * hd;
-        let s = &mut cache.scratch;
-        s.prepare(c, n, n_ctx);
-
+        let (n, e, hd) = (s.prepare_pass(c, seqs), c.n_embd, c.head_dim);
         let embd_scale = (e as f32).sqrt();
-        for (t, &tok) in tokens.iter().enumerate() {
+        for (t, &tok) in seqs.iter().flat_map(|q| q.tokens).enumerate() {
             let row = &mut s.x[t * e..(t + 1) * e];
             self.token_embd.row_into(tok as usize, row);
             row.iter_mut().for_each(|v| *v *= embd_scale);
@@ -114,36 +112,39 @@ impl Gemma3 {
             matmul_many(pool, &[&wq, &wk, &wv], &s.xb, n, &mut { qkv });
             ops::rmsnorm_inplace(&mut s.q, &w.q_norm, c.rms_eps);
             ops::rmsnorm_inplace(&mut s.k, &w.k_norm, c.rms_eps);
-            let (fs, st) = (c.rope_freq_scale, c.rope_style);
-            ops::rope(&mut s.q, c.n_head, hd, pos0, fs, inv_freq, st, &mut s.rope);
-            ops::rope(
-                &mut s.k,
-                c.n_head_kv,
-                hd,
-                pos0,
-                fs,
-                inv_freq,
-                st,
-                &mut s.rope,
-            );
+            let mut t0 = 0;
+            for seq in seqs.iter_mut() {
+                let rows = t0..t0 + seq.tokens.len();
+                t0 = rows.end;
+                let cache = &mut *seq.cache;
+                let (pos0, n_ctx) = (cache.len, cache.n_ctx);
+                let q = &mut s.q[rows.start * c.q_dim()..rows.end * c.q_dim()];
+                let k = &mut s.k[rows.start * c.kv_dim()..rows.end * c.kv_dim()];
+                let v = &s.v[rows.start * c.kv_dim()..rows.end * c.kv_dim()];
+                let (fs, st) = (c.rope_freq_scale, c.rope_style);
+                ops::rope(q, c.n_head, hd, pos0, fs, inv_freq, st, &mut s.rope);
+                ops::rope(k, c.n_head_kv, hd, pos0, fs, inv_freq, st, &mut s.rope);
 
-            // llama.cpp scales Q before attention (and Q·K by 1), which rounds
-            // differently from scaling the scores once Q goes through f16.
-            s.q.iter_mut().for_each(|v| *v *= c.attn_scale);
+                // llama.cpp scales Q before attention (and Q·K by 1), which rounds
+                // differently from scaling the scores once Q goes through f16.
+                q.iter_mut().for_each(|v| *v *= c.attn_scale);
 
-            let range = il * per_layer..(il + 1) * per_layer;
-            let (kl, vl) = (&mut cache.k[range.clone()], &mut cache.v[range]);
-            ops::store_kv(kl, vl, &s.k, &s.v, c.n_head_kv, hd, n_ctx, pos0);
-            let shape = AttnShape {
-                n_head: c.n_head,
-                n_head_kv: c.n_head_kv,
-                head_dim: hd,
-                n_ctx,
-                pos0,
-                scale: 1.0,
-                window: if local { c.sliding_window } else { None },
-            };
-            ops::attention(pool, &shape, kl, vl, &s.q, &s.heads, &mut s.att);
+                let per_layer = c.n_head_kv * n_ctx * hd;
+                let range = il * per_layer..(il + 1) * per_layer;
+                let (kl, vl) = (&mut cache.k[range.clone()], &mut cache.v[range]);
+                ops::store_kv(kl, vl, k, v, c.n_head_kv, hd, n_ctx, pos0);
+                let shape = AttnShape {
+                    n_head: c.n_head,
+                    n_head_kv: c.n_head_kv,
+                    head_dim: hd,
+                    n_ctx,
+                    pos0,
+                    scale: 1.0,
+                    window: if local { c.sliding_window } else { None },
+                };
+                let att = &mut s.att[rows.start * c.q_dim()..rows.end * c.q_dim()];
+                ops::attention(pool, &shape, kl, vl, q, &s.heads, att);
+            }
             matmul(pool, &w.wo.matrix(), &s.att, n, &mut s.proj);
             ops::rmsnorm_inplace(&mut s.proj, &w.post_attn_norm, c.rms_eps);
             ops::add_assign(&mut s.x, &s.proj);
@@ -158,18 +159,12 @@ impl Gemma3 {
             ops::rmsnorm_inplace(&mut s.proj, &w.post_ffn_norm, c.rms_eps);
             ops::add_assign(&mut s.x, &s.proj);
         }
-        cache.len += n;
+        for seq in seqs.iter_mut() {
+            seq.cache.len += seq.tokens.len();
+        }
 
-        let logits = crate::output_head(
-            pool,
-            c,
-            &mut cache.scratch,
-            &self.output_norm,
-            &self.output,
-            n,
-            out,
-        );
-        if let (Some(dst), Some(cap)) = (logits, c.final_logit_softcap) {
+        crate::output_head(pool, c, s, &self.output_norm, &self.output, rows, dst);
+        if let Some(cap) = c.final_logit_softcap {
             ops::softcap(dst, cap);
         }
     }

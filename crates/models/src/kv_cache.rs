@@ -114,8 +114,22 @@ pub(crate) struct HeadScratch {
 }
 
 impl Scratch {
-    /// Size every buffer for a batch of `n` tokens.
-    pub fn prepare(&mut self, c: &ModelConfig, n: usize, n_ctx: usize) {
+    /// Size every buffer for one pass over `seqs`; returns the pass's token count.
+    pub(crate) fn prepare_pass(
+        &mut self,
+        c: &ModelConfig,
+        seqs: &[crate::PassSeq<'_, '_>],
+    ) -> usize {
+        let n = seqs.iter().map(|q| q.tokens.len()).sum();
+        let n_ctx = seqs.iter().map(|q| q.cache.n_ctx).max().unwrap_or(0);
+        let longest = seqs.iter().map(|q| q.tokens.len()).max().unwrap_or(0);
+        self.prepare(c, n, longest, n_ctx);
+        n
+    }
+
+    /// Size every buffer for a batch of `n` tokens, attention for at most
+    /// `per_seq` queries of one sequence over `n_ctx` positions.
+    pub fn prepare(&mut self, c: &ModelConfig, n: usize, per_seq: usize, n_ctx: usize) {
         self.x.resize(n * c.n_embd, 0.0);
         self.xb.resize(n * c.n_embd, 0.0);
         self.proj.resize(n * c.n_embd, 0.0);
@@ -133,7 +147,7 @@ impl Scratch {
         }
         for h in &mut self.heads {
             let h = h.get_mut().unwrap_or_else(|e| e.into_inner());
-            h.out.resize(n * c.head_dim, 0.0);
+            h.out.resize(per_seq * c.head_dim, 0.0);
             h.scores.resize(n_ctx, 0.0);
             h.acc.resize(64 * c.head_dim, 0.0);
             h.query.resize(c.head_dim, 0.0);

@@ -74,6 +74,9 @@ pub enum Logits {
 pub struct Model {
     config: ModelConfig,
     family: Family,
+    /// Activations of [`Model::forward_batch`]: one set for the model rather than
+    /// one per cache (the server's caches would each grow batch-sized buffers).
+    batch_scratch: std::sync::Mutex<kv_cache::Scratch>,
 }
 
 enum Family {
@@ -99,7 +102,11 @@ impl Model {
             Arch::Llama | Arch::Qwen2 => Family::Llama(llama::Llama::load(&config, &loader)?),
             Arch::Gemma3 => Family::Gemma3(gemma3::Gemma3::load(&config, &loader)?),
         };
-        Ok(Self { config, family })
+        Ok(Self {
+            config,
+            family,
+            batch_scratch: Default::default(),
+        })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -121,6 +128,12 @@ impl Model {
         Ok(KvCache::new(c, n_ctx))
     }
 
+    /// Bytes of K/V a cache of `n_ctx` positions holds (f16 keys and values).
+    pub fn cache_bytes(&self, n_ctx: usize) -> usize {
+        let c = &self.config;
+        2 * c.n_layer * c.n_head_kv * c.head_dim * n_ctx * std::mem::size_of::<half::f16>()
+    }
+
     /// Run `tokens` at positions `cache.len()..` and append their K/V to the cache.
     /// Returns the logits selected by `logits`. On error the cache is unchanged.
     pub fn forward(
@@ -130,6 +143,39 @@ impl Model {
         tokens: &[u32],
         logits: Logits,
     ) -> Result<Vec<f32>, ModelError> {
+        let c = &self.config;
+        self.check(cache, tokens)?;
+        let n_out = match logits {
+            Logits::Last => 1,
+            Logits::All => tokens.len(),
+        };
+        let mut out = vec![0.0f32; n_out * c.n_vocab];
+        let mut scratch = std::mem::take(&mut cache.scratch);
+        // Bounded chunks keep scratch memory independent of the prompt length.
+        let mut done = 0;
+        for chunk in tokens.chunks(MAX_BATCH) {
+            let last_chunk = done + chunk.len() == tokens.len();
+            let (rows, dst): (Vec<usize>, &mut [f32]) = match logits {
+                Logits::All => (
+                    (0..chunk.len()).collect(),
+                    &mut out[done * c.n_vocab..(done + chunk.len()) * c.n_vocab],
+                ),
+                Logits::Last if last_chunk => (vec![chunk.len() - 1], &mut out[..]),
+                Logits::Last => (Vec::new(), &mut []),
+            };
+            let mut seqs = [PassSeq {
+                cache: &mut *cache,
+                tokens: chunk,
+            }];
+            self.pass(pool, &mut scratch, &mut seqs, &rows, dst);
+            done += chunk.len();
+        }
+        cache.scratch = scratch;
+        Ok(out)
+    }
+
+    /// Whether `tokens` can be appended to `cache` ([`Model::forward`]'s checks).
+    pub fn check(&self, cache: &KvCache, tokens: &[u32]) -> Result<(), ModelError> {
         let c = &self.config;
         cache.check_compatible(c)?;
         if tokens.is_empty() {
@@ -148,74 +194,137 @@ impl Model {
                 n_vocab: c.n_vocab,
             });
         }
-        let n_out = match logits {
-            Logits::Last => 1,
-            Logits::All => tokens.len(),
-        };
-        let mut out = vec![0.0f32; n_out * c.n_vocab];
-        // Bounded chunks keep scratch memory independent of the prompt length.
-        let mut done = 0;
-        for chunk in tokens.chunks(MAX_BATCH) {
-            let last_chunk = done + chunk.len() == tokens.len();
-            let dst: Option<&mut [f32]> = match logits {
-                Logits::All => Some(&mut out[done * c.n_vocab..(done + chunk.len()) * c.n_vocab]),
-                Logits::Last if last_chunk => Some(&mut out[..]),
-                Logits::Last => None,
-            };
-            let want = match (logits, dst) {
-                (_, None) => Out::None,
-                (Logits::Last, Some(d)) => Out::Last(d),
-                (Logits::All, Some(d)) => Out::All(d),
-            };
-            match &self.family {
-                Family::Llama(m) => m.forward(c, pool, cache, chunk, want),
-                Family::Gemma3(m) => m.forward(c, pool, cache, chunk, want),
-            }
-            done += chunk.len();
+        Ok(())
+    }
+
+    /// Several sequences in one pass: every weight matrix is read once for all their
+    /// tokens (decode steps of many requests, plus prompt chunks of new ones), while
+    /// attention runs per sequence over its own cache. Returns, per entry, the logits
+    /// of its last token when `logits` is set. Each entry's result equals
+    /// [`Model::forward`] on it alone up to the matmul kernel chosen for a batch (the
+    /// GEMM tile and the single-token path may round the last bit differently).
+    ///
+    /// Entries are packed into passes of at most [`MAX_BATCH`] tokens; an entry with
+    /// more runs alone in chunks. On error no cache has changed.
+    pub fn forward_batch(
+        &self,
+        pool: &ThreadPool,
+        batch: &mut [BatchEntry<'_>],
+    ) -> Result<Vec<Option<Vec<f32>>>, ModelError> {
+        for b in batch.iter() {
+            self.check(b.cache, b.tokens)?;
         }
-        Ok(out)
+        let n_vocab = self.config.n_vocab;
+        let mut results: Vec<Option<Vec<f32>>> = vec![None; batch.len()];
+        let mut guard = self.batch_scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let mut scratch = std::mem::take(&mut *guard);
+        let mut i = 0;
+        while i < batch.len() {
+            if batch[i].tokens.len() > MAX_BATCH {
+                let b = &mut batch[i];
+                let out = self.forward(pool, b.cache, b.tokens, Logits::Last)?;
+                results[i] = b.logits.then_some(out);
+                i += 1;
+                continue;
+            }
+            // Greedy packing, in order, up to MAX_BATCH tokens per pass.
+            let mut j = i;
+            let mut n = 0;
+            while j < batch.len() && n + batch[j].tokens.len() <= MAX_BATCH {
+                n += batch[j].tokens.len();
+                j += 1;
+            }
+            let mut rows = Vec::new();
+            let mut off = 0;
+            for b in &batch[i..j] {
+                off += b.tokens.len();
+                if b.logits {
+                    rows.push(off - 1);
+                }
+            }
+            let mut out = vec![0.0f32; rows.len() * n_vocab];
+            let mut seqs: Vec<PassSeq<'_, '_>> = batch[i..j]
+                .iter_mut()
+                .map(|b| PassSeq {
+                    cache: &mut *b.cache,
+                    tokens: b.tokens,
+                })
+                .collect();
+            self.pass(pool, &mut scratch, &mut seqs, &rows, &mut out);
+            let mut rows_out = out.chunks_exact(n_vocab);
+            for (k, b) in batch[i..j].iter().enumerate() {
+                if b.logits {
+                    results[i + k] = rows_out.next().map(<[f32]>::to_vec);
+                }
+            }
+            i = j;
+        }
+        *guard = scratch;
+        Ok(results)
+    }
+
+    /// One pass of the family's layers over the concatenated tokens of `seqs`
+    /// (checked, at most [`MAX_BATCH`] in all), writing the logits of batch rows
+    /// `rows` into `dst` (`rows.len() × n_vocab`).
+    fn pass(
+        &self,
+        pool: &ThreadPool,
+        s: &mut kv_cache::Scratch,
+        seqs: &mut [PassSeq<'_, '_>],
+        rows: &[usize],
+        dst: &mut [f32],
+    ) {
+        let c = &self.config;
+        match &self.family {
+            Family::Llama(m) => m.forward(c, pool, s, seqs, rows, dst),
+            Family::Gemma3(m) => m.forward(c, pool, s, seqs, rows, dst),
+        }
     }
 }
 
-/// Tokens processed together per layer pass; longer prompts are split.
-pub(crate) const MAX_BATCH: usize = 512;
+/// One sequence's share of [`Model::forward_batch`].
+pub struct BatchEntry<'a> {
+    pub cache: &'a mut KvCache,
+    /// Tokens to append at `cache.len()..`.
+    pub tokens: &'a [u32],
+    /// Return the logits of the last token (false for a prompt chunk that is not
+    /// the prompt's last).
+    pub logits: bool,
+}
 
-/// The output head shared by every family: final RMSNorm of the rows whose logits
-/// are wanted (`x` holds `n` rows of `n_embd`), then the output projection into the
-/// destination `out` names. Returns that destination (for post-processing such as
-/// soft-capping), or `None` when no logits are wanted.
-pub(crate) fn output_head<'a>(
+/// Tokens processed together per layer pass; longer prompts are split.
+pub const MAX_BATCH: usize = 512;
+
+/// A sequence inside one pass: its cache (whose scratch is not used) and tokens.
+pub(crate) struct PassSeq<'a, 'b> {
+    pub cache: &'a mut KvCache,
+    pub tokens: &'b [u32],
+}
+
+/// The output head shared by every family: final RMSNorm of the batch rows `rows`
+/// (of `x`, `n_embd` wide), then the output projection into `dst`
+/// (`rows.len() × n_vocab`).
+pub(crate) fn output_head(
     pool: &thaw_kernels::ThreadPool,
     c: &ModelConfig,
     s: &mut kv_cache::Scratch,
     norm: &[f32],
     output: &weights::Tensor,
-    n: usize,
-    out: Out<'a>,
-) -> Option<&'a mut [f32]> {
+    rows: &[usize],
+    dst: &mut [f32],
+) {
     let e = c.n_embd;
-    let (rows, dst) = match out {
-        Out::None => return None,
-        Out::Last(dst) => ((n - 1)..n, dst),
-        Out::All(dst) => (0..n, dst),
-    };
     let m = rows.len();
-    ops::rmsnorm(
-        &s.x[rows.start * e..rows.end * e],
-        norm,
-        c.rms_eps,
-        &mut s.xb[..m * e],
-    );
+    if m == 0 {
+        return;
+    }
+    for (i, &r) in rows.iter().enumerate() {
+        ops::rmsnorm(
+            &s.x[r * e..(r + 1) * e],
+            norm,
+            c.rms_eps,
+            &mut s.xb[i * e..(i + 1) * e],
+        );
+    }
     thaw_kernels::matmul(pool, &output.matrix(), &s.xb[..m * e], m, dst);
-    Some(dst)
-}
-
-/// Where a family's forward pass writes logits for one batch.
-pub(crate) enum Out<'a> {
-    /// Only K/V are needed (an earlier chunk of a longer prompt).
-    None,
-    /// Logits of the last token of the batch (`n_vocab`).
-    Last(&'a mut [f32]),
-    /// Logits of every token of the batch (`n × n_vocab`).
-    All(&'a mut [f32]),
 }

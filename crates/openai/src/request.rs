@@ -33,6 +33,9 @@ pub struct ChatCompletionRequest {
     pub top_k: Option<u32>,
     pub min_p: Option<f32>,
     pub repeat_penalty: Option<f32>,
+    /// Keep generating past end-of-generation tokens (llama.cpp/vLLM extension,
+    /// for benchmarks with a fixed token count).
+    pub ignore_eos: Option<bool>,
 }
 
 /// `POST /v1/completions`.
@@ -61,6 +64,9 @@ pub struct CompletionRequest {
     pub top_k: Option<u32>,
     pub min_p: Option<f32>,
     pub repeat_penalty: Option<f32>,
+    /// Keep generating past end-of-generation tokens (llama.cpp/vLLM extension,
+    /// for benchmarks with a fixed token count).
+    pub ignore_eos: Option<bool>,
 }
 
 /// `stream_options`.

@@ -142,6 +142,7 @@ pub async fn chat_completions(
                 logprobs,
                 stream,
                 include_usage,
+                ignore_eos: req.ignore_eos.unwrap_or(false),
             },
             fmt,
         )

@@ -126,6 +126,7 @@ pub async fn completions(
                 logprobs,
                 stream,
                 include_usage,
+                ignore_eos: req.ignore_eos.unwrap_or(false),
             },
             fmt,
         )

@@ -37,6 +37,7 @@ pub use error::ApiError;
 pub use metrics::Metrics;
 use respond::Format;
 use scheduler::{Job, Scheduler, SchedulerOptions};
+pub use scheduler::{format_bytes, parse_bytes};
 
 /// `system_fingerprint` of every response.
 pub const FINGERPRINT: &str = concat!("thaw-", env!("CARGO_PKG_VERSION"));
@@ -61,6 +62,9 @@ pub struct ServeConfig {
     pub max_running: usize,
     /// Requests that may wait for a slot; more get 429.
     pub max_queue: usize,
+    /// KV-cache bytes all running sequences may hold together (`None`: only
+    /// `max_running` bounds it). Requests beyond it wait in the queue.
+    pub kv_memory: Option<u64>,
     /// Prompt tokens prefilled per scheduler step, so long prompts do not stall decodes.
     pub prefill_chunk: usize,
     /// Largest accepted request body in bytes (larger: 413).
@@ -80,6 +84,7 @@ impl Default for ServeConfig {
             ctx_size: 0,
             max_running: 4,
             max_queue: 64,
+            kv_memory: None,
             prefill_chunk: 256,
             body_limit: 4 << 20,
             shutdown_grace: Duration::from_secs(5),
@@ -119,6 +124,7 @@ pub(crate) struct GenSpec {
     pub logprobs: Option<usize>,
     pub stream: bool,
     pub include_usage: bool,
+    pub ignore_eos: bool,
 }
 
 impl AppState {
@@ -130,6 +136,7 @@ impl AppState {
             SchedulerOptions {
                 n_ctx: config.ctx_size,
                 max_running: config.max_running.max(1),
+                kv_memory: config.kv_memory,
                 max_queue: config.max_queue,
                 prefill_chunk: config.prefill_chunk.max(1),
             },
@@ -152,6 +159,11 @@ impl AppState {
     /// Context size of each sequence, in tokens.
     pub fn n_ctx(&self) -> usize {
         self.0.scheduler.n_ctx()
+    }
+
+    /// Sequences run at once (`max_running`, lowered to what `kv_memory` holds).
+    pub fn max_running(&self) -> usize {
+        self.0.scheduler.max_running()
     }
 
     /// Stop taking work; running requests get `grace` before they are cancelled.
@@ -206,14 +218,16 @@ impl AppState {
             .with_code("context_length_exceeded"));
         }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        self.0.scheduler.submit(Job::new(
+        let mut job = Job::new(
             spec.prompt,
             spec.sampler,
             spec.max_tokens,
             spec.stop,
             spec.logprobs,
             tx,
-        ))?;
+        );
+        job.ignore_eos = spec.ignore_eos;
+        self.0.scheduler.submit(job)?;
         if spec.stream {
             Ok(respond::stream(rx, fmt, spec.include_usage))
         } else {
@@ -359,10 +373,14 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServerError> {
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?;
     let addr: SocketAddr = listener.local_addr()?;
     eprintln!(
-        "thaw serve: {} on http://{addr}/v1 (context {} tokens, {} concurrent, queue {})",
+        "thaw serve: {} on http://{addr}/v1 (context {} tokens, {} concurrent, KV cache {}, queue {})",
         config.model_id,
         state.n_ctx(),
-        config.max_running.max(1),
+        state.max_running(),
+        match config.kv_memory {
+            Some(l) => format!("≤ {}", scheduler::format_bytes(l)),
+            None => "unlimited".into(),
+        },
         config.max_queue
     );
     serve_with(listener, state, shutdown_signal(), config.shutdown_grace).await

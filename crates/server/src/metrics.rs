@@ -67,6 +67,12 @@ pub struct Metrics {
     pub cached_tokens: AtomicU64,
     pub generated_tokens: AtomicU64,
     pub scheduler_restarts: AtomicU64,
+    /// Batched forward passes run, and the tokens they carried.
+    pub batch_passes: AtomicU64,
+    pub batch_tokens: AtomicU64,
+    /// KV-cache memory held by sessions, and its configured limit.
+    pub kv_bytes: AtomicU64,
+    pub kv_limit_bytes: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -81,6 +87,10 @@ impl Default for Metrics {
             cached_tokens: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
             scheduler_restarts: AtomicU64::new(0),
+            batch_passes: AtomicU64::new(0),
+            batch_tokens: AtomicU64::new(0),
+            kv_bytes: AtomicU64::new(0),
+            kv_limit_bytes: AtomicU64::new(0),
         }
     }
 }
@@ -166,6 +176,30 @@ impl Metrics {
             } else {
                 cached as f64 / prompt as f64
             },
+        );
+        counter(
+            &mut out,
+            "thaw_batch_passes_total",
+            "Batched forward passes (one per scheduler step with work).",
+            self.batch_passes.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "thaw_batch_tokens_total",
+            "Tokens carried by batched forward passes (decode steps and prompt chunks).",
+            self.batch_tokens.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "thaw_kv_cache_bytes",
+            "KV-cache memory allocated to sessions.",
+            self.kv_bytes.load(Ordering::Relaxed) as f64,
+        );
+        gauge(
+            &mut out,
+            "thaw_kv_cache_limit_bytes",
+            "Configured KV-cache memory limit (--kv-memory).",
+            self.kv_limit_bytes.load(Ordering::Relaxed) as f64,
         );
         counter(
             &mut out,

@@ -2,12 +2,13 @@
 //! forward pass at a time on the kernel thread pool). Async handlers send jobs over a
 //! channel; text flows back over each job's own channel.
 //!
-//! Continuous batching in structure: each loop iteration (1) admits queued jobs up to
-//! `max_running`, giving each the free session whose cached tokens share the longest
-//! prefix with its prompt, (2) prefills at most `prefill_chunk` prompt tokens so a long
-//! prompt does not stall running decodes, (3) runs one decode step for every decoding
-//! sequence ([`forward_decode`], the place for a batched forward pass), and (4) drops
-//! sequences whose client went away.
+//! Continuous batching: each loop iteration (1) drops sequences whose client went away,
+//! (2) admits queued jobs up to `max_running` (and the KV-memory limit), giving each
+//! the free session whose cached tokens share the longest prefix with its prompt, and
+//! (3) runs ONE batched forward pass ([`Worker::step`]) holding a decode token of every
+//! running sequence plus at most `prefill_chunk` prompt tokens of new ones, so each
+//! weight matrix is read once per step for all of them and a long prompt does not
+//! stall running decodes.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -16,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use thaw_engine::{Engine, EngineError, Session, StopMatcher};
+use thaw_engine::{Engine, EngineError, Session, SessionBatch, StopMatcher};
 use thaw_sampling::{Sampler, SamplerConfig, logprob_of, top_logprobs};
 use thaw_tokenizer::StreamDecoder;
 use tokio::sync::mpsc::UnboundedSender;
@@ -74,6 +75,9 @@ pub struct Job {
     pub logprobs: Option<usize>,
     pub events: UnboundedSender<Event>,
     pub arrived: Instant,
+    /// Keep generating past end-of-generation tokens (only `max_tokens`, a stop
+    /// string or the context end it).
+    pub ignore_eos: bool,
     slot: Option<QueueSlot>,
 }
 
@@ -94,6 +98,7 @@ impl Job {
             logprobs,
             events,
             arrived: Instant::now(),
+            ignore_eos: false,
             slot: None,
         }
     }
@@ -129,6 +134,9 @@ enum Msg {
 pub struct SchedulerOptions {
     pub n_ctx: usize,
     pub max_running: usize,
+    /// Bytes of KV cache all sessions together may hold (`None`: no limit beyond
+    /// `max_running` sessions).
+    pub kv_memory: Option<u64>,
     pub max_queue: usize,
     pub prefill_chunk: usize,
 }
@@ -139,6 +147,7 @@ pub struct Scheduler {
     metrics: Arc<Metrics>,
     max_queue: usize,
     n_ctx: usize,
+    max_running: usize,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -159,19 +168,36 @@ impl Scheduler {
                 // The first session is made here (sessions stay on this thread) and tells
                 // the caller the real context size.
                 let first = match engine.session(o.n_ctx) {
-                    Ok(s) => {
-                        let _ = ready_tx.send(Ok(s.n_ctx()));
-                        s
-                    }
+                    Ok(s) => s,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(e));
+                        let _ = ready_tx.send(Err(ServerError::Engine(e)));
                         return;
                     }
                 };
+                // Every session holds a full-context cache: the KV limit is a number
+                // of sessions, and so of concurrently running sequences.
+                let per_session = engine.model().cache_bytes(first.n_ctx()) as u64;
+                let mut o = o;
+                if let Some(limit) = o.kv_memory {
+                    let fit = (limit / per_session.max(1)) as usize;
+                    if fit == 0 {
+                        let _ = ready_tx.send(Err(ServerError::Scheduler(format!(
+                            "--kv-memory {} holds no sequence: one sequence of {} tokens needs {} of KV cache; raise --kv-memory or lower --ctx-size",
+                            format_bytes(limit),
+                            first.n_ctx(),
+                            format_bytes(per_session)
+                        ))));
+                        return;
+                    }
+                    o.max_running = o.max_running.min(fit);
+                    m.kv_limit_bytes.store(limit, Ordering::Relaxed);
+                }
+                let _ = ready_tx.send(Ok((first.n_ctx(), o.max_running)));
                 let mut pool = vec![first];
                 loop {
                     let run = catch_unwind(AssertUnwindSafe(|| {
-                        Worker::new(&engine, &rx, &o, &m, std::mem::take(&mut pool)).run()
+                        let free = std::mem::take(&mut pool);
+                        Worker::new(&engine, &rx, &o, &m, free, per_session).run()
                     }));
                     match run {
                         Ok(()) => break,
@@ -185,7 +211,7 @@ impl Scheduler {
                 }
             })
             .map_err(ServerError::Io)?;
-        let n_ctx = match ready_rx.recv() {
+        let (n_ctx, max_running) = match ready_rx.recv() {
             Ok(r) => r?,
             Err(_) => return Err(ServerError::Scheduler("the scheduler thread died".into())),
         };
@@ -194,12 +220,19 @@ impl Scheduler {
             metrics,
             max_queue: opts.max_queue,
             n_ctx,
+            max_running,
             thread: std::sync::Mutex::new(Some(thread)),
         })
     }
 
     pub fn n_ctx(&self) -> usize {
         self.n_ctx
+    }
+
+    /// Sequences that run at once: `--max-running`, lowered to what `--kv-memory`
+    /// holds.
+    pub fn max_running(&self) -> usize {
+        self.max_running
     }
 
     /// Queue a job, or 429 when `max_queue` jobs are already waiting.
@@ -240,6 +273,54 @@ impl Scheduler {
     }
 }
 
+/// `n` bytes in binary units ("512 MiB").
+pub fn format_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64;
+    let mut unit = "B";
+    for u in UNITS {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
+/// Parse a size such as `512MiB`, `2G`, `1.5 GiB` or `1048576` (bytes). `K/M/G/T`
+/// and `KiB/MiB/GiB/TiB` are binary (1024), `KB/MB/GB/TB` decimal (1000).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (examples: 512MiB, 2GiB, 1000000)"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tib" => 1024f64.powi(4),
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        other => {
+            return Err(format!(
+                "`{s}`: unknown unit `{other}` (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)"
+            ));
+        }
+    };
+    Ok((v * mult) as u64)
+}
+
 /// Length of the common prefix of two token sequences.
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
@@ -275,6 +356,8 @@ struct Worker<'a> {
     waiting: VecDeque<Job>,
     running: Vec<Seq>,
     shutdown_at: Option<Instant>,
+    /// KV-cache bytes of one session.
+    per_session: u64,
 }
 
 impl<'a> Worker<'a> {
@@ -284,8 +367,10 @@ impl<'a> Worker<'a> {
         opts: &'a SchedulerOptions,
         metrics: &'a Arc<Metrics>,
         free: Vec<Session>,
+        per_session: u64,
     ) -> Self {
         Worker {
+            per_session,
             engine,
             rx,
             opts,
@@ -354,8 +439,11 @@ impl<'a> Worker<'a> {
             }
             self.reap();
             self.admit();
-            self.prefill();
-            self.decode();
+            let sessions = (self.free.len() + self.running.len()) as u64;
+            self.metrics
+                .kv_bytes
+                .store(sessions * self.per_session, Ordering::Relaxed);
+            self.step();
             self.reap();
             if self.running.is_empty() && self.waiting.is_empty() && self.shutdown_at.is_some() {
                 return;
@@ -449,11 +537,30 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Spend up to `prefill_chunk` tokens of prompt processing, oldest request first.
-    fn prefill(&mut self) {
-        let mut budget = self.opts.prefill_chunk.max(1);
+    /// One forward pass for everything runnable: a decode step for every sequence
+    /// with a pending token, plus up to `prefill_chunk` prompt tokens of sequences
+    /// still prefilling (oldest first), so new requests join between steps and long
+    /// prompts advance in chunks without stalling running decodes. Every weight
+    /// matrix is read once for the whole batch.
+    fn step(&mut self) {
         let tok = self.engine.tokenizer().clone();
-        for seq in self.running.iter_mut() {
+        let mut work: Vec<Work> = Vec::new();
+        for (i, seq) in self.running.iter().enumerate() {
+            if let (false, Some(t)) = (seq.done, seq.next) {
+                work.push(Work {
+                    seq: i,
+                    tokens: vec![t],
+                    prefill_to: None,
+                });
+            }
+        }
+        // Prompt tokens ride along up to the chunk budget (and one pass's capacity).
+        let mut budget = self
+            .opts
+            .prefill_chunk
+            .max(1)
+            .min(thaw_engine::MAX_BATCH.saturating_sub(work.len()).max(1));
+        for (i, seq) in self.running.iter_mut().enumerate() {
             if budget == 0 {
                 break;
             }
@@ -463,27 +570,68 @@ impl<'a> Worker<'a> {
             let prompt = &seq.job.prompt;
             let start = match seq.prefilled {
                 Some(p) => p,
-                None => {
-                    // Start after the prefix the session already holds (keep at least
-                    // the last prompt token to compute: its logits are needed).
-                    let common = common_prefix(seq.session.tokens(), prompt);
-                    let start = common.min(prompt.len().saturating_sub(1));
-                    seq.cached = start;
-                    self.metrics
-                        .prompt_tokens
-                        .fetch_add(prompt.len() as u64, Ordering::Relaxed);
-                    self.metrics
-                        .cached_tokens
-                        .fetch_add(start as u64, Ordering::Relaxed);
-                    start
-                }
+                None => match seq.session.begin_prompt(prompt) {
+                    // The session keeps the prefix it shares with this prompt.
+                    Ok(start) => {
+                        seq.cached = start;
+                        seq.prefilled = Some(start);
+                        self.metrics
+                            .prompt_tokens
+                            .fetch_add(prompt.len() as u64, Ordering::Relaxed);
+                        self.metrics
+                            .cached_tokens
+                            .fetch_add(start as u64, Ordering::Relaxed);
+                        start
+                    }
+                    Err(e) => {
+                        seq.fail(e);
+                        continue;
+                    }
+                },
             };
             let end = (start + budget).min(prompt.len());
-            match seq.session.prefill(&prompt[..end]) {
-                Ok((logits, _)) => {
-                    budget -= end - start;
-                    seq.prefilled = Some(end);
-                    if end == prompt.len() {
+            budget -= end - start;
+            work.push(Work {
+                seq: i,
+                tokens: prompt[start..end].to_vec(),
+                prefill_to: Some(end),
+            });
+        }
+        if work.is_empty() {
+            return;
+        }
+        work.sort_by_key(|w| w.seq);
+        let mut seqs: Vec<&mut Seq> = Vec::with_capacity(work.len());
+        let mut wi = work.iter().peekable();
+        for (i, seq) in self.running.iter_mut().enumerate() {
+            if wi.next_if(|w| w.seq == i).is_some() {
+                seqs.push(seq);
+            }
+        }
+        let mut batch: Vec<SessionBatch<'_>> = seqs
+            .iter_mut()
+            .zip(&work)
+            .map(|(seq, w)| SessionBatch {
+                session: &mut seq.session,
+                tokens: &w.tokens,
+                // A prompt's logits are needed only after its last chunk.
+                logits: w.prefill_to.is_none_or(|end| end == seq.job.prompt.len()),
+            })
+            .collect();
+        let results = Session::forward_batch(&mut batch);
+        drop(batch);
+        self.metrics.batch_passes.fetch_add(1, Ordering::Relaxed);
+        self.metrics.batch_tokens.fetch_add(
+            work.iter().map(|w| w.tokens.len() as u64).sum(),
+            Ordering::Relaxed,
+        );
+        for ((seq, w), r) in seqs.into_iter().zip(&work).zip(results) {
+            match r {
+                Ok(logits) => {
+                    if let Some(end) = w.prefill_to {
+                        seq.prefilled = Some(end);
+                    }
+                    if let Some(logits) = logits {
                         seq.accept(logits, &tok, self.metrics);
                     }
                 }
@@ -491,41 +639,15 @@ impl<'a> Worker<'a> {
             }
         }
     }
-
-    /// One decode step for every sequence that has a token to feed.
-    fn decode(&mut self) {
-        let tok = self.engine.tokenizer().clone();
-        let mut batch: Vec<&mut Seq> = self
-            .running
-            .iter_mut()
-            .filter(|s| !s.done && s.next.is_some())
-            .collect();
-        if batch.is_empty() {
-            return;
-        }
-        let results = forward_decode(&mut batch);
-        for (seq, r) in batch.into_iter().zip(results) {
-            match r {
-                Ok(logits) => seq.accept(logits, &tok, self.metrics),
-                Err(e) => seq.fail(e),
-            }
-        }
-    }
 }
 
-/// Feed each sequence's pending token and return its next-token logits. Today one
-/// sequence after another; a batched forward pass (one pass over the weights for all
-/// sequences) replaces this loop without touching the scheduler.
-fn forward_decode(batch: &mut [&mut Seq]) -> Vec<Result<Vec<f32>, EngineError>> {
-    batch
-        .iter_mut()
-        // Callers only pass sequences with a pending token; empty logits would fail
-        // sampling rather than panic.
-        .map(|seq| match seq.next {
-            Some(t) => seq.session.step(t),
-            None => Ok(Vec::new()),
-        })
-        .collect()
+/// One sequence's share of a scheduler step.
+struct Work {
+    /// Index in `running`.
+    seq: usize,
+    tokens: Vec<u32>,
+    /// For a prompt chunk: the prompt position reached after it.
+    prefill_to: Option<usize>,
 }
 
 impl Seq {
@@ -559,7 +681,7 @@ impl Seq {
             Some(t) => m.itl.observe(now - t),
         }
         self.last_token_at = Some(now);
-        if tok.is_eog(token) {
+        if !self.job.ignore_eos && tok.is_eog(token) {
             return self.finish(Finish::Stop, tok);
         }
         self.generated += 1;
