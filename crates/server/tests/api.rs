@@ -478,3 +478,105 @@ async fn real_socket_and_graceful_shutdown() {
         "server did not shut down cleanly"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_share_batched_steps_and_answer_as_alone() {
+    let s = state_with(thaw_server::ServeConfig {
+        max_running: 4,
+        ..config()
+    });
+    let app = thaw_server::app(s);
+    let prompts = [
+        "Name three colours.",
+        "Write a haiku about the sea, then explain it in detail.",
+        "What is 2 + 2?",
+        "Tell me about the history of the bicycle.",
+    ];
+    let body = |p: &str| {
+        chat_body(
+            p,
+            json!({"max_tokens": 12, "temperature": 0, "ignore_eos": true}),
+        )
+    };
+    // One at a time first: every decode pass carries one sequence.
+    let mut alone = Vec::new();
+    for p in prompts {
+        let (st, v) = post(&app, "/v1/chat/completions", body(p)).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert_eq!(v["usage"]["completion_tokens"], 12, "ignore_eos: {v}");
+        alone.push(v["choices"][0]["message"]["content"].clone());
+    }
+    let passes0 = gauge(&app, "thaw_batch_passes_total").await;
+    let tokens0 = gauge(&app, "thaw_batch_tokens_total").await;
+    // Then all together: they share decode passes, and greedy answers are the same
+    // (batched logits match single-sequence ones to ~1e-7, see models/tests/batch.rs).
+    let together = futures_join(prompts.iter().map(|p| {
+        let app = app.clone();
+        let b = body(p);
+        async move { post(&app, "/v1/chat/completions", b).await }
+    }))
+    .await;
+    for ((st, v), want) in together.iter().zip(&alone) {
+        assert_eq!(*st, StatusCode::OK, "{v}");
+        assert_eq!(&v["choices"][0]["message"]["content"], want);
+        assert_eq!(v["usage"]["completion_tokens"], 12);
+    }
+    let passes = gauge(&app, "thaw_batch_passes_total").await - passes0;
+    let tokens = gauge(&app, "thaw_batch_tokens_total").await - tokens0;
+    // 4 × 11 decode tokens (+ prompts) in far fewer passes than one per token.
+    assert!(
+        passes < 4.0 * 11.0 && tokens / passes > 1.5,
+        "{passes} passes for {tokens} tokens: decode steps were not batched"
+    );
+}
+
+async fn futures_join<F>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = fs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_memory_limits_running_sequences() {
+    let per_session = engine().model().cache_bytes(512) as u64;
+    // Room for one 512-token sequence: --max-running 4 becomes 1, others queue.
+    let s = state_with(thaw_server::ServeConfig {
+        max_running: 4,
+        kv_memory: Some(per_session * 3 / 2),
+        ..config()
+    });
+    assert_eq!(s.max_running(), 1);
+    let app = thaw_server::app(s);
+    let a = open_stream(&app, 400).await;
+    let mut a_body = a.into_body();
+    wait_for_content(&mut a_body).await;
+    let b = open_stream(&app, 400).await;
+    assert_eq!(b.status(), StatusCode::OK);
+    assert_eq!(gauge(&app, "thaw_running_sequences").await, 1.0);
+    assert_eq!(gauge(&app, "thaw_queue_depth").await, 1.0);
+    assert_eq!(
+        gauge(&app, "thaw_kv_cache_limit_bytes").await,
+        (per_session * 3 / 2) as f64
+    );
+    assert_eq!(gauge(&app, "thaw_kv_cache_bytes").await, per_session as f64);
+    drop(a_body);
+    drop(b);
+    // Too small for even one sequence: a clear start-up error.
+    let err = thaw_server::AppState::new(
+        engine(),
+        &thaw_server::ServeConfig {
+            kv_memory: Some(per_session / 2),
+            ..config()
+        },
+    )
+    .err()
+    .expect("a KV limit below one sequence is refused");
+    assert!(err.to_string().contains("--kv-memory"), "{err}");
+}
