@@ -1,6 +1,7 @@
 //! Kernel timings for tuning (not a test): `cargo run --release -p thaw-kernels --example bench`.
 //! Reports the cost of an empty pool hand-off, a decode-like token (SmolLM2 shapes,
-//! Q4_1, 30 layers of 7 matvecs plus the tied Q8_0 output) and prefill-like matmuls.
+//! Q4_1, 30 layers of 7 matvecs plus the tied Q8_0 output), prefill-like matmuls and
+//! one head's attention (`bench attn`: scalar reference vs SIMD kernels).
 
 use std::time::Instant;
 use thaw_kernels::{GgmlType, QMatrix, ThreadPool, matmul};
@@ -187,6 +188,60 @@ fn main() {
             1.0 / tot,
             (layer_bytes + emb.len()) as f64 / tot / 1e9
         );
+    }
+
+    if what == "all" || what == "attn" {
+        // One head's causal attention over a 512-token prompt (tinyBLAS order), the
+        // scalar references against the dispatched kernels, alternated, one thread.
+        use thaw_kernels::attn::{self, F16Sum};
+        for hd in [64usize, 256] {
+            let n = 512;
+            let mut next = || {
+                seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let z = (seed ^ (seed >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                ((z >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+            };
+            let k: Vec<half::f16> = (0..n * hd).map(|_| half::f16::from_f32(next())).collect();
+            let v: Vec<half::f16> = (0..n * hd).map(|_| half::f16::from_f32(next())).collect();
+            let q: Vec<f32> = (0..hd)
+                .map(|_| half::f16::from_f32(next()).to_f32())
+                .collect();
+            let (mut sc, mut acc, mut o) = (vec![0.0f32; n], vec![0.0f32; 16 * hd], vec![0.0; hd]);
+            let mut run = |simd: bool| {
+                for t in 0..n {
+                    let sc = &mut sc[..=t];
+                    let (keys, vals) = (&k[..(t + 1) * hd], &v[..(t + 1) * hd]);
+                    if simd {
+                        attn::f16_scores(&q, keys, F16Sum::TinyBlas, 0.125, sc);
+                        attn::softmax(sc);
+                        attn::f16_weighted_sum(sc, vals, 0, F16Sum::TinyBlas, &mut acc, &mut o);
+                    } else {
+                        attn::f16_scores_scalar(&q, keys, F16Sum::TinyBlas, 0.125, sc);
+                        attn::softmax_scalar(sc);
+                        attn::f16_weighted_sum_scalar(
+                            sc,
+                            vals,
+                            0,
+                            F16Sum::TinyBlas,
+                            &mut acc,
+                            &mut o,
+                        );
+                    }
+                }
+            };
+            let (mut best_s, mut best_v) = (f64::MAX, f64::MAX);
+            for _ in 0..5 {
+                best_s = best_s.min(time(1, || run(false)));
+                best_v = best_v.min(time(1, || run(true)));
+            }
+            println!(
+                "attention, one head, 512-token prompt, head_dim {hd}: scalar {:.0} us, {} {:.0} us ({:.1}x)",
+                best_s * 1e6,
+                thaw_kernels::kernel_set_name(),
+                best_v * 1e6,
+                best_s / best_v
+            );
+        }
     }
 
     if what == "all" || what == "prefill" {
