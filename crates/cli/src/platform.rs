@@ -70,9 +70,14 @@ pub fn gateway(config: &Path, port: Option<u16>, host: Option<String>) -> Result
 #[derive(Args)]
 pub struct WorkerArgs {
     /// A known model name, a .gguf path or a .thaw snapshot.
-    pub model: String,
-    #[arg(long)]
+    #[arg(required_unless_present = "exec")]
+    pub model: Option<String>,
+    #[arg(long, default_value = "model")]
     pub model_id: String,
+    /// Instead of a model: run this shell command (an external server) and stop it
+    /// when stdin closes, so it cannot outlive the gateway.
+    #[arg(long, conflicts_with = "model")]
+    pub exec: Option<String>,
     #[arg(short, long, default_value_t = 0)]
     pub threads: usize,
     #[arg(short, long, default_value_t = 0)]
@@ -87,7 +92,10 @@ pub struct WorkerArgs {
 /// `THAW_WORKER_READY <addr>` once it serves, and exits when its stdin closes (the
 /// gateway went away, however it died) or on SIGTERM.
 pub fn worker(a: WorkerArgs) -> Result<()> {
-    let path = thaw_hub::resolve(&a.model)?;
+    if let Some(cmd) = &a.exec {
+        return supervise(cmd);
+    }
+    let path = thaw_hub::resolve(a.model.as_deref().unwrap_or_default())?;
     let config = thaw_server::ServeConfig {
         model_path: path.clone(),
         model_id: a.model_id,
@@ -134,6 +142,27 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
     })?;
     // The stdin reader thread may still block; leave without waiting for it.
     std::process::exit(0)
+}
+
+/// Run `cmd` (same process group: the gateway's signals reach both) and stop it
+/// when stdin closes; exit with its status.
+fn supervise(cmd: &str) -> Result<()> {
+    let mut child = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("exec {cmd}"))
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot run `{cmd}`"))?;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        std::thread::sleep(Duration::from_secs(5));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    });
+    let status = child.wait()?;
+    std::process::exit(status.code().unwrap_or(1))
 }
 
 fn client(e: &Endpoint) -> Result<(reqwest::blocking::Client, String)> {

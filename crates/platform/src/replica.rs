@@ -93,9 +93,9 @@ impl Launcher {
             (None, Some(command)) => {
                 let port = free_port().map_err(|e| format!("no free port: {e}"))?;
                 let line = command.replace("{port}", &port.to_string());
-                let mut c = Command::new("/bin/sh");
-                // `exec`: the server replaces the shell, so signals reach it.
-                c.arg("-c").arg(format!("exec {line}"));
+                // `thaw worker --exec` runs it and stops it when our pipe closes.
+                let mut c = Command::new(&self.exe);
+                c.args(["worker", "--exec", &line]);
                 (c, Some(port))
             }
             (None, None) => return Err("deployment has neither source nor command".into()),
