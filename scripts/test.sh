@@ -9,7 +9,7 @@ cargo fmt --all -- --check
 cargo build --release
 cargo test --workspace --release --no-fail-fast
 if command -v python3 >/dev/null; then
-  python3 -m pip install --quiet --disable-pip-version-check openai pytest schemathesis
+  python3 -m pip install --quiet --disable-pip-version-check openai pytest schemathesis jsonschema
   THAW_BIN="$PWD/target/release/thaw" python3 -m pytest -q tests/python
 else
   echo "skipped: Python end-to-end tests (python3 not found)"

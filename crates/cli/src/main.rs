@@ -10,6 +10,7 @@ mod platform;
 mod run;
 mod serve;
 mod snapshot;
+mod structured;
 
 use clap::{Parser, Subcommand};
 

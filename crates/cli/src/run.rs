@@ -57,6 +57,17 @@ pub struct RunArgs {
     /// Print a timing summary on stderr after each answer.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Constrain every answer to JSON valid against this JSON-schema file.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["tools", "raw"])]
+    pub json_schema: Option<std::path::PathBuf>,
+    /// Offer these tools (a JSON file with an OpenAI `tools` array); parsed calls are
+    /// printed as a JSON line `{"tool_calls": [...]}` after the answer.
+    #[arg(long, value_name = "FILE", conflicts_with = "raw")]
+    pub tools: Option<std::path::PathBuf>,
+    /// With --tools: `auto` (the model may answer in text), `required` (it must call a
+    /// tool) or a function name (it must call that one).
+    #[arg(long, default_value = "auto", requires = "tools")]
+    pub tool_choice: String,
 }
 
 /// Set while tokens are being generated: Ctrl-C then stops the answer instead of
@@ -95,6 +106,21 @@ pub fn run(args: RunArgs) -> Result<()> {
         ..GenerateParams::default()
     };
     params.sampler.validate()?;
+    let mut params = params;
+    let tools = match &args.tools {
+        Some(f) => Some(crate::structured::load_tools(
+            &engine,
+            f,
+            &args.tool_choice,
+        )?),
+        None => None,
+    };
+    if let Some(f) = &args.json_schema {
+        params.constraint = Some(crate::structured::schema_constraint(&engine, f)?);
+    }
+    if let Some(t) = &tools {
+        params.constraint = Some(t.constraint.clone());
+    }
 
     let prompt = match prompt {
         Some(p) => Some(p),
@@ -117,7 +143,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     })
     .context("installing the Ctrl-C handler")?;
 
-    let mut chat = Chat::new(&args);
+    let mut chat = Chat::new(&args, tools);
     match prompt {
         Some(p) => {
             chat.turn(&engine, &mut session, &params, &p, args.verbose)?;
@@ -155,18 +181,24 @@ struct Chat {
     raw: bool,
     messages: Vec<serde_json::Value>,
     transcript: String,
+    tools: Option<crate::structured::Tools>,
 }
 
 impl Chat {
-    fn new(args: &RunArgs) -> Self {
+    fn new(args: &RunArgs, tools: Option<crate::structured::Tools>) -> Self {
         let mut messages = Vec::new();
-        if let Some(system) = &args.system {
+        let system = match (&args.system, tools.as_ref().and_then(|t| t.system.as_ref())) {
+            (Some(s), Some(t)) => Some(format!("{s}\n\n{t}")),
+            (s, t) => s.clone().or(t.cloned()),
+        };
+        if let Some(system) = &system {
             messages.push(json!({"role": "system", "content": system}));
         }
         Self {
             raw: args.raw,
             messages,
             transcript: args.system.clone().unwrap_or_default(),
+            tools,
         }
     }
 
@@ -184,7 +216,8 @@ impl Chat {
             engine.text_tokens(&self.transcript, true)?
         } else {
             self.messages.push(json!({"role": "user", "content": user}));
-            engine.chat_tokens(&self.messages, true)?
+            let tools = self.tools.as_ref().and_then(|t| t.template_tools.as_ref());
+            engine.chat_tokens_with_tools(&self.messages, true, tools)?
         };
         let mut answer = String::new();
         let mut stdout = std::io::stdout();
@@ -204,6 +237,11 @@ impl Chat {
         GENERATING.store(false, Ordering::SeqCst);
         let stats = result?;
         println!();
+        if let Some(t) = &self.tools
+            && let Some(line) = t.calls_line(&answer)
+        {
+            println!("{line}");
+        }
         if self.raw {
             self.transcript.push_str(&answer);
         } else {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use thaw_constrain::Constraint;
 use thaw_kernels::ThreadPool;
 use thaw_models::{BatchEntry, KvCache, Logits, Model};
 use thaw_sampling::{Sampler, SamplerConfig};
@@ -23,6 +24,8 @@ pub struct GenerateParams {
     pub stop: Vec<String>,
     /// Keep generating past end-of-generation tokens (benchmarks).
     pub ignore_eos: bool,
+    /// Grammar the output must follow (JSON schema, tool call); masked each step.
+    pub constraint: Option<Constraint>,
 }
 
 /// Why generation ended.
@@ -253,6 +256,7 @@ impl Session {
         let mut stop = StopMatcher::new(params.stop.clone());
         let mut generated = 0usize;
         let mut stop_string_hit = false;
+        let mut constraint = params.constraint.clone();
         // Penalties look at the whole context, prompt included, as llama.cpp does.
         let finish = loop {
             if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
@@ -261,7 +265,15 @@ impl Session {
             if params.max_tokens.is_some_and(|m| generated >= m) {
                 break FinishReason::Length;
             }
+            if let Some(c) = &mut constraint {
+                c.mask(&mut logits)?;
+            }
             let token = sampler.sample(&mut logits, &self.tokens)?;
+            if let Some(c) = &mut constraint
+                && !self.tokenizer.is_eog(token)
+            {
+                c.commit(token)?;
+            }
             generated += 1;
             if !params.ignore_eos && self.tokenizer.is_eog(token) {
                 break FinishReason::Stop;

@@ -17,6 +17,7 @@ pub use thaw_models::MAX_BATCH;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use thaw_constrain::{ConstrainError, Constrainer};
 use thaw_gguf::GgufFile;
 use thaw_kernels::ThreadPool;
 use thaw_models::Model;
@@ -49,6 +50,8 @@ pub enum EngineError {
     Template(#[from] thaw_tokenizer::TemplateError),
     #[error(transparent)]
     Sampling(#[from] thaw_sampling::SamplingError),
+    #[error(transparent)]
+    Constrain(#[from] thaw_constrain::ConstrainError),
     #[error(
         "the prompt is {prompt} tokens but the context holds {n_ctx}: shorten it or raise --ctx-size (the model was trained for {n_ctx_train})"
     )]
@@ -75,6 +78,8 @@ pub struct Engine {
     template: ChatTemplate,
     has_native_template: bool,
     pool: Arc<ThreadPool>,
+    /// Grammar compiler, built on first use (~0.1 s: token trie of the vocabulary).
+    constrainer: std::sync::OnceLock<Result<Arc<Constrainer>, String>>,
 }
 
 impl Engine {
@@ -106,6 +111,7 @@ impl Engine {
             template,
             has_native_template,
             pool: Arc::new(ThreadPool::new(opts.threads)),
+            constrainer: std::sync::OnceLock::new(),
         })
     }
 
@@ -128,6 +134,31 @@ impl Engine {
     }
     pub fn pool(&self) -> &Arc<ThreadPool> {
         &self.pool
+    }
+
+    /// The grammar compiler for this model's vocabulary (built once, on first use).
+    pub fn constrainer(&self) -> Result<Arc<Constrainer>, ConstrainError> {
+        self.constrainer
+            .get_or_init(|| {
+                Constrainer::new(self.tokenizer.clone())
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(ConstrainError::Vocab)
+    }
+
+    /// Like [`Engine::chat_tokens`] with tool definitions passed to the template.
+    pub fn chat_tokens_with_tools(
+        &self,
+        messages: &[serde_json::Value],
+        add_generation_prompt: bool,
+        tools: Option<&serde_json::Value>,
+    ) -> Result<Vec<u32>, EngineError> {
+        let text = self
+            .template
+            .render(messages, add_generation_prompt, tools)?;
+        self.text_tokens(&text, true)
     }
 
     /// A new conversation state with room for `n_ctx` tokens (0 = the model's

@@ -13,11 +13,12 @@ mod response;
 
 pub use error::{ErrorBody, ErrorDetail};
 pub use request::{
-    ChatCompletionRequest, ChatMessage, CompletionRequest, MessageContent, Prompt, ResponseFormat,
-    StopSpec, StreamOptions,
+    ChatCompletionRequest, ChatMessage, CompletionRequest, FunctionCall, FunctionDef,
+    JsonSchemaFormat, MessageContent, Prompt, ResponseFormat, StopSpec, StreamOptions, Tool,
+    ToolCall,
 };
 pub use response::{
     ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatDelta, ChatLogprobs,
-    ChatTokenLogprob, CompletionChoice, CompletionLogprobs, CompletionResponse, Model, ModelList,
-    PromptTokensDetails, ResponseMessage, TopLogprob, Usage,
+    ChatTokenLogprob, CompletionChoice, CompletionLogprobs, CompletionResponse, FunctionCallDelta,
+    Model, ModelList, PromptTokensDetails, ResponseMessage, ToolCallDelta, TopLogprob, Usage,
 };

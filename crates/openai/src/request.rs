@@ -28,7 +28,11 @@ pub struct ChatCompletionRequest {
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
     pub response_format: Option<ResponseFormat>,
-    pub tools: Option<Vec<Value>>,
+    pub tools: Option<Vec<Tool>>,
+    /// `"none"`, `"auto"`, `"required"` or `{"type": "function", "function": {"name": ..}}`;
+    /// checked by the server so a bad value gets a precise message.
+    pub tool_choice: Option<Value>,
+    pub parallel_tool_calls: Option<bool>,
     /// llama.cpp-style extensions.
     pub top_k: Option<u32>,
     pub min_p: Option<f32>,
@@ -75,11 +79,75 @@ pub struct StreamOptions {
     pub include_usage: Option<bool>,
 }
 
-/// `response_format`: only its `type` matters here.
+/// `response_format`: `text`, `json_object`, or `json_schema` with its schema.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResponseFormat {
     #[serde(rename = "type")]
     pub kind: String,
+    pub json_schema: Option<JsonSchemaFormat>,
+}
+
+/// `response_format.json_schema`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JsonSchemaFormat {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub schema: Option<Value>,
+    pub strict: Option<bool>,
+}
+
+/// One entry of `tools`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tool {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionDef,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionDef {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+/// A tool call, in an assistant message of the history or in a response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    #[serde(default)]
+    pub id: String,
+    #[serde(rename = "type", default = "function_kind")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+fn function_kind() -> String {
+    "function".into()
+}
+
+/// `arguments` is JSON text (an object sent by a lenient client is accepted and
+/// printed back to text).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub name: String,
+    #[serde(deserialize_with = "arguments_text")]
+    pub arguments: String,
+}
+
+fn arguments_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) => Ok(s),
+        Value::Null => Ok("{}".into()),
+        v @ Value::Object(_) => Ok(v.to_string()),
+        other => Err(de::Error::custom(format!(
+            "invalid type: {}, expected a JSON string",
+            kind_of(&other)
+        ))),
+    }
 }
 
 /// One chat message. `content` may be a string, a list of content parts, or null
@@ -90,6 +158,10 @@ pub struct ChatMessage {
     #[serde(default)]
     pub content: MessageContent,
     pub name: Option<String>,
+    /// Assistant messages: the calls it made.
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// Tool messages: which call this is the result of.
+    pub tool_call_id: Option<String>,
 }
 
 /// Message content: text, or text parts concatenated.

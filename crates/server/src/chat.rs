@@ -2,10 +2,11 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use serde_json::{Value, json};
+use serde_json::Value;
 use thaw_openai::{
     ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest,
-    ChatDelta, ChatLogprobs, ChatTokenLogprob, ResponseMessage, TopLogprob, Usage,
+    ChatDelta, ChatLogprobs, ChatTokenLogprob, FunctionCall, FunctionCallDelta, ResponseMessage,
+    ToolCall, ToolCallDelta, TopLogprob, Usage,
 };
 
 use crate::error::ApiError;
@@ -13,7 +14,8 @@ use crate::extract::OpenAiJson;
 use crate::params::{self, Sampling};
 use crate::respond::{Format, lp_value};
 use crate::scheduler::{Finish, TokenLogprob};
-use crate::{AppState, GenSpec};
+use crate::{AppState, GenSpec, tools};
+use thaw_constrain::{StreamEvent, ToolCallStream, ToolFormat, parse_tool_calls};
 
 const ROLES: &[&str] = &[
     "system",
@@ -38,23 +40,7 @@ pub async fn chat_completions(
             "`messages` must not be empty.",
         ));
     }
-    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::invalid(
-            "tools",
-            "Tool calling is not supported by this server.",
-        ));
-    }
-    if let Some(f) = &req.response_format
-        && f.kind != "text"
-    {
-        return Err(ApiError::invalid(
-            "response_format",
-            format!(
-                "`response_format` type `{}` is not supported (only `text`).",
-                f.kind
-            ),
-        ));
-    }
+    let plan = tools::plan(&req, state.engine_ref())?;
     let logprobs = match (req.logprobs.unwrap_or(false), req.top_logprobs) {
         (false, Some(_)) => {
             return Err(ApiError::invalid(
@@ -71,7 +57,6 @@ pub async fn chat_completions(
         (true, k) => Some(k.unwrap_or(0) as usize),
         (false, None) => None,
     };
-    let mut messages = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.iter().enumerate() {
         if !ROLES.contains(&m.role.as_str()) {
             return Err(ApiError::invalid(
@@ -83,14 +68,8 @@ pub async fn chat_completions(
                 ),
             ));
         }
-        // Templates know `system`; `developer` is OpenAI's newer name for it.
-        let role = if m.role == "developer" {
-            "system"
-        } else {
-            m.role.as_str()
-        };
-        messages.push(json!({"role": role, "content": m.content.0}));
     }
+    let (messages, tools_json) = tools::messages(&req, &plan)?;
     let sampler = params::sampler_config(
         &Sampling {
             temperature: req.temperature,
@@ -111,21 +90,37 @@ pub async fn chat_completions(
     };
     let stop = params::stop_strings(req.stop.as_ref())?;
     let engine = state.engine();
-    let prompt = tokio::task::spawn_blocking(move || engine.chat_tokens(&messages, true))
-        .await
-        .map_err(|_| ApiError::internal("tokenization failed"))?
-        .map_err(|e| {
-            ApiError::invalid(
-                "messages",
-                format!("Could not apply the chat template: {e}"),
-            )
-        })?;
+    let (prompt, plan) = tokio::task::spawn_blocking(move || {
+        let prompt = engine
+            .chat_tokens_with_tools(&messages, true, tools_json.as_ref())
+            .map_err(|e| {
+                ApiError::invalid(
+                    "messages",
+                    format!("Could not apply the chat template: {e}"),
+                )
+            })?;
+        let constraint = if plan.json.is_some() || plan.format.is_some() {
+            let cons = engine
+                .constrainer()
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            tools::constraint(&plan, &cons, &engine)?
+        } else {
+            None
+        };
+        Ok::<_, ApiError>((prompt, (plan.format, constraint)))
+    })
+    .await
+    .map_err(|_| ApiError::internal("tokenization failed"))??;
+    let (tool_format, constraint) = plan;
     let fmt = ChatFormat {
         id: format!("chatcmpl-{}", crate::new_id()),
         created: crate::unix_now(),
         model: state.model_id().to_string(),
         state: state.clone(),
         want_logprobs: logprobs.is_some(),
+        tools: tool_format.map(|f| (f, ToolCallStream::new(f))),
+        pending_lp: Vec::new(),
+        call_ids: Vec::new(),
     };
     let include_usage = req
         .stream_options
@@ -143,6 +138,7 @@ pub async fn chat_completions(
                 stream,
                 include_usage,
                 ignore_eos: req.ignore_eos.unwrap_or(false),
+                constraint,
             },
             fmt,
         )
@@ -155,6 +151,11 @@ struct ChatFormat {
     model: String,
     state: AppState,
     want_logprobs: bool,
+    /// Tool calls possible: their format and the streaming parser.
+    tools: Option<(ToolFormat, ToolCallStream)>,
+    /// Logprobs of held-back text, sent with the next chunk.
+    pending_lp: Vec<TokenLogprob>,
+    call_ids: Vec<String>,
 }
 
 impl ChatFormat {
@@ -191,6 +192,51 @@ impl ChatFormat {
         }
     }
 
+    /// A delta from parser events; `None` when there is nothing to send yet.
+    fn delta(&mut self, events: Vec<StreamEvent>) -> Option<ChatDelta> {
+        let mut d = ChatDelta::default();
+        let mut calls: Vec<ToolCallDelta> = Vec::new();
+        for e in events {
+            match e {
+                StreamEvent::Content(c) => d.content.get_or_insert_with(String::new).push_str(&c),
+                StreamEvent::CallStart { index, name } => {
+                    let id = format!("call_{}", crate::new_id());
+                    self.call_ids.push(id.clone());
+                    calls.push(ToolCallDelta {
+                        index: index as u32,
+                        id: Some(id),
+                        kind: Some("function".into()),
+                        function: FunctionCallDelta {
+                            name: Some(name),
+                            arguments: Some(String::new()),
+                        },
+                    });
+                }
+                StreamEvent::Arguments { index, fragment } => {
+                    match calls.iter_mut().find(|c| c.index == index as u32) {
+                        Some(c) => c
+                            .function
+                            .arguments
+                            .get_or_insert_with(String::new)
+                            .push_str(&fragment),
+                        None => calls.push(ToolCallDelta {
+                            index: index as u32,
+                            function: FunctionCallDelta {
+                                name: None,
+                                arguments: Some(fragment),
+                            },
+                            ..ToolCallDelta::default()
+                        }),
+                    }
+                }
+            }
+        }
+        if !calls.is_empty() {
+            d.tool_calls = Some(calls);
+        }
+        (d.content.is_some() || d.tool_calls.is_some()).then_some(d)
+    }
+
     fn chunk(&self, choices: Vec<ChatChunkChoice>, usage: Option<Usage>) -> Value {
         serde_json::to_value(ChatCompletionChunk {
             id: self.id.clone(),
@@ -213,6 +259,7 @@ impl Format for ChatFormat {
                 delta: ChatDelta {
                     role: Some("assistant".into()),
                     content: Some(String::new()),
+                    tool_calls: None,
                 },
                 logprobs: None,
                 finish_reason: None,
@@ -221,29 +268,58 @@ impl Format for ChatFormat {
         ))
     }
 
-    fn text_chunk(&mut self, text: &str, lps: &[TokenLogprob]) -> Value {
-        let logprobs = (!lps.is_empty()).then(|| self.logprobs(lps));
-        self.chunk(
+    fn text_chunk(&mut self, text: &str, lps: &[TokenLogprob]) -> Option<Value> {
+        let Some((_, parser)) = &mut self.tools else {
+            let logprobs = (!lps.is_empty()).then(|| self.logprobs(lps));
+            return Some(self.chunk(
+                vec![ChatChunkChoice {
+                    index: 0,
+                    delta: ChatDelta {
+                        content: Some(text.to_string()),
+                        ..ChatDelta::default()
+                    },
+                    logprobs,
+                    finish_reason: None,
+                }],
+                None,
+            ));
+        };
+        let events = parser.push(text);
+        self.pending_lp.extend_from_slice(lps);
+        let delta = self.delta(events)?;
+        let lps = std::mem::take(&mut self.pending_lp);
+        let logprobs = (!lps.is_empty()).then(|| self.logprobs(&lps));
+        Some(self.chunk(
             vec![ChatChunkChoice {
                 index: 0,
-                delta: ChatDelta {
-                    role: None,
-                    content: Some(text.to_string()),
-                },
+                delta,
                 logprobs,
                 finish_reason: None,
             }],
             None,
-        )
+        ))
     }
 
     fn final_chunk(&mut self, finish: Finish) -> Value {
+        let (delta, calls) = match &mut self.tools {
+            Some((_, parser)) => {
+                let events = parser.finish();
+                let calls = parser.calls();
+                (self.delta(events).unwrap_or_default(), calls)
+            }
+            None => (ChatDelta::default(), 0),
+        };
+        let reason = if calls > 0 && finish == Finish::Stop {
+            "tool_calls"
+        } else {
+            finish.as_str()
+        };
         self.chunk(
             vec![ChatChunkChoice {
                 index: 0,
-                delta: ChatDelta::default(),
+                delta,
                 logprobs: None,
-                finish_reason: Some(finish.as_str().into()),
+                finish_reason: Some(reason.into()),
             }],
             None,
         )
@@ -254,6 +330,36 @@ impl Format for ChatFormat {
     }
 
     fn whole(&mut self, text: &str, lps: &[TokenLogprob], finish: Finish, usage: Usage) -> Value {
+        let mut message = ResponseMessage {
+            role: "assistant".into(),
+            content: Some(text.to_string()),
+            refusal: None,
+            tool_calls: None,
+        };
+        let mut reason = finish.as_str();
+        if let Some((format, _)) = &self.tools
+            && let (content, Some(calls)) = parse_tool_calls(*format, text)
+            && !calls.is_empty()
+        {
+            // An unfinished call (max_tokens) stays in `content` as text.
+            message.content = (!content.is_empty()).then_some(content);
+            message.tool_calls = Some(
+                calls
+                    .into_iter()
+                    .map(|c| ToolCall {
+                        id: format!("call_{}", crate::new_id()),
+                        kind: "function".into(),
+                        function: FunctionCall {
+                            name: c.name,
+                            arguments: c.arguments,
+                        },
+                    })
+                    .collect(),
+            );
+            if finish == Finish::Stop {
+                reason = "tool_calls";
+            }
+        }
         serde_json::to_value(ChatCompletion {
             id: self.id.clone(),
             object: "chat.completion".into(),
@@ -262,13 +368,9 @@ impl Format for ChatFormat {
             system_fingerprint: Some(crate::FINGERPRINT.into()),
             choices: vec![ChatChoice {
                 index: 0,
-                message: ResponseMessage {
-                    role: "assistant".into(),
-                    content: Some(text.to_string()),
-                    refusal: None,
-                },
+                message,
                 logprobs: self.want_logprobs.then(|| self.logprobs(lps)),
-                finish_reason: Some(finish.as_str().into()),
+                finish_reason: Some(reason.into()),
             }],
             usage,
         })

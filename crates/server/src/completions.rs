@@ -127,6 +127,7 @@ pub async fn completions(
                 stream,
                 include_usage,
                 ignore_eos: req.ignore_eos.unwrap_or(false),
+                constraint: None,
             },
             fmt,
         )
@@ -198,9 +199,9 @@ impl Format for CompletionFormat {
         Some(self.body(vec![Self::choice(echo, None, None)], None))
     }
 
-    fn text_chunk(&mut self, text: &str, lps: &[TokenLogprob]) -> Value {
+    fn text_chunk(&mut self, text: &str, lps: &[TokenLogprob]) -> Option<Value> {
         let logprobs = self.want_logprobs.then(|| self.logprobs(lps));
-        self.body(vec![Self::choice(text.to_string(), logprobs, None)], None)
+        Some(self.body(vec![Self::choice(text.to_string(), logprobs, None)], None))
     }
 
     fn final_chunk(&mut self, finish: Finish) -> Value {

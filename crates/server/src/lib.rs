@@ -16,6 +16,7 @@ mod metrics;
 mod params;
 mod respond;
 pub mod scheduler;
+mod tools;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -125,6 +126,7 @@ pub(crate) struct GenSpec {
     pub stream: bool,
     pub include_usage: bool,
     pub ignore_eos: bool,
+    pub constraint: Option<thaw_constrain::Constraint>,
 }
 
 impl AppState {
@@ -227,6 +229,7 @@ impl AppState {
             tx,
         );
         job.ignore_eos = spec.ignore_eos;
+        job.constraint = spec.constraint.map(Box::new);
         self.0.scheduler.submit(job)?;
         if spec.stream {
             Ok(respond::stream(rx, fmt, spec.include_usage))

@@ -20,7 +20,8 @@ use crate::scheduler::{Event, Finish, TokenLogprob};
 pub trait Format: Send + 'static {
     /// The chunk sent before any text (chat: the assistant role).
     fn first_chunk(&mut self) -> Option<Value>;
-    fn text_chunk(&mut self, text: &str, logprobs: &[TokenLogprob]) -> Value;
+    /// `None` when the piece is held back (e.g. a tool call still being parsed).
+    fn text_chunk(&mut self, text: &str, logprobs: &[TokenLogprob]) -> Option<Value>;
     fn final_chunk(&mut self, finish: Finish) -> Value;
     fn usage_chunk(&mut self, usage: Usage) -> Value;
     fn whole(
@@ -95,7 +96,7 @@ pub fn stream<F: Format>(rx: UnboundedReceiver<Event>, fmt: F, include_usage: bo
                             if text.is_empty() && logprobs.is_empty() {
                                 Vec::new()
                             } else {
-                                vec![data(&fmt.text_chunk(&text, &logprobs))]
+                                fmt.text_chunk(&text, &logprobs).iter().map(data).collect()
                             }
                         }
                         Some(Event::Done {

@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+use thaw_constrain::Constraint;
 use thaw_engine::{Engine, EngineError, Session, SessionBatch, StopMatcher};
 use thaw_sampling::{Sampler, SamplerConfig, logprob_of, top_logprobs};
 use thaw_tokenizer::StreamDecoder;
@@ -78,6 +79,8 @@ pub struct Job {
     /// Keep generating past end-of-generation tokens (only `max_tokens`, a stop
     /// string or the context end it).
     pub ignore_eos: bool,
+    /// Grammar the output must follow (`response_format`, tool calls).
+    pub constraint: Option<Box<Constraint>>,
     slot: Option<QueueSlot>,
 }
 
@@ -99,6 +102,7 @@ impl Job {
             events,
             arrived: Instant::now(),
             ignore_eos: false,
+            constraint: None,
             slot: None,
         }
     }
@@ -671,10 +675,21 @@ impl Seq {
         self.next = None;
         // Log-probabilities come from the model's distribution, before bias/penalties.
         let raw = self.job.logprobs.map(|_| logits.clone());
+        if let Some(c) = &mut self.job.constraint
+            && let Err(e) = c.mask(&mut logits)
+        {
+            return self.fail(e.into());
+        }
         let token = match self.sampler.sample(&mut logits, self.session.tokens()) {
             Ok(t) => t,
             Err(e) => return self.fail(e.into()),
         };
+        if let Some(c) = &mut self.job.constraint
+            && !tok.is_eog(token)
+            && let Err(e) = c.commit(token)
+        {
+            return self.fail(e.into());
+        }
         let now = Instant::now();
         match self.last_token_at {
             None => m.ttft.observe(now - self.job.arrived),
@@ -733,6 +748,14 @@ impl Seq {
     }
 
     fn done_event(&mut self, finish: Finish) {
+        if let Some(c) = &self.job.constraint {
+            let st = c.stats();
+            tracing::debug!(
+                masks = st.masks,
+                mean_us = st.time.as_micros() as u64 / st.masks.max(1),
+                "constrained decoding"
+            );
+        }
         let e = Event::Done {
             finish,
             prompt_tokens: self.job.prompt.len(),

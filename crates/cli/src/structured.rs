@@ -1,0 +1,103 @@
+//! `thaw run --json-schema FILE` and `--tools FILE`: the same constrained decoding the
+//! server does, for local use.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use thaw_constrain::{
+    Constraint, ToolChoice, ToolFormat, ToolSpec, generic_tool_prompt, parse_tool_calls,
+};
+use thaw_engine::Engine;
+
+fn read_json(file: &Path) -> Result<Value> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", file.display()))
+}
+
+pub fn schema_constraint(engine: &Engine, file: &Path) -> Result<Constraint> {
+    let schema = read_json(file)?;
+    let cons = engine.constrainer()?;
+    cons.json_schema(&schema)
+        .with_context(|| format!("{}: cannot constrain to this schema", file.display()))
+}
+
+/// Tools offered to the model in a `thaw run` chat.
+pub struct Tools {
+    pub format: ToolFormat,
+    pub constraint: Constraint,
+    /// Passed to templates with a tools section.
+    pub template_tools: Option<Value>,
+    /// Generic tool prompt for templates without one.
+    pub system: Option<String>,
+}
+
+impl Tools {
+    /// `{"tool_calls": [{"name", "arguments"}]}` when the answer made calls.
+    pub fn calls_line(&self, answer: &str) -> Option<String> {
+        let (_, calls) = parse_tool_calls(self.format, answer);
+        let calls = calls.filter(|c| !c.is_empty())?;
+        let list: Vec<Value> = calls
+            .iter()
+            .map(|c| {
+                let args: Value = serde_json::from_str(&c.arguments)
+                    .unwrap_or(Value::String(c.arguments.clone()));
+                json!({"name": c.name, "arguments": args})
+            })
+            .collect();
+        Some(json!({"tool_calls": list}).to_string())
+    }
+}
+
+pub fn load_tools(engine: &Engine, file: &Path, choice: &str) -> Result<Tools> {
+    let tools = read_json(file)?;
+    let Some(list) = tools.as_array() else {
+        bail!("{}: expected a JSON array of tools", file.display());
+    };
+    let mut specs = Vec::new();
+    for (i, t) in list.iter().enumerate() {
+        let f = t.get("function").unwrap_or(t);
+        let Some(name) = f.get("name").and_then(Value::as_str) else {
+            bail!("{}: tools[{i}] has no function name", file.display());
+        };
+        specs.push(ToolSpec {
+            name: name.to_string(),
+            parameters: f
+                .get("parameters")
+                .cloned()
+                .unwrap_or_else(|| json!({"type": "object"})),
+        });
+    }
+    let choice = match choice {
+        "auto" => ToolChoice::Auto,
+        "required" => ToolChoice::Required,
+        name if specs.iter().any(|s| s.name == name) => ToolChoice::Named(name.to_string()),
+        other => bail!("--tool-choice {other}: not `auto`, `required` or a tool in the file"),
+    };
+    if let ToolChoice::Named(n) = &choice {
+        specs.retain(|s| &s.name == n);
+    }
+    let detected = ToolFormat::detect(engine.template().source());
+    let native = detected.is_some() && engine.template().has_tools_section();
+    let format = if native {
+        detected.unwrap_or(ToolFormat::Hermes)
+    } else {
+        ToolFormat::Hermes
+    };
+    let tok = engine.tokenizer();
+    let control = |s: &str| tok.token_id(s).filter(|&id| tok.is_control(id));
+    let grammar = format.grammar(&specs, true, control);
+    let cons = engine.constrainer()?;
+    let constraint = match choice {
+        ToolChoice::Auto => cons.lazy_lark(&grammar, format.trigger()),
+        _ => cons.lark(&grammar),
+    }
+    .with_context(|| format!("{}: cannot constrain to these tools", file.display()))?;
+    Ok(Tools {
+        format,
+        constraint,
+        template_tools: native.then(|| tools.clone()),
+        system: (!native).then(|| generic_tool_prompt(list, &choice)),
+    })
+}

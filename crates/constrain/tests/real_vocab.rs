@@ -1,0 +1,215 @@
+//! Constraints on the real SmolLM2 vocabulary: random logits, masked, always give
+//! output that parses and satisfies the schema; unsupported keywords are named.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use thaw_constrain::{ConstrainError, Constrainer, ToolFormat, ToolSpec, parse_tool_calls};
+use thaw_gguf::GgufFile;
+use thaw_tokenizer::Tokenizer;
+
+fn tokenizer() -> Option<Arc<Tokenizer>> {
+    let path = match thaw_hub::ensure_model("smollm2") {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("skipped: model unavailable: {e}");
+            return None;
+        }
+    };
+    let gguf = GgufFile::open(&path).expect("open gguf");
+    Some(Arc::new(Tokenizer::from_gguf(&gguf).expect("tokenizer")))
+}
+
+/// xorshift: deterministic random logits without a dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// Samples argmax of random logits under the mask until end of generation; biases
+/// towards EOS once it is allowed so the walk ends. Returns the text.
+fn walk(c: &mut thaw_constrain::Constraint, tok: &Tokenizer, rng: &mut Rng, max: usize) -> String {
+    let mut out = Vec::new();
+    for _ in 0..max {
+        let mut logits: Vec<f32> = (0..tok.vocab_size()).map(|_| rng.next() * 10.0).collect();
+        for &e in tok.eog_ids() {
+            logits[e as usize] += 5.0;
+        }
+        c.mask(&mut logits).expect("mask");
+        let (best, _) = logits
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap();
+        let t = best as u32;
+        if tok.is_eog(t) {
+            assert!(
+                c.is_accepting(),
+                "EOS allowed before the grammar was complete"
+            );
+            return String::from_utf8(out).expect("utf8");
+        }
+        c.commit(t).expect("commit");
+        out.extend(tok.token_bytes(t));
+    }
+    panic!(
+        "no end after {max} tokens: {}",
+        String::from_utf8_lossy(&out)
+    );
+}
+
+#[test]
+fn random_walks_obey_schemas() {
+    let Some(tok) = tokenizer() else { return };
+    let cons = Constrainer::new(tok.clone()).expect("constrainer");
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 8},
+            "kind": {"enum": ["a", "b", "c"]},
+            "n": {"type": "integer", "minimum": 3, "maximum": 9},
+            "tags": {"type": "array", "items": {"type": "boolean"}, "maxItems": 3},
+            "inner": {"type": "object", "properties": {"x": {"type": "number", "minimum": -1000, "maximum": 1000}}, "required": ["x"], "additionalProperties": false}
+        },
+        "required": ["name", "kind", "n", "inner"],
+        "additionalProperties": false
+    });
+    let mut rng = Rng(0x9e3779b97f4a7c15);
+    for _ in 0..5 {
+        let mut c = cons.json_schema(&schema).expect("compile");
+        let text = walk(&mut c, &tok, &mut rng, 400);
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert!(
+            ["a", "b", "c"].contains(&v["kind"].as_str().unwrap()),
+            "{text}"
+        );
+        let n = v["n"].as_i64().unwrap();
+        assert!((3..=9).contains(&n), "{text}");
+        assert!(v["name"].as_str().unwrap().chars().count() <= 8, "{text}");
+        assert!(v["inner"]["x"].is_number(), "{text}");
+        assert!(
+            v.as_object()
+                .unwrap()
+                .keys()
+                .all(|k| schema["properties"].get(k).is_some())
+        );
+    }
+    // json_object: only an object may start; a complete one may end.
+    let mut c = cons.json_object().unwrap();
+    let mut l = vec![0.0; tok.vocab_size()];
+    c.mask(&mut l).unwrap();
+    for (i, v) in l.iter().enumerate() {
+        if *v == 0.0 {
+            let b = tok.token_bytes(i as u32);
+            assert!(
+                b.starts_with(b"{"),
+                "{:?} allowed first",
+                String::from_utf8_lossy(&b)
+            );
+        }
+    }
+    for t in tok
+        .encode("{\"a\": [1, {\"b\": null}]}", false, false)
+        .unwrap()
+    {
+        let mut l = vec![0.0; tok.vocab_size()];
+        c.mask(&mut l).unwrap();
+        assert_eq!(l[t as usize], 0.0, "token {t} masked");
+        c.commit(t).unwrap();
+    }
+    assert!(c.is_accepting());
+}
+
+#[test]
+fn tool_grammar_walks_parse_as_calls() {
+    let Some(tok) = tokenizer() else { return };
+    let cons = Constrainer::new(tok.clone()).expect("constrainer");
+    let tools = vec![
+        ToolSpec {
+            name: "get_weather".into(),
+            parameters: json!({"type": "object", "properties": {"city": {"type": "string", "maxLength": 10}}, "required": ["city"], "additionalProperties": false}),
+        },
+        ToolSpec {
+            name: "add".into(),
+            parameters: json!({"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"], "additionalProperties": false}),
+        },
+    ];
+    let mut rng = Rng(42);
+    for _ in 0..4 {
+        let g = ToolFormat::Hermes.grammar(&tools, false, |_| None);
+        let mut c = cons.lark(&g).expect("compile");
+        let text = walk(&mut c, &tok, &mut rng, 400);
+        let (content, calls) = parse_tool_calls(ToolFormat::Hermes, &text);
+        assert_eq!(content, "");
+        let calls = calls.unwrap();
+        assert_eq!(calls.len(), 1, "{text}");
+        let args: Value = serde_json::from_str(&calls[0].arguments).unwrap();
+        match calls[0].name.as_str() {
+            "get_weather" => assert!(args["city"].is_string()),
+            "add" => assert!(args["a"].is_i64() && args["b"].is_i64()),
+            other => panic!("unknown tool {other}"),
+        }
+    }
+}
+
+#[test]
+fn lazy_constraint_starts_at_trigger() {
+    let Some(tok) = tokenizer() else { return };
+    let cons = Constrainer::new(tok.clone()).expect("constrainer");
+    let tools = vec![ToolSpec {
+        name: "f".into(),
+        parameters: json!({"type": "object", "properties": {"q": {"type": "integer"}}, "required": ["q"], "additionalProperties": false}),
+    }];
+    let g = ToolFormat::Hermes.grammar(&tools, false, |_| None);
+    let mut c = cons.lazy_lark(&g, "<tool_call>").unwrap();
+    assert!(!c.is_active());
+    // Free text first, then the trigger inside a longer piece of text.
+    for t in tok
+        .encode("I will call it. <tool_call>\n{\"name\": ", false, false)
+        .unwrap()
+    {
+        let mut l = vec![0.0; tok.vocab_size()];
+        c.mask(&mut l).unwrap();
+        c.commit(t).unwrap();
+    }
+    assert!(c.is_active());
+    let mut l = vec![0.0; tok.vocab_size()];
+    c.mask(&mut l).unwrap();
+    let allowed: Vec<u32> = (0..l.len() as u32)
+        .filter(|&i| l[i as usize] == 0.0)
+        .collect();
+    assert!(!allowed.is_empty());
+    for t in allowed {
+        let s = String::from_utf8_lossy(&tok.token_bytes(t)).into_owned();
+        assert!(
+            "\"f\"".starts_with(&s) || s.starts_with("\"f\""),
+            "token {s:?} allowed"
+        );
+    }
+}
+
+#[test]
+fn unsupported_keywords_are_named() {
+    let Some(tok) = tokenizer() else { return };
+    let cons = Constrainer::new(tok).expect("constrainer");
+    let e = cons
+        .json_schema(&json!({"type": "object", "properties": {"a": {"type": "string", "contentEncoding": "base64"}}}))
+        .err()
+        .map(|e| e.to_string());
+    let bad = cons.json_schema(&json!({"type": "object", "if": {"type": "object"}, "then": {}}));
+    match bad {
+        Err(ConstrainError::Unsupported { keywords }) => {
+            assert!(keywords.contains("if"), "{keywords}")
+        }
+        other => panic!("expected Unsupported, got {other:?} (contentEncoding: {e:?})"),
+    }
+    assert!(matches!(
+        cons.json_schema(&json!("nope")),
+        Err(ConstrainError::Grammar(_))
+    ));
+}
