@@ -186,13 +186,24 @@ struct Lazy {
     text: Vec<u8>,
 }
 
-/// One sequence's grammar state.
-#[derive(Clone)]
+/// One sequence's grammar state. Cloning gives an independent copy (a deep clone:
+/// llguidance's plain clone shares parser state).
 pub struct Constraint {
     matcher: Matcher,
     env: TokEnv,
     lazy: Option<Lazy>,
     stats: MaskStats,
+}
+
+impl Clone for Constraint {
+    fn clone(&self) -> Self {
+        Constraint {
+            matcher: self.matcher.deep_clone(),
+            env: self.env.clone(),
+            lazy: self.lazy.clone(),
+            stats: self.stats,
+        }
+    }
 }
 
 impl std::fmt::Debug for Constraint {
