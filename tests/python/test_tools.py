@@ -10,6 +10,17 @@ import jsonschema
 import openai
 import pytest
 
+from conftest import start_server, stop_server
+
+
+@pytest.fixture(scope="module")
+def client():
+    """Own server: tool prompts with several tools need more than the shared 512-token
+    context (a prompt of ~480 tokens would leave no room for the call)."""
+    s = start_server(["--max-running", "4"], ctx_size=2048)
+    yield openai.OpenAI(base_url=s.base_url, api_key="unused", max_retries=0, timeout=300)
+    assert stop_server(s) == 0
+
 WORDS = ["city", "count", "mode", "tags", "limit", "query", "user", "options", "price", "active"]
 
 
