@@ -143,26 +143,19 @@ macro_rules! simd_kernels {
 
         #[target_feature(enable = $feat)]
         unsafe fn q8_0_q8_0(nb: usize, w: *const u8, a: *const u8) -> f32 {
-            let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            let block = |i: usize, acc: __m256| -> __m256 {
+            // One accumulator, as ggml's vec_dot_q8_0_q8_0 (and tinyBLAS) sum blocks:
+            // two interleaved ones would move logits in the last bits.
+            let mut acc = _mm256_setzero_ps();
+            for i in 0..nb {
                 // SAFETY: block i lies inside both rows (checked by the wrapper).
                 let (x, y) = unsafe { (w.add(i * Q8_0_BYTES), a.add(i * Q8_0_BYTES)) };
                 let d = unsafe { f16_at(x) * f16_at(y) };
                 let qx = unsafe { _mm256_loadu_si256(x.add(2).cast()) };
                 let qy = unsafe { _mm256_loadu_si256(y.add(2).cast()) };
                 let s = acc_dot_i8(_mm256_setzero_si256(), qx, qy);
-                _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc)
-            };
-            let mut i = 0;
-            while i + 1 < nb {
-                acc0 = block(i, acc0);
-                acc1 = block(i + 1, acc1);
-                i += 2;
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
             }
-            if i < nb {
-                acc0 = block(i, acc0);
-            }
-            hsum_f32(_mm256_add_ps(acc0, acc1))
+            hsum_f32(acc)
         }
 
         /// Σ bsums[j] * mins[j / 2] of a Q8_K block (the Q4_K/Q5_K min term).
