@@ -89,6 +89,24 @@ const fn tk(act_type: GgmlType, quantize: QuantizeFn, dot: DotFn) -> TypeKernels
     }
 }
 
+/// Q4_K: llama.cpp (AVX2 CPUs) repacks Q4_K matrices and sums a batch's first
+/// `n - n % 4` tokens in its 4-token gemm order, the rest (and single tokens) in the
+/// gemv order; a 1 × 4 tile in the gemm order and the dot in the gemv order reproduce
+/// that split (see `reference::kquants::dot_q4_k_q8_k`).
+const fn q4_k_kernels(dot: DotFn, gemm: GemmFn) -> TypeKernels {
+    TypeKernels {
+        act_type: GgmlType::Q8K,
+        quantize: kquants::quantize_q8_k,
+        dot,
+        gemm: Some(GemmTile {
+            rows: 1,
+            tokens: 4,
+            f: gemm,
+        }),
+        gemv: None,
+    }
+}
+
 /// `tk` with a GEMM tile kernel.
 #[cfg(target_arch = "x86_64")]
 const fn tkg(
@@ -129,11 +147,7 @@ static SCALAR: KernelSet = KernelSet {
     q5_0: tk(GgmlType::Q8_0, q8::quantize_q8_0, q5::dot_q5_0_q8_0),
     q5_1: tk(GgmlType::Q8_1, q8::quantize_q8_1, q5::dot_q5_1_q8_1),
     q8_0: tk(GgmlType::Q8_0, q8::quantize_q8_0, q8::dot_q8_0_q8_0),
-    q4_k: tk(
-        GgmlType::Q8K,
-        kquants::quantize_q8_k,
-        kquants::dot_q4_k_q8_k,
-    ),
+    q4_k: q4_k_kernels(kquants::dot_q4_k_q8_k, kquants::gemm_q4_k_q8_k),
     q5_k: tk(
         GgmlType::Q8K,
         kquants::quantize_q8_k,
@@ -187,7 +201,7 @@ macro_rules! simd_set {
                 // ~15% slower than the per-row dot, so Q8_0 decodes with the dot.
                 None,
             ),
-            q4_k: tk(GgmlType::Q8K, kquants::quantize_q8_k, k::dot_q4_k_q8_k),
+            q4_k: q4_k_kernels(k::dot_q4_k_q8_k, k::gemm_q4_k_q8_k),
             q5_k: tk(GgmlType::Q8K, kquants::quantize_q8_k, k::dot_q5_k_q8_k),
             q6_k: tk(GgmlType::Q8K, kquants::quantize_q8_k, k::dot_q6_k_q8_k),
         }

@@ -132,7 +132,9 @@ fn gelu_table() -> &'static [f16] {
 
 fn gelu(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh())
+    // ggml's C is compiled with FP contraction: `1 + a·x·x` is one FMA.
+    let inner = (0.044_715 * x).mul_add(x, 1.0);
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * inner).tanh())
 }
 
 /// `x += y` element-wise (residual connections).

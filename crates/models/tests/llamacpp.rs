@@ -1,7 +1,9 @@
 //! Cross-check against llama.cpp (through llama-cpp-python) on the real models:
-//! last-token logits of a few prompts, and greedy continuations as token ids. The
-//! reference values are computed at test time by `llamacpp_ref.py`; the test is
-//! skipped, with the reason printed, when the model or llama_cpp is unavailable.
+//! last-token logits of a few plain and chat prompts, and free-running greedy
+//! continuations, which must agree token for token for at least the first 16 tokens
+//! (issue #2). The reference values are computed at test time by `llamacpp_ref.py`;
+//! the test is skipped, with the reason printed, when the model or llama_cpp is
+//! unavailable.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -10,15 +12,20 @@ use thaw_gguf::GgufFile;
 use thaw_kernels::ThreadPool;
 use thaw_models::{Logits, Model};
 
-const PROMPTS: [&str; 3] = [
+/// Plain prompts; each model adds one chat-formatted prompt in its own template.
+const PLAIN: [&str; 3] = [
     "The capital of France is",
     "Once upon a time, there was a little girl who",
     "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
 ];
 const N_GREEDY: usize = 32;
-/// Greedy tokens that must agree with llama.cpp, unless llama.cpp itself was at a
-/// near-tie where they part.
+/// Greedy tokens that must agree with llama.cpp.
 const MUST_MATCH: usize = 16;
+/// Gemma 3's Q6_K `ffn_down` matrices still sum in a different order from llama.cpp's
+/// (logits differ by ~1e-5 relative; see README, correctness), so for it a split
+/// before `MUST_MATCH` is tolerated only where llama.cpp itself was at a near-tie.
+/// SmolLM2's logits are bit-identical to llama.cpp's: no tolerance.
+const EXACT: &[&str] = &["smollm2"];
 /// Logit gap below which two candidates count as tied: quantized kernels that round
 /// activations differently from ggml move logits by up to ~1 (RMS ~0.2) on these
 /// models, so a smaller gap can flip either way.
@@ -43,7 +50,7 @@ fn model_path(name: &str) -> Option<PathBuf> {
     }
 }
 
-fn reference(model: &PathBuf) -> Option<Vec<Reference>> {
+fn reference(model: &PathBuf, prompts: &[&str]) -> Option<Vec<Reference>> {
     let ok = Command::new("python3")
         .args(["-c", "import llama_cpp, numpy"])
         .output();
@@ -56,7 +63,7 @@ fn reference(model: &PathBuf) -> Option<Vec<Reference>> {
         .arg(script)
         .arg(model)
         .arg(N_GREEDY.to_string())
-        .args(PROMPTS)
+        .args(prompts)
         .output()
         .expect("run python3");
     assert!(
@@ -65,7 +72,7 @@ fn reference(model: &PathBuf) -> Option<Vec<Reference>> {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    let mut refs: Vec<Reference> = (0..PROMPTS.len())
+    let mut refs: Vec<Reference> = (0..prompts.len())
         .map(|_| Reference {
             prompt: vec![],
             logits: vec![],
@@ -114,9 +121,13 @@ fn correlation(a: &[f32], b: &[f32]) -> f64 {
     sab / (saa * sbb).sqrt()
 }
 
-fn check(name: &str) {
+fn check(name: &str, chat: &str) {
     let Some(path) = model_path(name) else { return };
-    let Some(refs) = reference(&path) else { return };
+    let mut prompts = PLAIN.to_vec();
+    prompts.push(chat);
+    let Some(refs) = reference(&path, &prompts) else {
+        return;
+    };
     let model = Model::load(&GgufFile::open(&path).unwrap()).unwrap();
     let pool = ThreadPool::new(2);
     let n_vocab = model.config().n_vocab;
@@ -194,7 +205,8 @@ fn check(name: &str) {
                 "prompt {i}: teacher-forced top-1 differs at clear-margin steps {forced_mismatch:?}"
             ));
         }
-        if agree < MUST_MATCH && r.margins[agree] >= NEAR_TIE {
+        let tolerated = !EXACT.contains(&name) && r.margins[agree.min(N_GREEDY - 1)] < NEAR_TIE;
+        if agree < MUST_MATCH && !tolerated {
             failures.push(format!(
                 "prompt {i}: greedy diverges at token {agree} (llama.cpp margin {})\n thaw:      {greedy:?}\n llama.cpp: {:?}",
                 r.margins[agree], r.greedy
@@ -206,10 +218,16 @@ fn check(name: &str) {
 
 #[test]
 fn smollm2_matches_llama_cpp() {
-    check("smollm2");
+    check(
+        "smollm2",
+        "<|im_start|>user\nWhat is the tallest mountain in the world?<|im_end|>\n<|im_start|>assistant\n",
+    );
 }
 
 #[test]
 fn gemma3_matches_llama_cpp() {
-    check("gemma3-270m");
+    check(
+        "gemma3-270m",
+        "<start_of_turn>user\nWhat is the tallest mountain in the world?<end_of_turn>\n<start_of_turn>model\n",
+    );
 }

@@ -2,7 +2,8 @@
 
 usage: llamacpp_ref.py MODEL N_GREEDY PROMPT...
 Prints, per prompt i:
-  PROMPT i <token ids>        (llama.cpp's own tokenization, BOS per the model)
+  PROMPT i <token ids>        (llama.cpp's own tokenization, BOS per the model,
+                              special tokens such as <|im_start|> parsed)
   LOGITS i <n_vocab floats>   (logits of the last prompt token)
   GREEDY i <token ids>        (N_GREEDY greedy tokens)
   MARGIN i <floats>           (top-1 minus top-2 logit before each greedy token)
@@ -15,7 +16,7 @@ from llama_cpp import Llama
 model, n_greedy, prompts = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 llm = Llama(model_path=model, logits_all=True, n_ctx=512, n_threads=2, verbose=False)
 for i, text in enumerate(prompts):
-    ids = llm.tokenize(text.encode(), add_bos=True, special=False)
+    ids = llm.tokenize(text.encode(), add_bos=True, special=True)
     llm.reset()
     llm.eval(ids)
     logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)

@@ -164,7 +164,8 @@ fn k_dot_lanes(
     aux32
 }
 
-/// Q4_K or Q5_K weights · Q8_K (ggml_vec_dot_q4_K_q8_K / q5_K): `qh` is None for Q4_K.
+/// Q5_K (or, `five_bit == false`, Q4_K in ggml's non-repacked order) weights · Q8_K
+/// (ggml_vec_dot_q5_K_q8_K / q4_K).
 fn dot_q45_k(n: usize, w: &[u8], act: &[u8], five_bit: bool) -> f32 {
     let bytes = if five_bit { Q5_K_BYTES } else { Q4_K_BYTES };
     let mut sums = [0.0f32; 8];
@@ -207,8 +208,63 @@ fn dot_q45_k(n: usize, w: &[u8], act: &[u8], five_bit: bool) -> f32 {
     sumf
 }
 
-pub fn dot_q4_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    dot_q45_k(n, w, a, false)
+/// Q4_K weights · Q8_K, summed as llama.cpp does on AVX2 CPUs, where it repacks every
+/// Q4_K matrix to `q4_K_8x8`: the integer sums `Σ sc·q·q8` and `Σ m·bsum` are exact and
+/// each is folded into its own f32 accumulator with an FMA by `d·d8` (resp. `dmin·d8`);
+/// the result is their difference. A single token (`ggml_gemv_q4_K_8x8_q8_K`) folds
+/// once per 256-value super-block; this is that order. (ggml's plain
+/// `vec_dot_q4_K_q8_K`, used without AVX2, splits the sums over 8 lanes instead.)
+pub fn dot_q4_k_q8_k(n: usize, w: &[u8], act: &[u8]) -> f32 {
+    q4_k_repacked(n, w, act, false)
+}
+
+/// [`dot_q4_k_q8_k`] in the order of ggml's 4-token `ggml_gemm_q4_K_8x8_q8_K`, which
+/// folds once per 64 values (pair of sub-blocks). llama.cpp uses it for the first
+/// `n - n % 4` tokens of a batch and the gemv order for the rest.
+pub fn dot_q4_k_q8_k_gemm(n: usize, w: &[u8], act: &[u8]) -> f32 {
+    q4_k_repacked(n, w, act, true)
+}
+
+/// GEMM tile (1 row × 4 tokens) in [`dot_q4_k_q8_k_gemm`]'s order.
+pub fn gemm_q4_k_q8_k(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    let ar = cols / 256 * Q8_K_BYTES;
+    for (o, at) in out[..4].iter_mut().zip(a.chunks_exact(ar)) {
+        *o = dot_q4_k_q8_k_gemm(cols, w, at);
+    }
+}
+
+fn q4_k_repacked(n: usize, w: &[u8], act: &[u8], per_pair: bool) -> f32 {
+    let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
+    for i in 0..n / 256 {
+        let x = &w[i * Q4_K_BYTES..][..Q4_K_BYTES];
+        let y = &act[i * Q8_K_BYTES..][..Q8_K_BYTES];
+        let q8 = &y[Q8_K_QS..Q8_K_BSUMS];
+        let (sc, m) = scales_mins(&x[4..16]);
+        let yd = f32_at(y, 0);
+        let (d, dmin) = (f16_at(x, 0) * yd, f16_at(x, 2) * yd);
+        let (mut isum, mut imin) = (0i32, 0i32);
+        for j in 0..4 {
+            let q = &x[16 + 32 * j..][..32];
+            let (mut lo, mut hi) = (0i32, 0i32);
+            for l in 0..32 {
+                lo += (q[l] & 0x0f) as i32 * q8[64 * j + l] as i8 as i32;
+                hi += (q[l] >> 4) as i32 * q8[64 * j + 32 + l] as i8 as i32;
+            }
+            isum += sc[2 * j] as i32 * lo + sc[2 * j + 1] as i32 * hi;
+            imin += m[2 * j] as i32 * (bsum(y, 4 * j) + bsum(y, 4 * j + 1))
+                + m[2 * j + 1] as i32 * (bsum(y, 4 * j + 2) + bsum(y, 4 * j + 3));
+            if per_pair {
+                acc = (isum as f32).mul_add(d, acc);
+                acc_min = (imin as f32).mul_add(dmin, acc_min);
+                (isum, imin) = (0, 0);
+            }
+        }
+        if !per_pair {
+            acc = (isum as f32).mul_add(d, acc);
+            acc_min = (imin as f32).mul_add(dmin, acc_min);
+        }
+    }
+    acc - acc_min
 }
 
 pub fn dot_q5_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {

@@ -225,6 +225,69 @@ macro_rules! simd_kernels {
             hsum_f32(acc) - acc_m
         }
 
+        /// Q4_K weights · Q8_K in the repacked orders of `reference::kquants`: exact
+        /// integer sums, folded with one FMA each for scales and mins per super-block
+        /// (gemv) or, `per_pair`, per 64 values (gemm).
+        #[target_feature(enable = $feat)]
+        unsafe fn q4_k_q8_k(nb: usize, w: *const u8, a: *const u8, per_pair: bool) -> f32 {
+            let m4 = _mm256_set1_epi8(0x0f);
+            let hsum_i32 = |v: __m256i| {
+                let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+                let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+                _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01)))
+            };
+            let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
+            for i in 0..nb {
+                // SAFETY: block i lies inside both rows (checked by the wrapper).
+                let (x, y) = unsafe { (w.add(i * Q4_K_BYTES), a.add(i * Q8_K_BYTES)) };
+                let yd = unsafe { y.cast::<f32>().read_unaligned() };
+                let (d, dmin) = unsafe { (f16_at(x) * yd, f16_at(x.add(2)) * yd) };
+                // SAFETY: the 12 scale bytes and the 32 bytes of bsums of block i.
+                let (sc, mins) = scales_mins(unsafe { std::slice::from_raw_parts(x.add(4), 12) });
+                let bs: [i16; 16] = unsafe { y.add(Q8_K_BSUMS).cast::<[i16; 16]>().read_unaligned() };
+                let mut sumi = _mm256_setzero_si256();
+                let mut imin = 0i32;
+                for j in 0..4 {
+                    let q = unsafe { _mm256_loadu_si256(x.add(16 + 32 * j).cast()) };
+                    let lo = _mm256_and_si256(q, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                    let y0 = unsafe { _mm256_loadu_si256(y.add(Q8_K_QS + 64 * j).cast()) };
+                    let y1 = unsafe { _mm256_loadu_si256(y.add(Q8_K_QS + 64 * j + 32).cast()) };
+                    let p0 = _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(lo, y0),
+                        _mm256_set1_epi16(sc[2 * j] as i16),
+                    );
+                    let p1 = _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(hi, y1),
+                        _mm256_set1_epi16(sc[2 * j + 1] as i16),
+                    );
+                    sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+                    let b = |k: usize| i32::from(i16::from_le(bs[k]));
+                    imin += i32::from(mins[2 * j]) * (b(4 * j) + b(4 * j + 1))
+                        + i32::from(mins[2 * j + 1]) * (b(4 * j + 2) + b(4 * j + 3));
+                    if per_pair {
+                        acc = (hsum_i32(sumi) as f32).mul_add(d, acc);
+                        acc_min = (imin as f32).mul_add(dmin, acc_min);
+                        sumi = _mm256_setzero_si256();
+                        imin = 0;
+                    }
+                }
+                if !per_pair {
+                    acc = (hsum_i32(sumi) as f32).mul_add(d, acc);
+                    acc_min = (imin as f32).mul_add(dmin, acc_min);
+                }
+            }
+            acc - acc_min
+        }
+
+        /// GEMM tile (1 row × 4 tokens) in the 4-token repacked Q4_K order.
+        pub(crate) fn gemm_q4_k_q8_k(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+            let ar = cols / 256 * Q8_K_BYTES;
+            for (o, at) in out[..4].iter_mut().zip(a.chunks_exact(ar)) {
+                *o = dot_q4_k_q8_k_gemm(cols, w, at);
+            }
+        }
+
         #[target_feature(enable = $feat)]
         unsafe fn q6_k_q8_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
             let m4 = _mm256_set1_epi8(0x0f);
@@ -350,7 +413,8 @@ macro_rules! simd_kernels {
         entry!(dot_q4_1_q8_1, 32, Q4_1_BYTES, Q8_1_BYTES, |nb, w, a| q4_1_q8_1(nb, w, a));
         entry!(dot_q5_0_q8_0, 32, Q5_0_BYTES, Q8_0_BYTES, |nb, w, a| q5_0_q8_0(nb, w, a));
         entry!(dot_q8_0_q8_0, 32, Q8_0_BYTES, Q8_0_BYTES, |nb, w, a| q8_0_q8_0(nb, w, a));
-        entry!(dot_q4_k_q8_k, 256, Q4_K_BYTES, Q8_K_BYTES, |nb, w, a| q45_k_q8_k(nb, w, a, false));
+        entry!(dot_q4_k_q8_k, 256, Q4_K_BYTES, Q8_K_BYTES, |nb, w, a| q4_k_q8_k(nb, w, a, false));
+        entry!(dot_q4_k_q8_k_gemm, 256, Q4_K_BYTES, Q8_K_BYTES, |nb, w, a| q4_k_q8_k(nb, w, a, true));
         entry!(dot_q5_k_q8_k, 256, Q5_K_BYTES, Q8_K_BYTES, |nb, w, a| q45_k_q8_k(nb, w, a, true));
         entry!(dot_q6_k_q8_k, 256, Q6_K_BYTES, Q8_K_BYTES, |nb, w, a| q6_k_q8_k(nb, w, a));
         entry!(dot_f32, 1, 4, 4, |nb, w, a| f32_f32(nb, w, a));
