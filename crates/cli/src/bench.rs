@@ -27,6 +27,23 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Cold start instead: fresh processes from exec to the first generated token, for
+    /// the GGUF, a snapshot, a snapshot with a stored system prompt, and llama.cpp.
+    #[arg(long)]
+    pub cold: bool,
+    /// --cold: runs of each variant with the page cache warm.
+    #[arg(long, default_value_t = 20)]
+    pub runs: usize,
+    /// --cold: runs of each variant after evicting the model file from the page cache
+    /// (posix_fadvise DONTNEED); 0 skips them.
+    #[arg(long, default_value_t = 5)]
+    pub evicted_runs: usize,
+    /// --cold: the (raw) prompt, and the user message of the system-prompt variants.
+    #[arg(long, default_value = "The capital of France is")]
+    pub cold_prompt: String,
+    /// --cold: tokens of the stored system prompt.
+    #[arg(long, default_value_t = 1000)]
+    pub prefix_tokens: usize,
 }
 
 #[derive(serde::Serialize)]
@@ -38,14 +55,32 @@ struct Row {
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
+    if args.cold {
+        return crate::cold::bench_cold(crate::cold::ColdOptions {
+            model: args.model,
+            runs: args.runs.max(1),
+            evicted_runs: args.evicted_runs,
+            prompt: args.cold_prompt,
+            threads: args.threads,
+            prefix_tokens: args.prefix_tokens,
+            json: args.json,
+        });
+    }
     let path = thaw_hub::resolve(&args.model)?;
-    let bytes_per_token = weight_bytes_per_token(&GgufFile::open(&path)?);
     let engine = Engine::load(
         &path,
         &LoadOptions {
             threads: args.threads,
         },
     )?;
+    // A snapshot's GGUF section holds the same tensor table.
+    let file = if thaw_snapshot::is_snapshot(&path) {
+        thaw_snapshot::Snapshot::open(&path)?.gguf()?
+    } else {
+        GgufFile::open(&path)?
+    };
+    let bytes_per_token = weight_bytes_per_token(&file);
+    drop(file);
     let n_vocab = engine.model().config().n_vocab as u64;
     let threads = engine.pool().n_threads();
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;

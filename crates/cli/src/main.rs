@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod cold;
 mod inspect;
 mod models;
 mod perplexity;
@@ -60,6 +61,9 @@ enum Command {
     Keys(platform::KeysArgs),
     /// Tokens and cost per key and deployment, from the gateway's ledger.
     Usage(platform::UsageArgs),
+    /// One timed cold start (started by `thaw bench --cold`).
+    #[command(hide = true)]
+    ColdChild(cold::ColdChildArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -86,6 +90,7 @@ fn main() -> std::process::ExitCode {
         Command::Scale(a) => platform::scale(a),
         Command::Keys(a) => platform::keys(a),
         Command::Usage(a) => platform::usage(a),
+        Command::ColdChild(a) => cold::child(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

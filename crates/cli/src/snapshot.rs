@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use thaw_snapshot::{BuildOptions, Snapshot};
+use thaw_engine::{PrefixSpec, SnapshotOptions};
+use thaw_snapshot::Snapshot;
 
 #[derive(Args)]
 pub struct SnapshotArgs {
@@ -24,6 +25,23 @@ enum Cmd {
         /// A name recorded in the snapshot (default: the source file name).
         #[arg(long)]
         name: Option<String>,
+        /// Store the K/V state of a chat system prompt: chats whose system message is
+        /// exactly TEXT skip computing it (repeatable).
+        #[arg(long = "prefix", value_name = "TEXT")]
+        prefix: Vec<String>,
+        /// Like --prefix, the system prompt read from a file (UTF-8, used verbatim).
+        #[arg(long = "prefix-file", value_name = "FILE")]
+        prefix_file: Vec<PathBuf>,
+        /// Store the K/V state of raw text (completion prompts that start with it; BOS
+        /// added per the model, special-token text parsed) (repeatable).
+        #[arg(long = "raw-prefix", value_name = "TEXT")]
+        raw_prefix: Vec<String>,
+        /// Like --raw-prefix, the text read from a file.
+        #[arg(long = "raw-prefix-file", value_name = "FILE")]
+        raw_prefix_file: Vec<PathBuf>,
+        /// Kernel threads for computing prefixes (default: all cores).
+        #[arg(short, long, default_value_t = 0)]
+        threads: usize,
     },
     /// Show a snapshot's header, sections and source.
     Inspect { file: PathBuf },
@@ -38,9 +56,43 @@ pub fn snapshot(args: SnapshotArgs) -> Result<()> {
             model,
             output,
             name,
+            prefix,
+            prefix_file,
+            raw_prefix,
+            raw_prefix_file,
+            threads,
         } => {
+            let read = |f: &PathBuf| {
+                std::fs::read_to_string(f).map_err(|e| {
+                    anyhow::anyhow!("{}: {e} (a prefix file must be UTF-8 text)", f.display())
+                })
+            };
+            let mut prefixes: Vec<PrefixSpec> =
+                prefix.into_iter().map(PrefixSpec::System).collect();
+            for f in &prefix_file {
+                prefixes.push(PrefixSpec::System(read(f)?));
+            }
+            prefixes.extend(raw_prefix.into_iter().map(PrefixSpec::Raw));
+            for f in &raw_prefix_file {
+                prefixes.push(PrefixSpec::Raw(read(f)?));
+            }
             let src = thaw_hub::resolve(&model)?;
-            let r = thaw_snapshot::build(&src, &output, &BuildOptions { name, progress })?;
+            if thaw_snapshot::is_snapshot(&src) {
+                anyhow::bail!(
+                    "{}: is already a snapshot; build from the GGUF model it came from",
+                    src.display()
+                );
+            }
+            let r = thaw_engine::build_snapshot(
+                &src,
+                &output,
+                &SnapshotOptions {
+                    name,
+                    progress,
+                    prefixes,
+                    threads,
+                },
+            )?;
             println!(
                 "wrote {} ({}, {:.1} s)",
                 r.path.display(),

@@ -11,6 +11,7 @@ use thaw_sampling::{Sampler, SamplerConfig};
 use thaw_tokenizer::{StreamDecoder, Tokenizer};
 
 use crate::EngineError;
+use crate::prefix::Prefixes;
 use crate::stop::StopMatcher;
 
 /// What to generate and when to stop.
@@ -87,6 +88,8 @@ pub struct Session {
     cache: KvCache,
     /// Token ids whose K/V are in `cache`, in order.
     tokens: Vec<u32>,
+    /// Stored prompt prefixes a prompt may start from.
+    prefixes: Arc<Prefixes>,
 }
 
 impl Session {
@@ -95,6 +98,7 @@ impl Session {
         tokenizer: Arc<Tokenizer>,
         pool: Arc<ThreadPool>,
         cache: KvCache,
+        prefixes: Arc<Prefixes>,
     ) -> Self {
         Self {
             model,
@@ -102,7 +106,37 @@ impl Session {
             pool,
             cache,
             tokens: Vec::new(),
+            prefixes,
         }
+    }
+
+    /// When `prompt` starts with a stored prefix (a snapshot's PREFIXES) longer than
+    /// what the cache already shares with it, copy that prefix's K/V in instead of
+    /// computing it. Returns the tokens now shared with `prompt`. [`Self::begin_prompt`]
+    /// (and so [`Self::prefill`] and the server's scheduler) calls this with the whole
+    /// prompt.
+    pub fn adopt_prefix(&mut self, prompt: &[u32]) -> usize {
+        let common = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let Some((tokens, kv)) = self.prefixes.best(prompt, common, self.cache.n_ctx()) else {
+            return common;
+        };
+        if self.cache.import(kv, tokens.len()).is_err() {
+            // Checked at load: only a cache of another shape gets here; compute instead.
+            return common;
+        }
+        self.tokens.clear();
+        self.tokens.extend_from_slice(tokens);
+        tokens.len()
+    }
+
+    /// K/V of every position the cache holds, in the model's export format.
+    pub(crate) fn export_kv(&self) -> Vec<u8> {
+        self.cache.export(self.cache.len())
     }
 
     /// Room in the context, in tokens.
@@ -146,12 +180,8 @@ impl Session {
                 n_ctx_train: self.model.config().n_ctx_train,
             });
         }
-        let common = self
-            .tokens
-            .iter()
-            .zip(prompt)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let common = self.adopt_prefix(prompt);
+        // At least the last prompt token is recomputed: its logits are needed.
         let reuse = common.min(prompt.len() - 1);
         self.cache.truncate(reuse);
         self.tokens.truncate(reuse);

@@ -7,9 +7,11 @@
 #![forbid(unsafe_code)]
 
 mod generate;
+mod prefix;
 mod stop;
 
 pub use generate::{FinishReason, GenerateParams, GenerateStats, Session, SessionBatch};
+pub use prefix::{PrefixSpec, SnapshotOptions, build_snapshot};
 pub use stop::StopMatcher;
 /// Most tokens one batched forward pass carries (longer work is split).
 pub use thaw_models::MAX_BATCH;
@@ -22,6 +24,8 @@ use thaw_gguf::GgufFile;
 use thaw_kernels::ThreadPool;
 use thaw_models::Model;
 use thaw_tokenizer::{ChatTemplate, Tokenizer};
+
+use prefix::Prefixes;
 
 /// Errors from loading a model or running it.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +56,8 @@ pub enum EngineError {
     Sampling(#[from] thaw_sampling::SamplingError),
     #[error(transparent)]
     Constrain(#[from] thaw_constrain::ConstrainError),
+    #[error("{path}: {what}; rebuild it with `thaw snapshot build MODEL -o FILE`")]
+    BadPrefix { path: PathBuf, what: String },
     #[error(
         "the prompt is {prompt} tokens but the context holds {n_ctx}: shorten it or raise --ctx-size (the model was trained for {n_ctx_train})"
     )]
@@ -69,6 +75,22 @@ pub struct LoadOptions {
     pub threads: usize,
 }
 
+/// Where [`Engine::load`] spent its time (the cold-start breakdown).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadTimings {
+    /// Opening and mapping the file, parsing its header (GGUF metadata and tensor
+    /// table, or the snapshot's header, table and GGUF section).
+    pub map: std::time::Duration,
+    /// Building (GGUF) or thawing (snapshot) the tokenizer.
+    pub tokenizer: std::time::Duration,
+    /// Model config and weight views.
+    pub model: std::time::Duration,
+    /// Compiling the chat template.
+    pub template: std::time::Duration,
+    /// Starting the kernel thread pool.
+    pub pool: std::time::Duration,
+}
+
 /// A loaded model ready to serve sessions: weights (mapped), tokenizer, chat template
 /// and the thread pool the kernels run on.
 pub struct Engine {
@@ -80,43 +102,78 @@ pub struct Engine {
     pool: Arc<ThreadPool>,
     /// Grammar compiler, built on first use (~0.1 s: token trie of the vocabulary).
     constrainer: std::sync::OnceLock<Result<Arc<Constrainer>, String>>,
+    prefixes: Arc<Prefixes>,
+    timings: LoadTimings,
 }
 
 impl Engine {
     /// Load a GGUF model file or a `.thaw` snapshot.
     pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self, EngineError> {
         let path = path.as_ref().to_path_buf();
-        let gguf = if thaw_snapshot::is_snapshot(&path) {
-            // The GgufFile shares the snapshot's mapping; the Snapshot can be dropped.
-            thaw_snapshot::Snapshot::open(&path)?.gguf()?
-        } else {
-            GgufFile::open(&path)?
+        let mut timings = LoadTimings::default();
+        let mut clock = std::time::Instant::now();
+        let mut lap = || {
+            let now = std::time::Instant::now();
+            let d = now - clock;
+            clock = now;
+            d
         };
+        // A snapshot: its GGUF section holds no tokenizer arrays (cheap to parse) and
+        // the tokenizer is thawed from its TOKENIZER section, not rebuilt.
+        let (gguf, tokenizer, snapshot) = if thaw_snapshot::is_snapshot(&path) {
+            let snap = Arc::new(thaw_snapshot::Snapshot::open(&path)?);
+            let gguf = snap.gguf()?;
+            timings.map = lap();
+            (gguf, snap.tokenizer()?, Some(snap))
+        } else {
+            let gguf = GgufFile::open(&path)?;
+            timings.map = lap();
+            let tokenizer =
+                Tokenizer::from_gguf(&gguf).map_err(|source| EngineError::Tokenizer {
+                    path: path.clone(),
+                    source,
+                })?;
+            (gguf, tokenizer, None)
+        };
+        timings.tokenizer = lap();
         let model = Model::load(&gguf).map_err(|source| EngineError::Model {
             path: path.clone(),
             source,
         })?;
-        let tokenizer = Tokenizer::from_gguf(&gguf).map_err(|source| EngineError::Tokenizer {
-            path: path.clone(),
-            source,
-        })?;
+        let c = model.config();
+        // f16 K and V per layer and KV head.
+        let kv_bytes_per_token = 2 * 2 * c.n_layer * c.n_head_kv * c.head_dim;
+        let prefixes = match snapshot {
+            Some(snap) => Prefixes::load(snap, kv_bytes_per_token)?,
+            None => Prefixes::default(),
+        };
+        timings.model = lap();
         // A template that does not compile is an error the user must see, not a
         // silent switch to the fallback.
         let (template, fallback) = ChatTemplate::from_gguf_or_fallback(&gguf, &tokenizer)?;
         let has_native_template = !fallback;
+        timings.template = lap();
+        let pool = Arc::new(ThreadPool::new(opts.threads));
+        timings.pool = lap();
         Ok(Self {
             path,
             model: Arc::new(model),
             tokenizer: Arc::new(tokenizer),
             template,
             has_native_template,
-            pool: Arc::new(ThreadPool::new(opts.threads)),
+            pool,
             constrainer: std::sync::OnceLock::new(),
+            prefixes: Arc::new(prefixes),
+            timings,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+    /// Where loading spent its time.
+    pub fn load_timings(&self) -> LoadTimings {
+        self.timings
     }
     pub fn model(&self) -> &Arc<Model> {
         &self.model
@@ -176,7 +233,35 @@ impl Engine {
             self.tokenizer.clone(),
             self.pool.clone(),
             cache,
+            self.prefixes.clone(),
         ))
+    }
+
+    /// Stored prompt prefixes (from a snapshot): (label, tokens).
+    pub fn prefixes(&self) -> Vec<(String, Vec<u32>)> {
+        self.prefixes
+            .entries()
+            .iter()
+            .map(|p| (p.label.clone(), p.tokens.clone()))
+            .collect()
+    }
+
+    /// The tokens every chat with `system` as its system message starts with: the
+    /// common token prefix of the template rendered with two different first user
+    /// messages. What `thaw snapshot build --prefix` stores.
+    pub fn system_prefix_tokens(&self, system: &str) -> Result<Vec<u32>, EngineError> {
+        let render = |user: &str| {
+            self.chat_tokens(
+                &[
+                    serde_json::json!({"role": "system", "content": system}),
+                    serde_json::json!({"role": "user", "content": user}),
+                ],
+                true,
+            )
+        };
+        let (a, b) = (render("Hello")?, render("What")?);
+        let n = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+        Ok(a[..n].to_vec())
     }
 
     /// Render chat messages through the model's template and tokenize the result the

@@ -156,6 +156,41 @@ impl GgufWriter {
     }
 }
 
+/// The header of a GGUF file whose tensor data is copied separately (a snapshot's
+/// re-written GGUF section): magic, version, `metadata` and the infos of `tensors`
+/// with their offsets made relative to `data_offset` again (the absolute offset
+/// their source file's data section starts at), zero-padded to `alignment`. The
+/// source's data section appended unchanged then makes a valid GGUF.
+pub fn header_bytes(
+    version: u32,
+    alignment: u64,
+    metadata: &[(String, Value)],
+    tensors: &[crate::TensorInfo],
+    data_offset: u64,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"GGUF");
+    out.extend_from_slice(&version.to_le_bytes());
+    put_u64(&mut out, tensors.len() as u64);
+    put_u64(&mut out, metadata.len() as u64);
+    for (key, value) in metadata {
+        put_str(&mut out, key);
+        out.extend_from_slice(&value.gguf_type_id().to_le_bytes());
+        put_value(&mut out, value);
+    }
+    for t in tensors {
+        put_str(&mut out, &t.name);
+        out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+        for &d in &t.dims {
+            put_u64(&mut out, d);
+        }
+        out.extend_from_slice(&t.ty.id().to_le_bytes());
+        put_u64(&mut out, t.offset - data_offset);
+    }
+    pad(&mut out, alignment.max(1));
+    out
+}
+
 fn pad(out: &mut Vec<u8>, alignment: u64) {
     let len = (out.len() as u64).next_multiple_of(alignment);
     out.resize(len as usize, 0);

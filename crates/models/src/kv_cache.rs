@@ -68,6 +68,72 @@ impl KvCache {
         self.len = 0;
     }
 
+    /// Bytes of [`Self::export`] for `n` positions of a model shaped like this cache.
+    pub fn export_len(&self, n: usize) -> usize {
+        2 * self.n_layer * self.n_head_kv * n * self.head_dim * 2
+    }
+
+    /// K/V of the first `n` positions as little-endian f16 bytes, layer by layer
+    /// (each: K of every KV head, then V), independent of `n_ctx`: a prompt prefix
+    /// computed once (a snapshot stores it) and restored by [`Self::import`].
+    ///
+    /// # Panics
+    /// If `n` exceeds the filled positions.
+    pub fn export(&self, n: usize) -> Vec<u8> {
+        assert!(n <= self.len, "export {n} of {} positions", self.len);
+        let mut out = Vec::with_capacity(self.export_len(n));
+        self.for_each_run(n, |k, _| {
+            out.extend(k.iter().flat_map(|x| x.to_bits().to_le_bytes()));
+        });
+        self.for_each_run(n, |_, v| {
+            out.extend(v.iter().flat_map(|x| x.to_bits().to_le_bytes()));
+        });
+        out
+    }
+
+    /// Replace the cache's contents by `n` positions from [`Self::export`] bytes.
+    pub fn import(&mut self, bytes: &[u8], n: usize) -> Result<(), ModelError> {
+        if bytes.len() != self.export_len(n) || n > self.n_ctx {
+            return Err(ModelError::CacheMismatch(format!(
+                "stored K/V of {} bytes does not hold {n} positions of this model \
+                 ({} bytes) or exceeds the context ({})",
+                bytes.len(),
+                self.export_len(n),
+                self.n_ctx
+            )));
+        }
+        let run = n * self.head_dim;
+        let per_layer = self.n_head_kv * self.n_ctx * self.head_dim;
+        let (kb, vb) = bytes.split_at(bytes.len() / 2);
+        for (dst, src) in [(&mut self.k, kb), (&mut self.v, vb)] {
+            let mut chunks = src.chunks_exact(run * 2);
+            for il in 0..self.n_layer {
+                for h in 0..self.n_head_kv {
+                    let at = il * per_layer + h * self.n_ctx * self.head_dim;
+                    let chunk = chunks.next().expect("length checked");
+                    for (d, s) in dst[at..at + run].iter_mut().zip(chunk.chunks_exact(2)) {
+                        *d = f16::from_bits(u16::from_le_bytes([s[0], s[1]]));
+                    }
+                }
+            }
+        }
+        self.len = n;
+        Ok(())
+    }
+
+    /// Calls `f` with the K and V runs of the first `n` positions of every (layer,
+    /// KV head), in export order.
+    fn for_each_run(&self, n: usize, mut f: impl FnMut(&[f16], &[f16])) {
+        let run = n * self.head_dim;
+        let per_layer = self.n_head_kv * self.n_ctx * self.head_dim;
+        for il in 0..self.n_layer {
+            for h in 0..self.n_head_kv {
+                let at = il * per_layer + h * self.n_ctx * self.head_dim;
+                f(&self.k[at..at + run], &self.v[at..at + run]);
+            }
+        }
+    }
+
     pub(crate) fn check_compatible(&self, c: &ModelConfig) -> Result<(), ModelError> {
         if (self.n_layer, self.n_head_kv, self.head_dim) != (c.n_layer, c.n_head_kv, c.head_dim) {
             return Err(ModelError::CacheMismatch(format!(

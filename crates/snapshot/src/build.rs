@@ -1,5 +1,7 @@
-//! Writing a snapshot: validate the source, stream it into a temporary file beside the
-//! output while hashing, write the header last, then rename into place.
+//! Writing a snapshot: validate the source, freeze its tokenizer, stream the GGUF
+//! (metadata minus the tokenizer arrays, then its tensor data unchanged) and the other
+//! sections into a temporary file beside the output while hashing, write the header
+//! last, then rename into place.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -23,6 +25,8 @@ pub struct BuildOptions {
     pub name: Option<String>,
     /// Show a progress bar on stderr while copying.
     pub progress: bool,
+    /// A PREFIXES section ([`crate::encode_prefixes`]), computed by the engine.
+    pub prefixes: Option<Vec<u8>>,
 }
 
 /// What [`build`] wrote.
@@ -81,6 +85,43 @@ pub fn build(
     })
 }
 
+/// Metadata keys moved into the TOKENIZER section (frozen form): the bulk of a
+/// GGUF's metadata, and what parsing it at start-up would cost.
+const MOVED_KEYS: &[&str] = &[
+    "tokenizer.ggml.tokens",
+    "tokenizer.ggml.scores",
+    "tokenizer.ggml.token_type",
+    "tokenizer.ggml.merges",
+];
+
+/// Writes one section at `offset` from `parts`, returning its length and sha256;
+/// parts flagged `true` also feed the `also` hashers.
+fn write_section(
+    file: &mut File,
+    offset: u64,
+    parts: &[(&[u8], bool)],
+    bar: &indicatif::ProgressBar,
+    also: &mut [&mut Sha256],
+) -> std::io::Result<(u64, [u8; 32])> {
+    file.seek(SeekFrom::Start(offset))?;
+    let mut hasher = Sha256::new();
+    let mut len = 0u64;
+    for &(part, feed_also) in parts {
+        for chunk in part.chunks(CHUNK) {
+            hasher.update(chunk);
+            if feed_also {
+                for h in also.iter_mut() {
+                    h.update(chunk);
+                }
+            }
+            file.write_all(chunk)?;
+            bar.inc(chunk.len() as u64);
+            len += chunk.len() as u64;
+        }
+    }
+    Ok((len, hasher.finalize().into()))
+}
+
 fn write(
     source: &GgufFile,
     src_path: &Path,
@@ -91,15 +132,33 @@ fn write(
         path: tmp.to_path_buf(),
         source,
     };
+    let tokenizer = thaw_tokenizer::Tokenizer::from_gguf(source)
+        .map_err(|e| SnapshotError::Tokenizer {
+            path: src_path.to_path_buf(),
+            what: e.to_string(),
+        })?
+        .to_frozen();
     let mut file = File::create(tmp).map_err(io)?;
-    let gguf = source.bytes();
+    let bytes = source.bytes();
+    let data = &bytes[source.data_offset() as usize..];
+    // The GGUF again, minus the tokenizer arrays: tensor infos keep their offsets
+    // relative to the data section, which is copied unchanged after the new header.
+    let metadata: Vec<_> = source
+        .metadata()
+        .iter()
+        .filter(|(k, _)| !MOVED_KEYS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    let header = thaw_gguf::writer::header_bytes(
+        source.version(),
+        source.alignment(),
+        &metadata,
+        source.tensors(),
+        source.data_offset(),
+    );
 
-    // GGUF section at the first 2 MiB boundary; the header is written last, once the
-    // hashes are known, into the hole left before it.
-    let gguf_off = SECTION_ALIGN;
-    file.seek(SeekFrom::Start(gguf_off)).map_err(io)?;
     let bar = if opts.progress {
-        let bar = indicatif::ProgressBar::new(gguf.len() as u64);
+        let bar = indicatif::ProgressBar::new((header.len() + data.len()) as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "freezing {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
@@ -110,14 +169,29 @@ fn write(
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let mut hasher = Sha256::new();
-    for chunk in gguf.chunks(CHUNK) {
-        hasher.update(chunk);
-        file.write_all(chunk).map_err(io)?;
-        bar.inc(chunk.len() as u64);
-    }
+    // Sections in file order, each at the next 2 MiB boundary; the header is written
+    // last, once the hashes are known, into the hole left before the first.
+    let mut source_hash = Sha256::new();
+    source_hash.update(&bytes[..source.data_offset() as usize]);
+    let mut entries = Vec::new();
+    let mut next = SECTION_ALIGN;
+    let (len, sha) = write_section(
+        &mut file,
+        next,
+        &[(&header, false), (data, true)],
+        &bar,
+        &mut [&mut source_hash],
+    )
+    .map_err(io)?;
     bar.finish_and_clear();
-    let gguf_sha: [u8; 32] = hasher.finalize().into();
+    entries.push(Entry {
+        kind: SectionKind::Gguf,
+        offset: next,
+        length: len,
+        sha256: sha,
+    });
+    next = (next + len).next_multiple_of(SECTION_ALIGN);
+    let source_sha: [u8; 32] = source_hash.finalize().into();
 
     let meta = Meta {
         name: opts.name.clone().unwrap_or_else(|| {
@@ -130,8 +204,8 @@ fn write(
             .unwrap_or_else(|_| src_path.to_path_buf())
             .display()
             .to_string(),
-        source_sha256: hex(&gguf_sha),
-        source_size: gguf.len() as u64,
+        source_sha256: hex(&source_sha),
+        source_size: bytes.len() as u64,
         built_unix: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -139,24 +213,23 @@ fn write(
         thaw_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let meta_json = serde_json::to_vec_pretty(&meta).expect("Meta serializes");
-    let meta_off = (gguf_off + gguf.len() as u64).next_multiple_of(SECTION_ALIGN);
-    file.seek(SeekFrom::Start(meta_off)).map_err(io)?;
-    file.write_all(&meta_json).map_err(io)?;
-
-    let entries = [
-        Entry {
-            kind: SectionKind::Gguf,
-            offset: gguf_off,
-            length: gguf.len() as u64,
-            sha256: gguf_sha,
-        },
-        Entry {
-            kind: SectionKind::Meta,
-            offset: meta_off,
-            length: meta_json.len() as u64,
-            sha256: Sha256::digest(&meta_json).into(),
-        },
-    ];
+    let hidden = indicatif::ProgressBar::hidden();
+    let mut rest: Vec<(SectionKind, &[u8])> = vec![(SectionKind::Tokenizer, &tokenizer)];
+    if let Some(p) = &opts.prefixes {
+        rest.push((SectionKind::Prefixes, p));
+    }
+    rest.push((SectionKind::Meta, &meta_json));
+    for (kind, body) in rest {
+        let (len, sha) =
+            write_section(&mut file, next, &[(body, false)], &hidden, &mut []).map_err(io)?;
+        entries.push(Entry {
+            kind,
+            offset: next,
+            length: len,
+            sha256: sha,
+        });
+        next = (next + len).next_multiple_of(SECTION_ALIGN);
+    }
     let header = format::encode(FORMAT_VERSION, KERNEL_LAYOUT, 0, &entries);
     file.seek(SeekFrom::Start(0)).map_err(io)?;
     file.write_all(&header).map_err(io)?;

@@ -49,13 +49,15 @@ use std::path::{Path, PathBuf};
 
 mod build;
 mod format;
+mod prefix;
 mod snapshot;
 
 pub use build::{BuildOptions, BuildReport, build};
+pub use prefix::{PrefixInput, StoredPrefix, encode_prefixes};
 pub use snapshot::{SectionInfo, Snapshot, SnapshotInfo, VerifyReport};
 
 /// The format version this thaw writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Kernel layout: weights in ggml block layout exactly as the GGUF stores them.
 pub const LAYOUT_GGML_BLOCKS_V1: u32 = 1;
 /// The kernel layout this thaw's kernels read.
@@ -72,9 +74,9 @@ pub enum SectionKind {
     Gguf,
     /// JSON [`Meta`].
     Meta,
-    /// Reserved: prompt-prefix KV caches.
+    /// Prompt prefixes with their K/V state ([`encode_prefixes`]).
     Prefixes,
-    /// Reserved: a pre-built tokenizer.
+    /// The tokenizer, frozen (`thaw_tokenizer::Tokenizer::to_frozen`).
     Tokenizer,
     /// A kind this thaw does not know (skipped).
     Other(u32),
@@ -118,7 +120,7 @@ impl std::fmt::Display for SectionKind {
 pub struct Meta {
     pub name: String,
     pub source_path: String,
-    /// Lower-case hex sha256 of the source GGUF (equal to the GGUF section's).
+    /// Lower-case hex sha256 of the source GGUF file.
     pub source_sha256: String,
     pub source_size: u64,
     /// Seconds since the Unix epoch.
@@ -187,6 +189,14 @@ pub enum SnapshotError {
     },
     #[error("{path}: the META section is not valid: {what}; {REBUILD}")]
     BadMeta { path: PathBuf, what: String },
+    #[error("{path}: the tokenizer cannot be frozen: {what}")]
+    Tokenizer { path: PathBuf, what: String },
+    #[error("{path}: the {kind} section is not valid: {what}; {REBUILD}")]
+    BadSection {
+        path: PathBuf,
+        kind: SectionKind,
+        what: String,
+    },
     #[error("{path}: the output would overwrite the source model; choose another -o path")]
     OutputIsSource { path: PathBuf },
 }

@@ -9,7 +9,10 @@ use sha2::{Digest, Sha256};
 use thaw_gguf::GgufFile;
 
 use crate::format::{self, ENTRY_LEN, Entry, HEADER_LEN, MAX_SECTIONS};
-use crate::{FORMAT_VERSION, KERNEL_LAYOUT, Meta, SECTION_ALIGN, SectionKind, SnapshotError, hex};
+use crate::{
+    FORMAT_VERSION, KERNEL_LAYOUT, Meta, SECTION_ALIGN, SectionKind, SnapshotError, StoredPrefix,
+    hex,
+};
 
 /// One section as recorded in the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +59,10 @@ pub struct SnapshotInfo {
     /// `general.name` of the embedded GGUF.
     pub model_name: Option<String>,
     pub n_tensors: usize,
+    /// Vocabulary size of the frozen tokenizer.
+    pub vocab_size: usize,
+    /// Stored prompt prefixes: (label, tokens).
+    pub prefixes: Vec<(String, usize)>,
 }
 
 impl std::fmt::Display for SnapshotInfo {
@@ -75,6 +82,12 @@ impl std::fmt::Display for SnapshotInfo {
             "model         {gname} ({arch}, {} tensors)",
             self.n_tensors
         )?;
+        writeln!(f, "tokenizer     {} tokens (frozen)", self.vocab_size)?;
+        for (label, n) in &self.prefixes {
+            let short: String = label.chars().take(60).collect();
+            let more = if short.len() < label.len() { "…" } else { "" };
+            writeln!(f, "prefix        {n} tokens: {short:?}{more}")?;
+        }
         writeln!(f, "source        {}", self.meta.source_path)?;
         writeln!(f, "source sha256 {}", self.meta.source_sha256)?;
         writeln!(
@@ -181,6 +194,37 @@ impl Snapshot {
         )?)
     }
 
+    /// The tokenizer from the TOKENIZER section (no rebuilding: copies of flat tables).
+    pub fn tokenizer(&self) -> Result<thaw_tokenizer::Tokenizer, SnapshotError> {
+        let e = self.entry(SectionKind::Tokenizer)?;
+        let bytes = &self.map[e.offset as usize..(e.offset + e.length) as usize];
+        thaw_tokenizer::Tokenizer::from_frozen(bytes).map_err(|err| SnapshotError::BadSection {
+            path: self.path.clone(),
+            kind: SectionKind::Tokenizer,
+            what: err.to_string(),
+        })
+    }
+
+    /// The stored prompt prefixes (none when the snapshot has no PREFIXES section);
+    /// their K/V bytes are ranges of [`Self::mapping`].
+    pub fn prefixes(&self) -> Result<Vec<StoredPrefix>, SnapshotError> {
+        let Some(e) = self
+            .entries
+            .iter()
+            .find(|e| e.kind == SectionKind::Prefixes)
+        else {
+            return Ok(Vec::new());
+        };
+        let bytes = &self.map[e.offset as usize..(e.offset + e.length) as usize];
+        crate::prefix::decode_prefixes(bytes, e.offset as usize).map_err(|what| {
+            SnapshotError::BadSection {
+                path: self.path.clone(),
+                kind: SectionKind::Prefixes,
+                what,
+            }
+        })
+    }
+
     /// The META section.
     pub fn meta(&self) -> Result<Meta, SnapshotError> {
         let e = self.entry(SectionKind::Meta)?;
@@ -247,6 +291,12 @@ impl Snapshot {
             architecture: gguf.architecture().ok().map(str::to_owned),
             model_name: gguf.get_str("general.name").ok().map(str::to_owned),
             n_tensors: gguf.tensors().len(),
+            vocab_size: self.tokenizer()?.vocab_size(),
+            prefixes: self
+                .prefixes()?
+                .into_iter()
+                .map(|p| (p.label, p.tokens.len()))
+                .collect(),
         })
     }
 }
@@ -365,7 +415,7 @@ fn validate(path: &Path, b: &[u8]) -> Result<(format::Header, Vec<Entry>), Snaps
             )));
         }
     }
-    for kind in [SectionKind::Gguf, SectionKind::Meta] {
+    for kind in [SectionKind::Gguf, SectionKind::Meta, SectionKind::Tokenizer] {
         if !entries.iter().any(|e| e.kind == kind) {
             return Err(SnapshotError::MissingSection {
                 path: path.to_path_buf(),

@@ -2,8 +2,10 @@
 //! ids keyed by FNV-1a hashes of the token texts (the texts stay in `Vocab::tokens`).
 //! Building it for Gemma's 262k tokens takes milliseconds.
 
+use crate::vocab::Texts;
+
 pub(crate) struct TokenIndex {
-    slots: Vec<u32>,
+    pub(crate) slots: Vec<u32>,
     mask: usize,
 }
 
@@ -21,7 +23,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 impl TokenIndex {
     /// Later duplicates win, as in llama.cpp's text -> id map.
-    pub fn new(tokens: &[String]) -> Self {
+    pub fn new(tokens: &Texts) -> Self {
         let cap = (tokens.len() * 2).next_power_of_two().max(16);
         let mut idx = TokenIndex {
             slots: vec![EMPTY; cap],
@@ -35,7 +37,7 @@ impl TokenIndex {
                     idx.slots[i] = id as u32;
                     break;
                 }
-                if tokens[s as usize] == *t {
+                if &tokens[s as usize] == t {
                     idx.slots[i] = id as u32;
                     break;
                 }
@@ -45,14 +47,25 @@ impl TokenIndex {
         idx
     }
 
-    pub fn get(&self, tokens: &[String], text: &str) -> Option<u32> {
+    /// A stored table: a power-of-two length, every slot empty or an id below `n`.
+    pub fn from_slots(slots: Vec<u32>, n: usize) -> Option<Self> {
+        let ok = slots.len().is_power_of_two()
+            && slots.len() > n
+            && slots.iter().all(|&s| s == EMPTY || (s as usize) < n);
+        ok.then(|| TokenIndex {
+            mask: slots.len() - 1,
+            slots,
+        })
+    }
+
+    pub fn get(&self, tokens: &Texts, text: &str) -> Option<u32> {
         let mut i = fnv1a(text.as_bytes()) as usize & self.mask;
         loop {
             let s = self.slots[i];
             if s == EMPTY {
                 return None;
             }
-            if tokens[s as usize] == text {
+            if &tokens[s as usize] == text {
                 return Some(s);
             }
             i = (i + 1) & self.mask;
@@ -70,6 +83,7 @@ mod tests {
             .map(|i| format!("t{i}"))
             .chain(["t7".into()])
             .collect();
+        let toks = Texts::from_strs(&toks);
         let idx = TokenIndex::new(&toks);
         assert_eq!(idx.get(&toks, "t7"), Some(5000), "later duplicate wins");
         for i in [0u32, 1, 4999] {

@@ -2,14 +2,17 @@
 //! streaming detokenizer ([`StreamDecoder`]) and Hugging Face–style chat templates
 //! ([`chat`]).
 //!
-//! - `tokenizer.ggml.model = "gpt2"`: byte-level BPE on the `tokenizers` crate, with
-//!   the GGUF merges and the split rules named by `tokenizer.ggml.pre` (SmolLM2,
-//!   Llama 3, Qwen2, ...).
+//! - `tokenizer.ggml.model = "gpt2"`: byte-level BPE over the GGUF merges (`bpe.rs`,
+//!   a flat rank table), after the `tokenizers` crate's pre-tokenizer with the split
+//!   rules named by `tokenizer.ggml.pre` (SmolLM2, Llama 3, Qwen2, ...).
 //! - `tokenizer.ggml.model = "llama"`: SentencePiece-style BPE (Gemma, Mistral,
 //!   Llama 2), implemented directly as llama.cpp runs it: pairs joined by the score of
 //!   the token they form, `<0xXX>` byte fallback. (A merge table derived for the
 //!   `tokenizers` crate gave identical ids but took seconds to build for Gemma's 262k
 //!   vocabulary; this needs only a hash index.)
+//!
+//! [`Tokenizer::to_frozen`] / [`Tokenizer::from_frozen`] store a built tokenizer as
+//! flat bytes (a snapshot's TOKENIZER section) and restore it without rebuilding.
 //!
 //! Before either runs, special tokens are split out of the text exactly as llama.cpp's
 //! `llama_tokenize(add_special, parse_special)` does: control tokens only with
@@ -20,7 +23,9 @@ use std::collections::HashMap;
 
 use thaw_gguf::{GgufError, GgufFile};
 
+mod bpe;
 pub mod chat;
+mod frozen;
 mod index;
 mod models;
 mod pretok;
@@ -67,22 +72,43 @@ pub struct Tokenizer {
 impl Tokenizer {
     /// Builds the tokenizer described by the GGUF's `tokenizer.*` metadata.
     pub fn from_gguf(gguf: &GgufFile) -> Result<Tokenizer, TokenizerError> {
-        let vocab = Vocab::from_gguf(gguf)?;
+        let (vocab, merges) = Vocab::from_gguf(gguf)?;
         let index = TokenIndex::new(&vocab.tokens);
-        let (engine, notes) = Engine::build(&vocab, &index)?;
+        let (engine, notes) = Engine::build(&vocab, &index, &merges)?;
+        Ok(Self::assemble(vocab, index, engine, notes))
+    }
+
+    /// This tokenizer as flat bytes (a snapshot's TOKENIZER section): vocabulary,
+    /// hash index and merge table exactly as built, so [`Self::from_frozen`] only
+    /// copies them.
+    pub fn to_frozen(&self) -> Vec<u8> {
+        frozen::freeze(&self.vocab, &self.index, self.engine.bpe(), &self.notes)
+    }
+
+    /// Restores a tokenizer from [`Self::to_frozen`] bytes, checking every length,
+    /// offset and id; it encodes exactly as the tokenizer that was frozen.
+    pub fn from_frozen(bytes: &[u8]) -> Result<Tokenizer, TokenizerError> {
+        let t = frozen::thaw(bytes)?;
+        // The pre-tokenizer notes were frozen with the rest.
+        let mut scratch = Vec::new();
+        let engine = Engine::assemble(&t.vocab, &t.index, t.bpe, &mut scratch)?;
+        Ok(Self::assemble(t.vocab, t.index, engine, t.notes))
+    }
+
+    fn assemble(vocab: Vocab, index: TokenIndex, engine: Engine, notes: Vec<String>) -> Self {
         let special = SpecialMatcher::new(&vocab.tokens, &vocab.attrs);
         let byte_decoder = match vocab.kind {
             ModelKind::ByteLevelBpe => models::byte_level_decoder(),
             ModelKind::SentencePiece => HashMap::new(),
         };
-        Ok(Tokenizer {
+        Tokenizer {
             vocab,
             index,
             engine,
             special,
             byte_decoder,
             notes,
-        })
+        }
     }
 
     /// Which algorithm this vocabulary uses.
@@ -210,10 +236,7 @@ impl Tokenizer {
     /// The token's text as stored in the GGUF (`Ġhello`, `▁hello`, `<0x0A>`); empty
     /// for an id outside the vocabulary.
     pub fn token_text(&self, id: u32) -> &str {
-        self.vocab
-            .tokens
-            .get(id as usize)
-            .map_or("", |s| s.as_str())
+        self.vocab.tokens.get(id as usize).unwrap_or("")
     }
 
     /// The id of a token with exactly this GGUF text, if any.

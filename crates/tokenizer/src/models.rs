@@ -1,12 +1,12 @@
-//! The per-fragment tokenizers: byte-level BPE on the `tokenizers` crate (GGUF merges
-//! and a named pre-tokenizer) and SentencePiece-style BPE (`spm.rs`, llama.cpp's
+//! The per-fragment tokenizers: byte-level BPE (`bpe.rs`, GGUF merges after the
+//! `tokenizers` crate's pre-tokenizer named by `tokenizer.ggml.pre`) and SentencePiece-style BPE (`spm.rs`, llama.cpp's
 //! score-driven algorithm with byte fallback).
 
-use tokenizers::models::bpe::{BPE, Vocab as HfVocab};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
-use tokenizers::{Model, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
+use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
 
 use crate::TokenizerError;
+use crate::bpe::Bpe;
 use crate::index::TokenIndex;
 use crate::spm::Spm;
 use crate::vocab::{ModelKind, Vocab};
@@ -15,72 +15,60 @@ use crate::vocab::{ModelKind, Vocab};
 pub(crate) const SPM_SPACE: &str = "\u{2581}";
 
 pub(crate) enum Engine {
-    ByteLevel {
-        pre: PreTokenizerWrapper,
-        bpe: Box<BPE>,
-    },
+    ByteLevel { pre: PreTokenizerWrapper, bpe: Bpe },
     SentencePiece(Spm),
 }
 
-fn hf_vocab(tokens: &[String]) -> HfVocab {
-    // Later duplicates win, as in llama.cpp's text -> id map.
-    tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i as u32))
-        .collect()
-}
-
-fn build_err(e: impl std::fmt::Display) -> TokenizerError {
-    TokenizerError::Build(e.to_string())
-}
-
 impl Engine {
-    /// Builds the engine; returns notes about anything dropped or substituted.
-    pub fn build(v: &Vocab, index: &TokenIndex) -> Result<(Engine, Vec<String>), TokenizerError> {
+    /// Builds the engine from the vocabulary and, for byte-level BPE, its merges
+    /// ("a b" strings as the GGUF stores them); returns notes about anything dropped
+    /// or substituted.
+    pub fn build(
+        v: &Vocab,
+        index: &TokenIndex,
+        merges: &[String],
+    ) -> Result<(Engine, Vec<String>), TokenizerError> {
         let mut notes = Vec::new();
-        match v.kind {
+        let bpe = match v.kind {
             ModelKind::ByteLevelBpe => {
-                let (pre, note) = crate::pretok::build(&v.pre)?;
-                notes.extend(note);
-                let vocab = hf_vocab(&v.tokens);
-                let mut merges = Vec::with_capacity(v.merges.len());
-                let mut dropped = 0usize;
-                for m in &v.merges {
-                    // llama.cpp splits at the first space after the first byte.
-                    let first = m.chars().next().map_or(0, char::len_utf8);
-                    let Some(pos) = m[first..].find(' ').map(|p| p + first) else {
-                        dropped += 1;
-                        continue;
-                    };
-                    let (a, b) = (&m[..pos], &m[pos + 1..]);
-                    let joined = format!("{a}{b}");
-                    if vocab.contains_key(a) && vocab.contains_key(b) && vocab.contains_key(&joined)
-                    {
-                        merges.push((a.to_string(), b.to_string()));
-                    } else {
-                        dropped += 1;
-                    }
-                }
+                let (bpe, dropped) = Bpe::from_strings(merges, &v.tokens, index, v.ignore_merges);
                 if dropped > 0 {
                     notes.push(format!(
                         "{dropped} merges refer to tokens not in the vocabulary: ignored"
                     ));
                 }
-                let bpe = BPE::builder()
-                    .vocab_and_merges(vocab, merges)
-                    .ignore_merges(v.ignore_merges)
-                    .build()
-                    .map_err(build_err)?;
-                Ok((
-                    Engine::ByteLevel {
-                        pre,
-                        bpe: Box::new(bpe),
-                    },
-                    notes,
-                ))
+                Some(bpe)
             }
-            ModelKind::SentencePiece => Ok((Engine::SentencePiece(Spm::new(v, index)), notes)),
+            ModelKind::SentencePiece => None,
+        };
+        Ok((Self::assemble(v, index, bpe, &mut notes)?, notes))
+    }
+
+    /// The engine for `v`, given the resolved merges for byte-level BPE.
+    pub fn assemble(
+        v: &Vocab,
+        index: &TokenIndex,
+        bpe: Option<Bpe>,
+        notes: &mut Vec<String>,
+    ) -> Result<Engine, TokenizerError> {
+        match (v.kind, bpe) {
+            (ModelKind::ByteLevelBpe, Some(bpe)) => {
+                let (pre, note) = crate::pretok::build(&v.pre)?;
+                notes.extend(note);
+                Ok(Engine::ByteLevel { pre, bpe })
+            }
+            (ModelKind::ByteLevelBpe, None) => Err(TokenizerError::Invalid(
+                "byte-level BPE without a merge table".into(),
+            )),
+            (ModelKind::SentencePiece, _) => Ok(Engine::SentencePiece(Spm::new(v, index))),
+        }
+    }
+
+    /// The merge table (byte-level BPE only).
+    pub fn bpe(&self) -> Option<&Bpe> {
+        match self {
+            Engine::ByteLevel { bpe, .. } => Some(bpe),
+            Engine::SentencePiece(_) => None,
         }
     }
 
@@ -92,14 +80,13 @@ impl Engine {
         text: &str,
         out: &mut Vec<u32>,
     ) -> Result<(), TokenizerError> {
-        let enc =
-            |e: Box<dyn std::error::Error + Send + Sync>| TokenizerError::Encode(e.to_string());
         match self {
             Engine::ByteLevel { pre, bpe } => {
                 let mut pts = PreTokenizedString::from(text);
-                pre.pre_tokenize(&mut pts).map_err(enc)?;
+                pre.pre_tokenize(&mut pts)
+                    .map_err(|e| TokenizerError::Encode(e.to_string()))?;
                 for (piece, _, _) in pts.get_splits(OffsetReferential::Original, OffsetType::None) {
-                    out.extend(bpe.tokenize(piece).map_err(enc)?.iter().map(|t| t.id));
+                    bpe.tokenize(&v.tokens, index, piece, out);
                 }
             }
             Engine::SentencePiece(spm) => {

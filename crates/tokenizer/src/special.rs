@@ -28,7 +28,7 @@ pub(crate) struct SpecialMatcher {
 }
 
 impl SpecialMatcher {
-    pub fn new(tokens: &[String], attrs: &[u8]) -> Self {
+    pub fn new(tokens: &crate::vocab::Texts, attrs: &[u8]) -> Self {
         let mut order: Vec<(u32, String, bool)> = tokens
             .iter()
             .zip(attrs)
@@ -36,7 +36,7 @@ impl SpecialMatcher {
             .filter(|(_, (_, a))| **a & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0)
             .map(|(id, (t, a))| {
                 let always = *a & (attr::CONTROL | attr::UNKNOWN) == 0;
-                (id as u32, t.clone(), always)
+                (id as u32, t.to_string(), always)
             })
             .collect();
         order.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
@@ -144,7 +144,7 @@ mod tests {
             attr::USER_DEFINED,
             attr::NORMAL,
         ];
-        SpecialMatcher::new(&toks, &attrs)
+        SpecialMatcher::new(&crate::vocab::Texts::from_strs(&toks), &attrs)
     }
 
     #[test]

@@ -26,13 +26,67 @@ pub enum ModelKind {
     SentencePiece,
 }
 
+/// Token texts in one flat string (`offsets[i]..offsets[i + 1]` is token `i`): one
+/// allocation instead of one per token, and the exact form the snapshot stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Texts {
+    pub blob: String,
+    pub offsets: Vec<u32>,
+}
+
+impl Texts {
+    /// Checks that `offsets` starts at 0, never decreases, ends at `blob.len()` and
+    /// cuts `blob` only at character boundaries.
+    pub fn new(blob: String, offsets: Vec<u32>) -> Result<Self, TokenizerError> {
+        let ok = offsets.first() == Some(&0)
+            && offsets.last().is_some_and(|&e| e as usize == blob.len())
+            && offsets.windows(2).all(|w| w[0] <= w[1])
+            && offsets.iter().all(|&o| blob.is_char_boundary(o as usize));
+        if !ok {
+            return Err(TokenizerError::Invalid(
+                "token text offsets are out of order or split a character".into(),
+            ));
+        }
+        Ok(Self { blob, offsets })
+    }
+    /// Texts of `items`, in order (tests).
+    #[cfg(test)]
+    pub fn from_strs<S: AsRef<str>>(items: &[S]) -> Self {
+        let mut blob = String::new();
+        let mut offsets = vec![0u32];
+        for s in items {
+            blob.push_str(s.as_ref());
+            offsets.push(blob.len() as u32);
+        }
+        Self { blob, offsets }
+    }
+    pub fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let (&s, &e) = (self.offsets.get(i)?, self.offsets.get(i + 1)?);
+        Some(&self.blob[s as usize..e as usize])
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.offsets
+            .windows(2)
+            .map(|w| &self.blob[w[0] as usize..w[1] as usize])
+    }
+}
+
+impl std::ops::Index<usize> for Texts {
+    type Output = str;
+    fn index(&self, i: usize) -> &str {
+        self.get(i).expect("token id in range")
+    }
+}
+
 pub(crate) struct Vocab {
     pub kind: ModelKind,
     pub pre: String,
-    pub tokens: Vec<String>,
+    pub tokens: Texts,
     pub scores: Vec<f32>,
     pub attrs: Vec<u8>,
-    pub merges: Vec<String>,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub eot: Option<u32>,
@@ -138,7 +192,8 @@ fn value_f32(v: &Value) -> Option<f32> {
 }
 
 impl Vocab {
-    pub fn from_gguf(gguf: &GgufFile) -> Result<Self, TokenizerError> {
+    /// The vocabulary and, for byte-level BPE, the merges as stored ("a b" strings).
+    pub fn from_gguf(gguf: &GgufFile) -> Result<(Self, Vec<String>), TokenizerError> {
         let model = gguf.get_str("tokenizer.ggml.model")?;
         let kind = match model {
             "gpt2" => ModelKind::ByteLevelBpe,
@@ -157,19 +212,26 @@ impl Vocab {
                 "vocabulary has {n} tokens"
             )));
         }
-        let mut tokens = Vec::with_capacity(n);
+        let mut blob = String::new();
+        let mut offsets = Vec::with_capacity(n + 1);
+        offsets.push(0u32);
         for (i, v) in raw_tokens.iter().enumerate() {
             match v {
                 // llama.cpp renames empty tokens so that the text -> id map stays a bijection.
-                Value::String(s) if s.is_empty() => tokens.push(format!("[EMPTY_{i}]")),
-                Value::String(s) => tokens.push(s.clone()),
+                Value::String(s) if s.is_empty() => blob.push_str(&format!("[EMPTY_{i}]")),
+                Value::String(s) => blob.push_str(s),
                 _ => {
                     return Err(TokenizerError::Invalid(format!(
                         "token {i} is not a string"
                     )));
                 }
             }
+            offsets.push(
+                u32::try_from(blob.len())
+                    .map_err(|_| TokenizerError::Invalid("token texts exceed 4 GiB".into()))?,
+            );
         }
+        let tokens = Texts::new(blob, offsets)?;
 
         let scores = match gguf.get("tokenizer.ggml.scores") {
             Some(Value::Array(a)) => {
@@ -284,8 +346,8 @@ impl Vocab {
             .collect();
         let mut found: HashMap<&str, u32> = HashMap::new();
         for (i, t) in tokens.iter().enumerate() {
-            if wanted.contains(t.as_str()) {
-                found.entry(t.as_str()).or_insert(i as u32);
+            if wanted.contains(t) {
+                found.entry(t).or_insert(i as u32);
             }
         }
         let first_of = |list: &[&str]| list.iter().find_map(|t| found.get(t).copied());
@@ -331,30 +393,32 @@ impl Vocab {
         }
 
         // Control tokens named "unused" are unused (llama.cpp's auto-detection).
-        for (a, t) in attrs.iter_mut().zip(&tokens) {
+        for (a, t) in attrs.iter_mut().zip(tokens.iter()) {
             if *a & attr::CONTROL != 0 && t.contains("unused") {
                 *a |= attr::UNUSED;
             }
         }
 
-        Ok(Vocab {
-            kind,
-            pre,
-            tokens,
-            scores,
-            attrs,
+        Ok((
+            Vocab {
+                kind,
+                pre,
+                tokens,
+                scores,
+                attrs,
+                bos,
+                eos,
+                eot,
+                eom,
+                unk,
+                pad,
+                add_bos,
+                add_eos,
+                add_space_prefix,
+                ignore_merges,
+                eog,
+            },
             merges,
-            bos,
-            eos,
-            eot,
-            eom,
-            unk,
-            pad,
-            add_bos,
-            add_eos,
-            add_space_prefix,
-            ignore_merges,
-            eog,
-        })
+        ))
     }
 }

@@ -97,30 +97,35 @@ fn run(model: &str) {
 
     let enc = |t: &Tokenizer, s: &str, add: bool, special: bool| t.encode(s, add, special).unwrap();
     let mut bad = 0;
-    bad += compare(
-        &format!("{model} plain"),
-        &texts,
-        refs["plain"].as_array().unwrap(),
-        |s| enc(&tok, s, false, false),
-    );
-    bad += compare(
-        &format!("{model} parse_special"),
-        &texts,
-        refs["special"].as_array().unwrap(),
-        |s| enc(&tok, s, false, true),
-    );
-    bad += compare(
-        &format!("{model} add_special"),
-        &bos_texts,
-        refs["bos"].as_array().unwrap(),
-        |s| enc(&tok, s, true, false),
-    );
-    if let Some(eog) = refs.get("eog") {
-        assert_eq!(
-            tok.eog_ids(),
-            ids(eog).as_slice(),
-            "end-of-generation set differs from llama.cpp"
+    // Both load paths: built from the GGUF, and thawed from its frozen bytes (what a
+    // snapshot stores).
+    let thawed = Tokenizer::from_frozen(&tok.to_frozen()).expect("thaw frozen tokenizer");
+    for (path, tok) in [("gguf", &tok), ("frozen", &thawed)] {
+        bad += compare(
+            &format!("{model} {path} plain"),
+            &texts,
+            refs["plain"].as_array().unwrap(),
+            |s| enc(tok, s, false, false),
         );
+        bad += compare(
+            &format!("{model} {path} parse_special"),
+            &texts,
+            refs["special"].as_array().unwrap(),
+            |s| enc(tok, s, false, true),
+        );
+        bad += compare(
+            &format!("{model} {path} add_special"),
+            &bos_texts,
+            refs["bos"].as_array().unwrap(),
+            |s| enc(tok, s, true, false),
+        );
+        if let Some(eog) = refs.get("eog") {
+            assert_eq!(
+                tok.eog_ids(),
+                ids(eog).as_slice(),
+                "{path}: end-of-generation set differs from llama.cpp"
+            );
+        }
     }
     assert_eq!(
         bad, 0,

@@ -179,3 +179,45 @@ fn continuation_keeps_the_leading_space_of_the_first_token() {
     text.push_str(&cont.finish());
     assert_eq!(text, " Paris");
 }
+
+/// Freezing is lossless (the thawed tokenizer freezes to the same bytes and encodes
+/// alike) and a damaged frozen tokenizer is an error, never a panic.
+fn frozen_roundtrip(tok: &Tokenizer) {
+    let bytes = tok.to_frozen();
+    let thawed = Tokenizer::from_frozen(&bytes).expect("thaw");
+    assert_eq!(thawed.to_frozen(), bytes, "freeze ∘ thaw is the identity");
+    for text in SAMPLES {
+        assert_eq!(
+            thawed.encode(text, true, true).unwrap(),
+            tok.encode(text, true, true).unwrap()
+        );
+    }
+    assert_eq!(thawed.eog_ids(), tok.eog_ids());
+    for cut in [0, 7, 12, 60, bytes.len() / 2, bytes.len() - 1] {
+        assert!(
+            Tokenizer::from_frozen(&bytes[..cut]).is_err(),
+            "cut at {cut}"
+        );
+    }
+    let mut extra = bytes.clone();
+    extra.push(0);
+    assert!(Tokenizer::from_frozen(&extra).is_err(), "trailing byte");
+    let mut wrong_version = bytes.clone();
+    wrong_version[8] ^= 0xff;
+    let err = Tokenizer::from_frozen(&wrong_version).err().unwrap();
+    assert!(err.to_string().contains("rebuild"), "{err}");
+}
+
+#[test]
+fn smollm2_frozen_roundtrip() {
+    if let Some((_g, tok)) = common::load("smollm2") {
+        frozen_roundtrip(&tok);
+    }
+}
+
+#[test]
+fn gemma3_frozen_roundtrip() {
+    if let Some((_g, tok)) = common::load("gemma3-270m") {
+        frozen_roundtrip(&tok);
+    }
+}
