@@ -214,11 +214,13 @@ fn write(
     };
     let meta_json = serde_json::to_vec_pretty(&meta).expect("Meta serializes");
     let hidden = indicatif::ProgressBar::hidden();
-    let mut rest: Vec<(SectionKind, &[u8])> = vec![(SectionKind::Tokenizer, &tokenizer)];
+    let mut rest: Vec<(SectionKind, &[u8])> = vec![
+        (SectionKind::Meta, &meta_json),
+        (SectionKind::Tokenizer, &tokenizer),
+    ];
     if let Some(p) = &opts.prefixes {
         rest.push((SectionKind::Prefixes, p));
     }
-    rest.push((SectionKind::Meta, &meta_json));
     for (kind, body) in rest {
         let (len, sha) =
             write_section(&mut file, next, &[(body, false)], &hidden, &mut []).map_err(io)?;

@@ -42,7 +42,15 @@ fn round_trip_metadata_and_tensor_bytes() {
     assert_eq!(snap.format_version(), FORMAT_VERSION);
     assert_eq!(snap.kernel_layout(), KERNEL_LAYOUT);
     let g = snap.gguf().unwrap();
-    assert_eq!(g.metadata(), original.metadata());
+    // The tokenizer arrays moved to the TOKENIZER section; the rest is unchanged.
+    let kept: Vec<_> = original
+        .metadata()
+        .iter()
+        .filter(|(k, _)| k != "tokenizer.ggml.tokens")
+        .cloned()
+        .collect();
+    assert_eq!(g.metadata(), &kept[..]);
+    assert_eq!(snap.tokenizer().unwrap().vocab_size(), 3);
     assert_eq!(g.tensors().len(), original.tensors().len());
     for (a, b) in original.tensors().iter().zip(g.tensors()) {
         assert_eq!(
@@ -64,11 +72,10 @@ fn round_trip_metadata_and_tensor_bytes() {
         );
         assert!(std::sync::Arc::ptr_eq(&m, snap.mapping()));
     }
-    // The GGUF section is the source, byte for byte.
-    assert_eq!(
-        snap.section(SectionKind::Gguf).unwrap(),
-        &std::fs::read(&src).unwrap()[..]
-    );
+    // The GGUF section ends with the source's tensor data, byte for byte.
+    let src_bytes = std::fs::read(&src).unwrap();
+    let data = &src_bytes[original.data_offset() as usize..];
+    assert!(snap.section(SectionKind::Gguf).unwrap().ends_with(data));
 }
 
 #[test]
@@ -76,7 +83,11 @@ fn layout_sections_aligned_meta_and_info() {
     let (_dir, src, out) = built();
     let snap = Snapshot::open(&out).unwrap();
     let sections = snap.sections();
-    assert_eq!(sections.len(), 2);
+    let kinds: Vec<_> = sections.iter().map(|s| s.kind).collect();
+    assert_eq!(
+        kinds,
+        [SectionKind::Gguf, SectionKind::Meta, SectionKind::Tokenizer]
+    );
     for s in &sections {
         assert_eq!(s.offset % SECTION_ALIGN, 0, "{s:?}");
         assert!(s.offset > 0);
@@ -86,7 +97,12 @@ fn layout_sections_aligned_meta_and_info() {
     assert_eq!(meta.name, "model");
     assert_eq!(meta.source_size, src_bytes.len() as u64);
     assert_eq!(sections[0].kind, SectionKind::Gguf);
-    assert_eq!(meta.source_sha256, sections[0].sha256);
+    use sha2::Digest;
+    let sha: String = sha2::Sha256::digest(&src_bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(meta.source_sha256, sha);
     assert!(meta.source_path.ends_with("model.gguf"));
     assert!(meta.built_unix > 1_600_000_000);
     let info = snap.info().unwrap();
@@ -110,7 +126,7 @@ fn build_records_the_given_name() {
     let out = dir.join("named.thaw");
     let opts = BuildOptions {
         name: Some("my-model".into()),
-        progress: false,
+        ..Default::default()
     };
     let report = build(&src, &out, &opts).unwrap();
     assert_eq!(report.meta.name, "my-model");
@@ -220,7 +236,7 @@ fn wrong_magic_version_and_layout_say_how_to_rebuild() {
     let err = Snapshot::open(&src).unwrap_err();
     assert!(matches!(err, SnapshotError::NotSnapshot { .. }), "{err}");
 
-    for version in [0u32, 2, 99] {
+    for version in [0u32, 1, 99] {
         let mut b = bytes.clone();
         put_u32(&mut b, 8, version);
         fix_checksum(&mut b);
@@ -228,7 +244,7 @@ fn wrong_magic_version_and_layout_say_how_to_rebuild() {
         let msg = err.to_string();
         assert!(matches!(err, SnapshotError::IncompatibleFormat { found, .. } if found == version));
         assert!(
-            msg.contains(&format!("format {version}, this thaw reads 1")),
+            msg.contains(&format!("format {version}, this thaw reads 2")),
             "{msg}"
         );
         assert!(msg.contains("thaw snapshot build"), "{msg}");
@@ -269,7 +285,7 @@ fn wrong_magic_version_and_layout_say_how_to_rebuild() {
 fn flipped_header_or_table_byte_is_a_corrupt_header() {
     let (dir, _src, out) = built();
     let bytes = std::fs::read(&out).unwrap();
-    let table_end = HEADER_LEN + 2 * ENTRY_LEN;
+    let table_end = HEADER_LEN + 3 * ENTRY_LEN;
     // Flags, reserved, checksum, then every byte of the table.
     let positions = [16usize, 23, 28, 31, 32, 39]
         .into_iter()
@@ -290,7 +306,11 @@ fn flipped_header_or_table_byte_is_a_corrupt_header() {
 fn flipped_section_byte_opens_but_fails_verify_naming_the_section() {
     let (dir, _src, out) = built();
     let bytes = std::fs::read(&out).unwrap();
-    for (entry, kind) in [(0, SectionKind::Gguf), (1, SectionKind::Meta)] {
+    for (entry, kind) in [
+        (0, SectionKind::Gguf),
+        (1, SectionKind::Meta),
+        (2, SectionKind::Tokenizer),
+    ] {
         let off = get_u64(&bytes, entry_field(entry, 8)) as usize;
         let len = get_u64(&bytes, entry_field(entry, 16)) as usize;
         for at in [off, off + len / 2, off + len - 1] {
@@ -310,7 +330,7 @@ fn flipped_section_byte_opens_but_fails_verify_naming_the_section() {
     }
     // A byte in the padding between sections belongs to no section: verify passes.
     let mut b = bytes.clone();
-    b[HEADER_LEN + 2 * ENTRY_LEN + 10] = 0xFF;
+    b[HEADER_LEN + 3 * ENTRY_LEN + 10] = 0xFF;
     open_bytes(&dir, &b).unwrap().verify(false).unwrap();
 }
 
@@ -320,6 +340,7 @@ fn crafted_tables_are_refused() {
     let bytes = std::fs::read(&out).unwrap();
     let gguf_off = get_u64(&bytes, entry_field(0, 8));
     let meta_off = get_u64(&bytes, entry_field(1, 8));
+    let tok_off = get_u64(&bytes, entry_field(2, 8));
     let n = bytes.len() as u64;
     type Craft = Box<dyn Fn(&mut Vec<u8>)>;
     type Expect = fn(&SnapshotError) -> bool;
@@ -394,18 +415,19 @@ fn crafted_tables_are_refused() {
     }
     // An unknown kind is skipped, the rest still works.
     let mut b = bytes.clone();
-    put_u32(&mut b, 24, 3);
+    put_u32(&mut b, 24, 4);
     let mut extra = vec![0u8; ENTRY_LEN];
     extra[0..4].copy_from_slice(&77u32.to_le_bytes());
-    extra[8..16].copy_from_slice(&(meta_off + SECTION_ALIGN).to_le_bytes());
+    extra[8..16].copy_from_slice(&(tok_off + SECTION_ALIGN).to_le_bytes());
     b.splice(
-        HEADER_LEN + 2 * ENTRY_LEN..HEADER_LEN + 3 * ENTRY_LEN,
+        HEADER_LEN + 3 * ENTRY_LEN..HEADER_LEN + 4 * ENTRY_LEN,
         extra,
     );
-    b.resize((meta_off + SECTION_ALIGN) as usize, 0);
+    b.resize((tok_off + SECTION_ALIGN) as usize, 0);
     fix_checksum(&mut b);
     let snap = open_bytes(&dir, &b).unwrap();
-    assert_eq!(snap.sections()[2].kind, SectionKind::Other(77));
+    assert_eq!(snap.sections()[3].kind, SectionKind::Other(77));
+    assert_eq!(snap.tokenizer().unwrap().vocab_size(), 3);
     assert_eq!(snap.gguf().unwrap().tensors().len(), 3);
 }
 
@@ -431,4 +453,43 @@ fn corrupt_embedded_gguf_is_a_gguf_error_naming_the_snapshot() {
     let err = snap.gguf().unwrap_err();
     assert!(matches!(err, SnapshotError::Gguf(_)), "{err}");
     assert!(err.to_string().contains("crafted.thaw"), "{err}");
+}
+
+#[test]
+fn corrupt_tokenizer_section_is_an_error_saying_how_to_rebuild() {
+    let (dir, _src, out) = built();
+    let mut b = std::fs::read(&out).unwrap();
+    let off = get_u64(&b, entry_field(2, 8)) as usize;
+    let len = get_u64(&b, entry_field(2, 16)) as usize;
+    for at in [off, off + 9, off + len - 1] {
+        let mut c = b.clone();
+        c[at] ^= 0x5a;
+        let snap = open_bytes(&dir, &c).unwrap();
+        let err = snap.tokenizer().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SnapshotError::BadSection {
+                    kind: SectionKind::Tokenizer,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("thaw snapshot build"), "{err}");
+    }
+    // Without a TOKENIZER section the snapshot is refused at open.
+    put_u32(&mut b, entry_field(2, 0), 99);
+    fix_checksum(&mut b);
+    let err = open_bytes(&dir, &b).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SnapshotError::MissingSection {
+                kind: SectionKind::Tokenizer,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }

@@ -40,6 +40,7 @@ pub fn synthetic_gguf(path: &Path) {
     w.kv("general.architecture", "llama")
         .kv("general.name", "tiny synthetic")
         .kv("llama.block_count", 2u32)
+        .kv("tokenizer.ggml.model", "llama")
         .kv("tokenizer.ggml.tokens", vec!["a", "b", "<s>"])
         .tensor_f32("norm", &[8], &[0.5, 1.0, 1.5, 2.0, -1.0, -2.0, 3.0, 4.0])
         .tensor("w", &[32, 2], GgmlType::Q8_0, q8)
