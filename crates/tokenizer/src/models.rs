@@ -15,7 +15,10 @@ use crate::vocab::{ModelKind, Vocab};
 pub(crate) const SPM_SPACE: &str = "\u{2581}";
 
 pub(crate) enum Engine {
-    ByteLevel { pre: PreTokenizerWrapper, bpe: Bpe },
+    ByteLevel {
+        pre: Box<PreTokenizerWrapper>,
+        bpe: Bpe,
+    },
     SentencePiece(Spm),
 }
 
@@ -55,7 +58,10 @@ impl Engine {
             (ModelKind::ByteLevelBpe, Some(bpe)) => {
                 let (pre, note) = crate::pretok::build(&v.pre)?;
                 notes.extend(note);
-                Ok(Engine::ByteLevel { pre, bpe })
+                Ok(Engine::ByteLevel {
+                    pre: Box::new(pre),
+                    bpe,
+                })
             }
             (ModelKind::ByteLevelBpe, None) => Err(TokenizerError::Invalid(
                 "byte-level BPE without a merge table".into(),
