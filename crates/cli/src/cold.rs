@@ -258,11 +258,6 @@ pub fn bench_cold(o: ColdOptions) -> Result<()> {
                 cmd: thaw(&pre, Some(&system)),
                 files: vec![pre.clone()],
             },
-            Variant {
-                name: "thaw gguf, same 1k-token system prompt",
-                cmd: thaw(&gguf, Some(&system)),
-                files: vec![gguf.clone()],
-            },
         ];
         let has_llama = Command::new("python3")
             .args(["-c", "import llama_cpp"])
