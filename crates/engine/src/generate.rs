@@ -181,8 +181,12 @@ impl Session {
             });
         }
         let common = self.adopt_prefix(prompt);
-        // At least the last prompt token is recomputed: its logits are needed.
-        let reuse = common.min(prompt.len() - 1);
+        // At least the last prompt token is recomputed: its logits are needed. Keep
+        // the recomputed tail at two tokens or more: a one-token pass takes the decode
+        // arithmetic (llama.cpp's vec-dot attention order), a longer one the prompt
+        // arithmetic, so a cache hit would give different logits than a cold prompt and
+        // the same seed would give different text.
+        let reuse = common.min(prompt.len().saturating_sub(2));
         self.cache.truncate(reuse);
         self.tokens.truncate(reuse);
         Ok(reuse)
