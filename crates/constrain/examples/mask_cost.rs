@@ -1,6 +1,7 @@
 //! Per-token cost of constrained decoding on a real vocabulary: feeds a fixed valid
 //! output token by token and times `Constraint::mask` (mask computation + applying it
-//! to the logits) and `commit`.
+//! to the logits) and `commit`; then again with a token budget just above the
+//! output's length, so every step also pays for wrap-up's dry runs.
 //!
 //! cargo run --release -p thaw-constrain --example mask_cost [-- MODEL]
 
@@ -42,19 +43,21 @@ fn main() -> anyhow::Result<()> {
             call_text,
         ),
     ];
-    for (label, c0, text) in cases {
+    for ((label, c0, text), tight) in cases.iter().flat_map(|c| [(c, false), (c, true)]) {
         let ids = tok.encode(text, false, false)?;
         let mut times = Vec::new();
         for _round in 0..5 {
             let mut c = c0.clone();
-            for &id in &ids {
+            for (k, &id) in ids.iter().enumerate() {
                 let mut logits = vec![0.0f32; tok.vocab_size()];
+                let budget = tight.then(|| ids.len() + 8 - k);
                 let t = Instant::now();
-                c.mask(&mut logits)?;
+                c.mask_within(&mut logits, budget)?;
                 c.commit(id)?;
                 times.push(t.elapsed().as_secs_f64() * 1e6);
             }
         }
+        let label = format!("{label}{}", if tight { ", tight budget" } else { "" });
         times.sort_by(f64::total_cmp);
         let mean = times.iter().sum::<f64>() / times.len() as f64;
         println!(

@@ -11,6 +11,7 @@
 
 mod tools;
 mod vocab;
+mod wrapup;
 
 pub use tools::{
     CallScan, ParsedCall, StreamEvent, ToolCallStream, ToolChoice, ToolFormat, ToolSpec,
@@ -25,6 +26,7 @@ use llguidance::{Matcher, ParserFactory};
 use serde_json::{Value, json};
 use thaw_tokenizer::Tokenizer;
 use toktrie::TokEnv;
+use wrapup::{Closers, Depth, Progress, Recent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConstrainError {
@@ -46,6 +48,7 @@ pub enum ConstrainError {
 pub struct Constrainer {
     factory: ParserFactory,
     env: TokEnv,
+    closers: Arc<Closers>,
 }
 
 impl std::fmt::Debug for Constrainer {
@@ -116,7 +119,14 @@ impl Constrainer {
         let mut factory =
             ParserFactory::new_simple(&env).map_err(|e| ConstrainError::Vocab(e.to_string()))?;
         factory.quiet();
-        Ok(Constrainer { factory, env })
+        let trie = env.tok_trie();
+        // Control tokens carry a marker byte in the trie, so they never count as closers.
+        let closers = Closers::new(trie.vocab_size(), |id| trie.token(id).to_vec());
+        Ok(Constrainer {
+            factory,
+            closers: Arc::new(closers),
+            env,
+        })
     }
 
     /// Output must be JSON valid against `schema` (OpenAI `json_schema`).
@@ -157,6 +167,13 @@ impl Constrainer {
             env: self.env.clone(),
             lazy: None,
             stats: MaskStats::default(),
+            closers: self.closers.clone(),
+            depth: Depth::default(),
+            recent: Recent::default(),
+            wrap_up: false,
+            close_cost: None,
+            peak_cost: 0,
+            committed: 0,
         })
     }
 }
@@ -193,6 +210,18 @@ pub struct Constraint {
     env: TokEnv,
     lazy: Option<Lazy>,
     stats: MaskStats,
+    closers: Arc<Closers>,
+    depth: Depth,
+    recent: Recent,
+    /// Set once the model is seen looping: from then on every step closes.
+    wrap_up: bool,
+    /// Tokens it would take to close the output from here (estimated by a dry run)
+    /// and `committed` at the time of the estimate.
+    close_cost: Option<(usize, usize)>,
+    /// The largest closing cost estimated so far: what one more item may need.
+    peak_cost: usize,
+    /// Tokens committed while active.
+    committed: usize,
 }
 
 impl Clone for Constraint {
@@ -202,6 +231,13 @@ impl Clone for Constraint {
             env: self.env.clone(),
             lazy: self.lazy.clone(),
             stats: self.stats,
+            closers: self.closers.clone(),
+            depth: self.depth.clone(),
+            recent: self.recent.clone(),
+            wrap_up: self.wrap_up,
+            close_cost: self.close_cost,
+            peak_cost: self.peak_cost,
+            committed: self.committed,
         }
     }
 }
@@ -228,6 +264,137 @@ impl Constraint {
     /// Sets the logits of every token the grammar forbids to -inf. Logits past the
     /// vocabulary (padded output heads) are forbidden too.
     pub fn mask(&mut self, logits: &mut [f32]) -> Result<(), ConstrainError> {
+        self.mask_within(logits, None)
+    }
+
+    /// [`Constraint::mask`] for a sequence that may generate at most `budget` more
+    /// tokens (this one included). Near the end of the budget, or once the model is
+    /// seen looping, the mask also steers towards closing the output (see
+    /// [`wrapup`]), so that it ends valid instead of being cut off.
+    pub fn mask_within(
+        &mut self,
+        logits: &mut [f32],
+        budget: Option<usize>,
+    ) -> Result<(), ConstrainError> {
+        self.mask_grammar(logits)?;
+        if self.lazy.is_none() && (self.wrap_up || budget.is_some_and(|b| self.near_end(b))) {
+            self.steer_to_close(logits);
+        }
+        Ok(())
+    }
+
+    /// Whether `budget` tokens are about all it takes to close the output. The cost
+    /// of closing comes from a dry run ([`Constraint::closing_cost`]), redone every
+    /// few tokens once the budget is within reach of it.
+    fn near_end(&mut self, budget: usize) -> bool {
+        /// Dry runs start this close to the limit, and go stale after this many tokens.
+        const FIRST_LOOK: usize = 256;
+        const STALE: usize = 8;
+        /// Slack for what the model writes where nothing closes (digits, a key).
+        const MARGIN: usize = 6;
+        let due = match self.close_cost {
+            None => budget <= FIRST_LOOK,
+            Some((cost, at)) => {
+                budget <= 2 * cost.max(self.peak_cost) + 4 * STALE && self.committed >= at + STALE
+            }
+        };
+        if due {
+            let cost = self.closing_cost();
+            self.peak_cost = self.peak_cost.max(cost);
+            self.close_cost = Some((cost, self.committed));
+        }
+        let Some((cost, at)) = self.close_cost else {
+            return false;
+        };
+        if budget <= cost + MARGIN + (self.committed - at) {
+            return true;
+        }
+        // Where the output may end, going on means starting another item (a second
+        // tool call, say): only if one as costly as any seen so far still fits.
+        budget <= self.peak_cost + MARGIN && self.matcher.is_accepting().unwrap_or(false)
+    }
+
+    /// Tokens needed to finish from here if every step closes (the first allowed
+    /// token where nothing closes), counted on a copy of the grammar state.
+    fn closing_cost(&self) -> usize {
+        const MAX: usize = 512;
+        let mut dry = self.clone();
+        dry.wrap_up = true;
+        let n = self.env.tok_trie().vocab_size();
+        let mut logits = vec![0.0f32; n];
+        for steps in 0..MAX {
+            logits.fill(0.0);
+            if dry.mask_grammar(&mut logits).is_err() {
+                return steps;
+            }
+            dry.steer_to_close(&mut logits);
+            let Some(t) = logits.iter().position(|l| l.is_finite()) else {
+                return steps;
+            };
+            let t = t as u32;
+            if self.env.tok_trie().eos_tokens().contains(&t) || dry.commit(t).is_err() {
+                return steps;
+            }
+            if dry.matcher.is_stopped() {
+                return steps + 1;
+            }
+        }
+        MAX
+    }
+
+    /// Whether the output is being wrapped up (budget nearly spent or a loop seen).
+    pub fn is_wrapping_up(&self) -> bool {
+        self.wrap_up
+    }
+
+    /// Keeps only the allowed tokens of the first non-empty tier: end of generation,
+    /// tokens that close an open level, tokens that move on to the next element. All
+    /// tiers empty: the mask stays as it is.
+    fn steer_to_close(&mut self, logits: &mut [f32]) {
+        let allowed =
+            |t: u32| (t as usize) < logits.len() && logits[t as usize] > f32::NEG_INFINITY;
+        let eos: Vec<u32> = self
+            .env
+            .tok_trie()
+            .eos_tokens()
+            .iter()
+            .copied()
+            .filter(|&t| allowed(t))
+            .collect();
+        // Allowed candidates by how directly they end the output (best first).
+        let mut ranked: Vec<(Progress, u32)> = self
+            .closers
+            .0
+            .iter()
+            .filter(|(t, _)| allowed(*t))
+            .map(|(t, bytes)| (self.depth.progress(bytes), *t))
+            .filter(|(p, _)| *p != Progress::None)
+            .collect();
+        ranked.sort_unstable();
+        let tier: Vec<u32> = if !eos.is_empty() {
+            eos
+        } else {
+            let best = ranked.first().map(|r| r.0);
+            ranked
+                .iter()
+                .take_while(|r| Some(r.0) == best)
+                .map(|r| r.1)
+                .collect()
+        };
+        if tier.is_empty() {
+            return;
+        }
+        let keep: Vec<(usize, f32)> = tier
+            .iter()
+            .map(|&t| (t as usize, logits[t as usize]))
+            .collect();
+        logits.fill(f32::NEG_INFINITY);
+        for (t, l) in keep {
+            logits[t] = l;
+        }
+    }
+
+    fn mask_grammar(&mut self, logits: &mut [f32]) -> Result<(), ConstrainError> {
         if self.lazy.is_some() {
             return Ok(());
         }
@@ -266,6 +433,7 @@ impl Constraint {
             // trigger on, re-tokenized (the lexer works on bytes, so any split works).
             let tail = lazy.text[at..].to_vec();
             self.lazy = None;
+            self.depth.push(&tail);
             let toks = self.env.tokenize_bytes(&tail);
             return self
                 .matcher
@@ -275,6 +443,10 @@ impl Constraint {
         if self.matcher.is_stopped() {
             return Ok(());
         }
+        self.depth.push(self.env.tok_trie().token(token));
+        self.recent.push(token);
+        self.committed += 1;
+        self.wrap_up |= self.recent.looping();
         self.matcher
             .consume_token(token)
             .map_err(|e| ConstrainError::Violated(e.to_string()))

@@ -215,3 +215,94 @@ fn unsupported_keywords_are_named() {
         Err(ConstrainError::Grammar(_))
     ));
 }
+
+/// A model that would ramble forever (it prefers one token above all, or random
+/// ones with end of generation never favoured) still closes every output within its
+/// token budget, and the output validates: the grammar steers towards closing once the
+/// budget is nearly spent, or as soon as the model repeats itself.
+#[test]
+fn rambling_outputs_close_within_budget() {
+    let Some(tok) = tokenizer() else { return };
+    let cons = Constrainer::new(tok.clone()).expect("constrainer");
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "title": {"type": "string"},
+            "scores": {"type": "array", "items": {"type": "number"}},
+            "meta": {
+                "type": "object",
+                "properties": {"note": {"type": "string"}, "n": {"type": "integer"}},
+                "required": ["note", "n"]
+            },
+            "flag": {"type": "boolean"}
+        },
+        "required": ["title", "scores", "meta", "flag"]
+    });
+    let fresh = cons.json_schema(&schema).expect("compile");
+    let ramble: Vec<u32> = ["a", " the", "1", "0", ", "]
+        .iter()
+        .map(|s| tok.encode(s, false, false).unwrap()[0])
+        .collect();
+    let mut rng = Rng(0x2545f4914f6cdd1d);
+    for (case, budget) in [40usize, 64, 100, 160].into_iter().enumerate() {
+        for (r, &fav) in ramble.iter().enumerate() {
+            let mut c = fresh.clone();
+            let mut out = Vec::new();
+            let mut ended = false;
+            for step in 0..budget {
+                let mut logits: Vec<f32> = (0..tok.vocab_size()).map(|_| rng.next()).collect();
+                for &e in tok.eog_ids() {
+                    logits[e as usize] = -5.0;
+                }
+                // The favourite when allowed; random structure otherwise.
+                logits[fav as usize] = 50.0;
+                c.mask_within(&mut logits, Some(budget - step))
+                    .expect("mask");
+                let t = logits
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .unwrap()
+                    .0 as u32;
+                if tok.is_eog(t) {
+                    ended = true;
+                    break;
+                }
+                c.commit(t).expect("commit");
+                out.extend(tok.token_bytes(t));
+            }
+            let text = String::from_utf8_lossy(&out).into_owned();
+            assert!(
+                ended,
+                "case {case}/{r}: no end within {budget} tokens: {text}"
+            );
+            let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            assert!(v["title"].is_string() && v["scores"].is_array(), "{text}");
+            // `-0` is an integer to JSON Schema, but serde_json reads it as a float.
+            let n = v["meta"]["n"].as_f64().unwrap_or(0.5);
+            assert!(n.fract() == 0.0 && v["flag"].is_boolean(), "{text}");
+        }
+    }
+    // No budget at all (unlimited max_tokens): a model stuck on one token is seen
+    // looping and closed long before the context would run out.
+    let mut c = fresh.clone();
+    let mut n = 0;
+    loop {
+        let mut logits = vec![0.0f32; tok.vocab_size()];
+        logits[ramble[0] as usize] = 50.0;
+        c.mask_within(&mut logits, None).expect("mask");
+        let t = logits
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0 as u32;
+        if tok.is_eog(t) {
+            break;
+        }
+        c.commit(t).expect("commit");
+        n += 1;
+        assert!(n < 400, "a looping model was never closed");
+    }
+    assert!(c.is_wrapping_up());
+}

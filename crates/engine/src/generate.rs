@@ -300,7 +300,10 @@ impl Session {
                 break FinishReason::Length;
             }
             if let Some(c) = &mut constraint {
-                c.mask(&mut logits)?;
+                // Close the output before max_tokens or the context cuts it off.
+                let left = self.n_ctx().saturating_sub(self.tokens.len());
+                let budget = params.max_tokens.map_or(left, |m| left.min(m - generated));
+                c.mask_within(&mut logits, Some(budget))?;
             }
             let token = sampler.sample(&mut logits, &self.tokens)?;
             if let Some(c) = &mut constraint

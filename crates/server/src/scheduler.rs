@@ -675,8 +675,19 @@ impl Seq {
         self.next = None;
         // Log-probabilities come from the model's distribution, before bias/penalties.
         let raw = self.job.logprobs.map(|_| logits.clone());
+        // Tokens this sequence may still write, this one included: the grammar closes
+        // the output before either limit cuts it off.
+        let budget = (self
+            .session
+            .n_ctx()
+            .saturating_sub(self.session.tokens().len()))
+        .min(
+            self.job
+                .max_tokens
+                .map_or(usize::MAX, |m| m - self.generated),
+        );
         if let Some(c) = &mut self.job.constraint
-            && let Err(e) = c.mask(&mut logits)
+            && let Err(e) = c.mask_within(&mut logits, Some(budget))
         {
             return self.fail(e.into());
         }

@@ -1,0 +1,212 @@
+//! Wrapping a constrained output up before it runs out of tokens.
+//!
+//! A grammar guarantees that whatever is written is a prefix of a valid output, not
+//! that the output ever ends: a small model can loop inside a string or an array, or
+//! simply run into `max_tokens`, and a call cut off there is no call at all. So once a
+//! sequence is close to its token budget, or is seen repeating itself, each step
+//! prefers, among the tokens the grammar allows, the ones that close what is open:
+//! end of generation when the grammar is complete, else a token that closes a string,
+//! array or object, else one that completes a value (`""`, `0`, `false`, `[]`, …),
+//! else one that moves on to the next element. Where the grammar allows none of them
+//! (`minLength` unmet, a number's digits) the model's own choice stands, so the output
+//! stays valid either way.
+
+/// The candidates for wrapping up, built once per vocabulary: tokens made only of
+/// JSON punctuation (`"`, `]`, `}`, `,`, `:`) and spaces, and the shortest values
+/// (`""`, `0`, `false`, `null`, `[]`, `{}`, with or without a leading space). Which of
+/// them help depends on where the output is (a `]` inside a string is just text), so
+/// they are sorted at each step by [`Depth::progress`].
+#[derive(Debug, Default)]
+pub(crate) struct Closers(pub Vec<(u32, Box<[u8]>)>);
+
+const SHORT_VALUES: [&[u8]; 8] = [
+    b"\"\"", b"0", b"1", b"false", b"true", b"null", b"[]", b"{}",
+];
+
+impl Closers {
+    pub fn new(n_vocab: usize, bytes: impl Fn(u32) -> Vec<u8>) -> Self {
+        let punct = |x: &u8| matches!(x, b'"' | b']' | b'}' | b',' | b':' | b' ');
+        Closers(
+            (0..n_vocab as u32)
+                .filter_map(|id| {
+                    let b = bytes(id);
+                    let value = b.strip_prefix(b" ").unwrap_or(&b);
+                    let keep =
+                        !b.is_empty() && (b.iter().all(punct) || SHORT_VALUES.contains(&value));
+                    keep.then(|| (id, b.into_boxed_slice()))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// How a token moves the output towards its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Progress {
+    /// Leaves fewer levels open than before.
+    Closes,
+    /// Leaves as many open and ends on a complete value, where a closer may follow.
+    Completes,
+    /// Leaves as many open, through a separator: on to the next element.
+    MovesOn,
+    None,
+}
+
+/// Nesting depth of the JSON written so far (objects and arrays open, plus an open
+/// string), to size the reserve of tokens kept for closing them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Depth {
+    open: usize,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Depth {
+    pub fn push(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.in_string {
+                match b {
+                    _ if self.escaped => self.escaped = false,
+                    b'\\' => self.escaped = true,
+                    b'"' => self.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.open += 1,
+                b'}' | b']' => self.open = self.open.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+
+    /// Open levels (objects, arrays, a string).
+    fn level(&self) -> usize {
+        self.open + self.in_string as usize
+    }
+
+    /// What appending `bytes` would do.
+    pub fn progress(&self, bytes: &[u8]) -> Progress {
+        let mut d = self.clone();
+        let mut separator = false;
+        let mut last = None;
+        for &b in bytes {
+            // Text inside a string is content, not progress (`}"` in a string).
+            if d.in_string && b != b'"' {
+                return Progress::None;
+            }
+            separator |= b == b',' && !d.in_string;
+            d.push(&[b]);
+            if b != b' ' {
+                last = Some(b);
+            }
+        }
+        let ends_on_value = !d.in_string && !matches!(last, Some(b',' | b':' | b'[' | b'{') | None);
+        if d.level() < self.level() {
+            Progress::Closes
+        } else if d.level() > self.level() {
+            Progress::None
+        } else if ends_on_value && !separator {
+            Progress::Completes
+        } else if separator {
+            Progress::MovesOn
+        } else {
+            Progress::None
+        }
+    }
+}
+
+/// The last tokens committed, to notice a model stuck repeating itself.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Recent(Vec<u32>);
+
+/// Longest repeating unit looked for, and how many tokens a loop must cover: short
+/// units must repeat over `MIN_LOOP` tokens; a unit of `MIN_LOOP / 2` tokens or more
+/// (a whole tool call, say) only twice.
+const MAX_PERIOD: usize = 64;
+const MIN_LOOP: usize = 24;
+
+impl Recent {
+    pub fn push(&mut self, token: u32) {
+        if self.0.len() == 2 * MAX_PERIOD {
+            self.0.remove(0);
+        }
+        self.0.push(token);
+    }
+
+    /// True when the last `max(2p, MIN_LOOP)` tokens repeat with some period `p`.
+    pub fn looping(&self) -> bool {
+        let t = &self.0;
+        (1..=MAX_PERIOD).any(|p| {
+            let span = (2 * p).max(MIN_LOOP);
+            span <= t.len() && (t.len() - span + p..t.len()).all(|i| t[i] == t[i - p])
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_ignores_brackets_in_strings() {
+        let mut d = Depth::default();
+        d.push(br#"{"a": [1, {"b": "x}]\"["#);
+        assert_eq!((d.open, d.in_string), (3, true));
+        d.push(br#"", "c": []}"#);
+        assert_eq!((d.open, d.in_string), (2, false));
+        d.push(b"]}");
+        assert_eq!(d.level(), 0);
+    }
+
+    #[test]
+    fn loops_are_seen_and_varied_text_is_not() {
+        let mut r = Recent::default();
+        for i in 0..100 {
+            r.push(i);
+            assert!(!r.looping());
+        }
+        for i in 0..(MIN_LOOP as u32 - 1) {
+            r.push(i % 3);
+        }
+        assert!(!r.looping());
+        r.push((MIN_LOOP as u32 - 1) % 3);
+        assert!(r.looping());
+        // A long unit repeated once is a loop; one token short of that is not.
+        let mut r = Recent::default();
+        for i in 0..(2 * 40 - 1) {
+            r.push(1000 + i % 40);
+        }
+        assert!(!r.looping());
+        r.push(1000 + 39);
+        assert!(r.looping());
+    }
+
+    #[test]
+    fn progress_depends_on_where_the_output_is() {
+        let mut d = Depth::default();
+        d.push(br#"{"a": ["x"#);
+        // In a string only a quote closes; `]` is text.
+        assert_eq!(d.progress(b"]"), Progress::None);
+        assert_eq!(d.progress(b"\"]"), Progress::Closes);
+        assert_eq!(d.progress(b"}\""), Progress::None);
+        d.push(b"\"");
+        assert_eq!(d.progress(b"]}"), Progress::Closes);
+        assert_eq!(d.progress(b", "), Progress::MovesOn);
+        assert_eq!(d.progress(b"\""), Progress::None);
+        // At a value: a whole short value completes it; one followed by a comma
+        // starts another element.
+        d.push(b", \"b\": ");
+        assert_eq!(d.progress(b" \"\""), Progress::Completes);
+        assert_eq!(d.progress(b"0"), Progress::Completes);
+        assert_eq!(d.progress(b" \"\","), Progress::MovesOn);
+        assert_eq!(d.progress(b"[]"), Progress::Completes);
+        assert_eq!(d.progress(b"["), Progress::None);
+        let vocab: Vec<&[u8]> = vec![b"\"", b"a\"", b"", b", ", b"}]", b" false", b"00"];
+        let c = Closers::new(vocab.len(), |i| vocab[i as usize].to_vec());
+        let ids: Vec<u32> = c.0.iter().map(|(i, _)| *i).collect();
+        assert_eq!(ids, vec![0, 3, 4, 5]);
+    }
+}
