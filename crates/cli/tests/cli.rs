@@ -230,3 +230,125 @@ fn snapshot_build_verify_and_run_match_the_gguf() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("thaw snapshot build"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A file in the temp dir, unique to this test process.
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("thaw-cli-{}-{name}", std::process::id()));
+    std::fs::write(&p, text).expect("write temp file");
+    p
+}
+
+#[test]
+fn json_schema_and_tools_flags_constrain_the_answer() {
+    let Some(m) = model() else { return };
+    let schema = temp_file(
+        "person.json",
+        r#"{"type": "object", "properties": {"name": {"type": "string"},
+            "age": {"type": "integer", "minimum": 0, "maximum": 120},
+            "pets": {"type": "array", "items": {"enum": ["cat", "dog"]}}},
+            "required": ["name", "age", "pets"]}"#,
+    );
+    // Sampled, and with a budget tight enough that the model must be wrapped up.
+    for (seed, n) in [("1", "24"), ("2", "40"), ("3", "200")] {
+        let o = thaw(&[
+            "run",
+            &m,
+            "--json-schema",
+            schema.to_str().unwrap(),
+            "--temperature",
+            "1.0",
+            "--seed",
+            seed,
+            "-n",
+            n,
+            "Invent a person.",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_str(stdout(&o).trim())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", stdout(&o)));
+        assert!(v["name"].is_string(), "{v}");
+        assert!((0..=120).contains(&v["age"].as_i64().expect("age")), "{v}");
+        for p in v["pets"].as_array().expect("pets") {
+            assert!(p == "cat" || p == "dog", "{v}");
+        }
+    }
+    let tools = temp_file(
+        "tools.json",
+        r#"[{"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"},
+            "unit": {"enum": ["celsius", "fahrenheit"]}}, "required": ["city"]}}},
+           {"type": "function", "function": {"name": "get_time", "parameters":
+            {"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]}}}]"#,
+    );
+    for choice in ["required", "get_time"] {
+        let o = thaw(&[
+            "run",
+            &m,
+            "--tools",
+            tools.to_str().unwrap(),
+            "--tool-choice",
+            choice,
+            "--temperature",
+            "0",
+            "-n",
+            "80",
+            "What is the weather in Paris?",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let out = stdout(&o);
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("{\"tool_calls\""))
+            .unwrap_or_else(|| panic!("no tool_calls line: {out:?}"));
+        let v: serde_json::Value = serde_json::from_str(line).expect("calls line is JSON");
+        let calls = v["tool_calls"].as_array().expect("array");
+        assert!(!calls.is_empty(), "{line}");
+        for c in calls {
+            let name = c["name"].as_str().expect("name");
+            let key = if name == "get_weather" {
+                "city"
+            } else {
+                "zone"
+            };
+            assert!(choice == "required" || name == choice, "{line}");
+            assert!(c["arguments"][key].is_string(), "{line}");
+        }
+        // A named tool is exactly one call of it.
+        assert!(choice == "required" || calls.len() == 1, "{line}");
+    }
+    let o = thaw(&[
+        "run",
+        &m,
+        "--tools",
+        tools.to_str().unwrap(),
+        "--tool-choice",
+        "nope",
+        "-n",
+        "4",
+        "hi",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nope"));
+    let bad = temp_file(
+        "bad.json",
+        r#"{"type": "object", "if": {"required": ["a"]}}"#,
+    );
+    let o = thaw(&[
+        "run",
+        &m,
+        "--json-schema",
+        bad.to_str().unwrap(),
+        "-n",
+        "4",
+        "hi",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("`if`"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for f in [schema, tools, bad] {
+        let _ = std::fs::remove_file(f);
+    }
+}

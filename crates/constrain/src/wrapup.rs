@@ -40,14 +40,16 @@ impl Closers {
     }
 }
 
-/// How a token moves the output towards its end.
+/// How a token moves the output towards its end; sorts best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Progress {
-    /// Leaves fewer levels open than before.
-    Closes,
+    /// Leaves fewer levels open than before (`Reverse`: closing more is better), and
+    /// no separator after the last close.
+    Closes(std::cmp::Reverse<usize>),
     /// Leaves as many open and ends on a complete value, where a closer may follow.
     Completes,
-    /// Leaves as many open, through a separator: on to the next element.
+    /// Leaves no more open, through a separator: on to the next element (`",`
+    /// closes a string but starts another element, so it is here).
     MovesOn,
     None,
 }
@@ -104,16 +106,15 @@ impl Depth {
             }
         }
         let ends_on_value = !d.in_string && !matches!(last, Some(b',' | b':' | b'[' | b'{') | None);
-        if d.level() < self.level() {
-            Progress::Closes
-        } else if d.level() > self.level() {
-            Progress::None
-        } else if ends_on_value && !separator {
-            Progress::Completes
-        } else if separator {
-            Progress::MovesOn
-        } else {
-            Progress::None
+        let ends_on_separator = matches!(last, Some(b',' | b':')) && !d.in_string;
+        match d.level().cmp(&self.level()) {
+            std::cmp::Ordering::Greater => Progress::None,
+            std::cmp::Ordering::Less if !ends_on_separator => {
+                Progress::Closes(std::cmp::Reverse(self.level() - d.level()))
+            }
+            _ if ends_on_value && !separator => Progress::Completes,
+            _ if separator => Progress::MovesOn,
+            _ => Progress::None,
         }
     }
 }
@@ -149,6 +150,7 @@ impl Recent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cmp::Reverse;
 
     #[test]
     fn depth_ignores_brackets_in_strings() {
@@ -190,10 +192,12 @@ mod tests {
         d.push(br#"{"a": ["x"#);
         // In a string only a quote closes; `]` is text.
         assert_eq!(d.progress(b"]"), Progress::None);
-        assert_eq!(d.progress(b"\"]"), Progress::Closes);
+        assert_eq!(d.progress(b"\"]"), Progress::Closes(Reverse(2)));
+        assert!(d.progress(b"\"]") < d.progress(b"\""));
         assert_eq!(d.progress(b"}\""), Progress::None);
+        assert_eq!(d.progress(b"\","), Progress::MovesOn);
         d.push(b"\"");
-        assert_eq!(d.progress(b"]}"), Progress::Closes);
+        assert_eq!(d.progress(b"]}"), Progress::Closes(Reverse(2)));
         assert_eq!(d.progress(b", "), Progress::MovesOn);
         assert_eq!(d.progress(b"\""), Progress::None);
         // At a value: a whole short value completes it; one followed by a comma
