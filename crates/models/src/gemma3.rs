@@ -10,7 +10,8 @@
 use thaw_kernels::{ThreadPool, matmul, matmul_many};
 
 use crate::kv_cache::Scratch;
-use crate::ops::{self, AttnShape};
+use crate::layer::{Attend, attend_sequences, embeddings};
+use crate::ops;
 use crate::weights::{Loader, Tensor};
 use crate::{ModelConfig, ModelError, PassSeq};
 
@@ -42,10 +43,7 @@ struct Layer {
 impl Gemma3 {
     pub fn load(c: &ModelConfig, l: &Loader<'_>) -> Result<Self, ModelError> {
         let (e, q, kv, ff, hd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff, c.head_dim);
-        let token_embd = l.matrix("token_embd.weight", c.n_vocab, e)?;
-        let output = l
-            .opt_matrix("output.weight", c.n_vocab, e)?
-            .unwrap_or_else(|| token_embd.clone());
+        let (token_embd, output) = embeddings(c, l)?;
         let mut layers = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
             let name = |s: &str| format!("blk.{i}.{s}");
@@ -88,7 +86,7 @@ impl Gemma3 {
         rows: &[usize],
         dst: &mut [f32],
     ) {
-        let (n, e, hd) = (s.prepare_pass(c, seqs), c.n_embd, c.head_dim);
+        let (n, e) = (s.prepare_pass(c, seqs), c.n_embd);
         let embd_scale = (e as f32).sqrt();
         for (t, &tok) in seqs.iter().flat_map(|q| q.tokens).enumerate() {
             let row = &mut s.x[t * e..(t + 1) * e];
@@ -112,39 +110,13 @@ impl Gemma3 {
             matmul_many(pool, &[&wq, &wk, &wv], &s.xb, n, &mut { qkv });
             ops::rmsnorm_inplace(&mut s.q, &w.q_norm, c.rms_eps);
             ops::rmsnorm_inplace(&mut s.k, &w.k_norm, c.rms_eps);
-            let mut t0 = 0;
-            for seq in seqs.iter_mut() {
-                let rows = t0..t0 + seq.tokens.len();
-                t0 = rows.end;
-                let cache = &mut *seq.cache;
-                let (pos0, n_ctx) = (cache.len, cache.n_ctx);
-                let q = &mut s.q[rows.start * c.q_dim()..rows.end * c.q_dim()];
-                let k = &mut s.k[rows.start * c.kv_dim()..rows.end * c.kv_dim()];
-                let v = &s.v[rows.start * c.kv_dim()..rows.end * c.kv_dim()];
-                let (fs, st) = (c.rope_freq_scale, c.rope_style);
-                ops::rope(q, c.n_head, hd, pos0, fs, inv_freq, st, &mut s.rope);
-                ops::rope(k, c.n_head_kv, hd, pos0, fs, inv_freq, st, &mut s.rope);
-
-                // llama.cpp scales Q before attention (and Q·K by 1), which rounds
-                // differently from scaling the scores once Q goes through f16.
-                q.iter_mut().for_each(|v| *v *= c.attn_scale);
-
-                let per_layer = c.n_head_kv * n_ctx * hd;
-                let range = il * per_layer..(il + 1) * per_layer;
-                let (kl, vl) = (&mut cache.k[range.clone()], &mut cache.v[range]);
-                ops::store_kv(kl, vl, k, v, c.n_head_kv, hd, n_ctx, pos0);
-                let shape = AttnShape {
-                    n_head: c.n_head,
-                    n_head_kv: c.n_head_kv,
-                    head_dim: hd,
-                    n_ctx,
-                    pos0,
-                    scale: 1.0,
-                    window: if local { c.sliding_window } else { None },
-                };
-                let att = &mut s.att[rows.start * c.q_dim()..rows.end * c.q_dim()];
-                ops::attention(pool, &shape, kl, vl, q, &s.heads, att);
-            }
+            let attend = Attend {
+                layer: il,
+                freqs: inv_freq,
+                prescale_q: Some(c.attn_scale),
+                window: if local { c.sliding_window } else { None },
+            };
+            attend_sequences(pool, c, s, seqs, &attend);
             matmul(pool, &w.wo.matrix(), &s.att, n, &mut s.proj);
             ops::rmsnorm_inplace(&mut s.proj, &w.post_attn_norm, c.rms_eps);
             ops::add_assign(&mut s.x, &s.proj);

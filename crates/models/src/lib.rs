@@ -9,6 +9,7 @@
 mod config;
 mod gemma3;
 mod kv_cache;
+mod layer;
 mod llama;
 mod ops;
 mod perplexity;

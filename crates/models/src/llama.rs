@@ -8,7 +8,8 @@
 use thaw_kernels::{ThreadPool, matmul, matmul_many};
 
 use crate::kv_cache::Scratch;
-use crate::ops::{self, AttnShape};
+use crate::layer::{Attend, attend_sequences, embeddings};
+use crate::ops;
 use crate::weights::{Loader, Tensor};
 use crate::{ModelConfig, ModelError, PassSeq};
 
@@ -39,10 +40,7 @@ struct Layer {
 impl Llama {
     pub fn load(c: &ModelConfig, l: &Loader<'_>) -> Result<Self, ModelError> {
         let (e, q, kv, ff) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
-        let token_embd = l.matrix("token_embd.weight", c.n_vocab, e)?;
-        let output = l
-            .opt_matrix("output.weight", c.n_vocab, e)?
-            .unwrap_or_else(|| token_embd.clone());
+        let (token_embd, output) = embeddings(c, l)?;
         let mut layers = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
             let name = |s: &str| format!("blk.{i}.{s}");
@@ -88,7 +86,7 @@ impl Llama {
         rows: &[usize],
         dst: &mut [f32],
     ) {
-        let (n, e, hd) = (s.prepare_pass(c, seqs), c.n_embd, c.head_dim);
+        let (n, e) = (s.prepare_pass(c, seqs), c.n_embd);
         for (t, &tok) in seqs.iter().flat_map(|q| q.tokens).enumerate() {
             self.token_embd
                 .row_into(tok as usize, &mut s.x[t * e..(t + 1) * e]);
@@ -110,44 +108,13 @@ impl Llama {
             if let Some(b) = &w.bv {
                 ops::add_bias(&mut s.v, b);
             }
-            let mut t0 = 0;
-            for seq in seqs.iter_mut() {
-                let rows = t0..t0 + seq.tokens.len();
-                t0 = rows.end;
-                let cache = &mut *seq.cache;
-                let (pos0, n_ctx) = (cache.len, cache.n_ctx);
-                let q = &mut s.q[rows.start * c.q_dim()..rows.end * c.q_dim()];
-                let k = &mut s.k[rows.start * c.kv_dim()..rows.end * c.kv_dim()];
-                let v = &s.v[rows.start * c.kv_dim()..rows.end * c.kv_dim()];
-                let (fs, st) = (c.rope_freq_scale, c.rope_style);
-                ops::rope(q, c.n_head, hd, pos0, fs, &self.inv_freq, st, &mut s.rope);
-                ops::rope(
-                    k,
-                    c.n_head_kv,
-                    hd,
-                    pos0,
-                    fs,
-                    &self.inv_freq,
-                    st,
-                    &mut s.rope,
-                );
-
-                let per_layer = c.n_head_kv * n_ctx * hd;
-                let range = il * per_layer..(il + 1) * per_layer;
-                let (kl, vl) = (&mut cache.k[range.clone()], &mut cache.v[range]);
-                ops::store_kv(kl, vl, k, v, c.n_head_kv, hd, n_ctx, pos0);
-                let shape = AttnShape {
-                    n_head: c.n_head,
-                    n_head_kv: c.n_head_kv,
-                    head_dim: hd,
-                    n_ctx,
-                    pos0,
-                    scale: c.attn_scale,
-                    window: None,
-                };
-                let att = &mut s.att[rows.start * c.q_dim()..rows.end * c.q_dim()];
-                ops::attention(pool, &shape, kl, vl, q, &s.heads, att);
-            }
+            let attend = Attend {
+                layer: il,
+                freqs: &self.inv_freq,
+                prescale_q: None,
+                window: None,
+            };
+            attend_sequences(pool, c, s, seqs, &attend);
 
             matmul(pool, &w.wo.matrix(), &s.att, n, &mut s.proj);
             ops::add_assign(&mut s.x, &s.proj);
