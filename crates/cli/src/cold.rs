@@ -86,7 +86,17 @@ import json, os, sys, time
 t0 = int(os.environ["THAW_COLD_T0"])
 ms = lambda: (time.time_ns() - t0) / 1e6
 started = ms()
+import llama_cpp.llama_cpp as lc
 from llama_cpp import Llama
+# No extra buffer types: on this machine's VM the CPU reports AMX but executing a tile
+# instruction raises SIGILL, and ggml's AMX buffer type would run every multi-token
+# matmul through it. This also skips llama.cpp's weight repacking at load.
+_default_params = lc.llama_model_default_params
+def _params():
+    p = _default_params()
+    p.use_extra_bufts = False
+    return p
+lc.llama_model_default_params = _params
 imported = ms()
 model, prompt, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 kw = {"n_threads": threads} if threads > 0 else {}
@@ -97,6 +107,15 @@ first = ms()
 print(json.dumps({"started": started, "imported": imported, "loaded": loaded,
                   "first_token": first, "token": out["choices"][0]["text"]}))
 "#;
+
+const SNAPSHOT: &str = "thaw snapshot";
+const CHAT: &str = "thaw snapshot + stored 1-line system prefix";
+/// The system prompt of the row the long stored prefix is compared with: both rows
+/// compute only the user message, so the difference is what the prefix's length
+/// costs (its K/V, attention over it, tokenizing its text).
+const SHORT_SYSTEM: &str = "You are a helpful assistant.";
+const PREFIX: &str = "thaw snapshot + 1k-token system prefix";
+const LLAMA: &str = "llama.cpp (llama-cpp-python)";
 
 #[derive(Clone)]
 struct Variant {
@@ -112,7 +131,12 @@ struct Steps {
     load: f64,
     forward: f64,
     first: f64,
+    /// thaw only: map, tokenizer, model (+ prefixes), template, pool, prompt (tokenize
+    /// + session), as the child measured them.
+    detail: Option<[f64; 6]>,
 }
+
+const DETAIL: [&str; 6] = ["map", "tokenizer", "model", "template", "pool", "prompt"];
 
 fn run_once(v: &Variant) -> Result<Steps> {
     let t0 = now_ns();
@@ -123,8 +147,9 @@ fn run_once(v: &Variant) -> Result<Steps> {
         .with_context(|| format!("starting {}", v.cmd[0]))?;
     if !out.status.success() {
         bail!(
-            "{} failed: {}",
+            "{} failed ({}): {}",
             v.name,
+            out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
@@ -138,6 +163,14 @@ fn run_once(v: &Variant) -> Result<Steps> {
             load: f("prepared") - f("started"),
             forward: f("forwarded") - f("prepared"),
             first: f("first_token"),
+            detail: Some([
+                f("map_ms"),
+                f("tokenizer_ms"),
+                f("model_ms"),
+                f("template_ms"),
+                f("pool_ms"),
+                f("prepared") - f("loaded"),
+            ]),
         }
     } else {
         // llama.cpp: import + model load, then prefill and the first token together.
@@ -146,8 +179,21 @@ fn run_once(v: &Variant) -> Result<Steps> {
             load: f("loaded") - f("started"),
             forward: f("first_token") - f("loaded"),
             first: f("first_token"),
+            detail: None,
         }
     })
+}
+
+/// The Python interpreter that imports `llama_cpp`, as an absolute path: `python3` on
+/// PATH may be a shim (pyenv's is a shell script that adds ~200 ms to every start),
+/// which would be charged to llama.cpp.
+fn llama_cpp_python() -> Option<String> {
+    let out = Command::new("python3")
+        .args(["-c", "import sys, llama_cpp; print(sys.executable)"])
+        .output()
+        .ok()?;
+    let exe = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !exe.is_empty()).then_some(exe)
 }
 
 /// Drop `path` from the page cache (posix_fadvise DONTNEED, via dd's `nocache`).
@@ -157,6 +203,16 @@ fn evict(path: &Path) -> bool {
         .args(["iflag=nocache", "count=0", "status=none"])
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// The 1-minute load average (other work on the machine skews every figure).
+fn loadavg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -221,7 +277,10 @@ pub fn bench_cold(o: ColdOptions) -> Result<()> {
             &gguf,
             &pre,
             &SnapshotOptions {
-                prefixes: vec![PrefixSpec::System(system.clone())],
+                prefixes: vec![
+                    PrefixSpec::System(system.clone()),
+                    PrefixSpec::System(SHORT_SYSTEM.into()),
+                ],
                 threads: o.threads,
                 ..Default::default()
             },
@@ -249,25 +308,26 @@ pub fn bench_cold(o: ColdOptions) -> Result<()> {
                 files: vec![gguf.clone()],
             },
             Variant {
-                name: "thaw snapshot",
+                name: SNAPSHOT,
                 cmd: thaw(&snap, None),
                 files: vec![snap.clone()],
             },
             Variant {
-                name: "thaw snapshot + 1k-token system prefix",
+                name: CHAT,
+                cmd: thaw(&pre, Some(SHORT_SYSTEM)),
+                files: vec![pre.clone()],
+            },
+            Variant {
+                name: PREFIX,
                 cmd: thaw(&pre, Some(&system)),
                 files: vec![pre.clone()],
             },
         ];
-        let has_llama = Command::new("python3")
-            .args(["-c", "import llama_cpp"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if has_llama {
+        if let Some(python) = llama_cpp_python() {
             variants.push(Variant {
-                name: "llama.cpp (llama-cpp-python)",
+                name: LLAMA,
                 cmd: vec![
-                    "python3".into(),
+                    python,
                     "-c".into(),
                     LLAMA_SCRIPT.into(),
                     gguf.display().to_string(),
@@ -279,6 +339,7 @@ pub fn bench_cold(o: ColdOptions) -> Result<()> {
         } else {
             eprintln!("llama-cpp-python is not installed: no llama.cpp row");
         }
+        let load_before = loadavg();
         // One untimed run each, so the files are in the page cache.
         for v in &variants {
             run_once(v)?;
@@ -308,7 +369,8 @@ pub fn bench_cold(o: ColdOptions) -> Result<()> {
             }
             report.push((series, all));
         }
-        print_report(&o, &gguf, &variants, &report);
+        let load = (load_before, loadavg());
+        print_report(&o, &gguf, &variants, &report, load);
         Ok(())
     })();
     let _ = std::fs::remove_dir_all(&dir);
@@ -320,7 +382,9 @@ fn print_report(
     gguf: &Path,
     variants: &[Variant],
     report: &[(&str, Vec<Vec<Steps>>)],
+    load: (Option<f64>, Option<f64>),
 ) {
+    let show = |l: Option<f64>| l.map_or("?".to_string(), |l| format!("{l:.2}"));
     let threads = if o.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -329,16 +393,20 @@ fn print_report(
     let mut json_rows = Vec::new();
     if !o.json {
         println!(
-            "model {}  prompt {:?}  threads {threads}  exec → first token, ms",
+            "model {}  prompt {:?}  threads {threads}  load average {} → {}  exec → first token, ms",
             gguf.display(),
-            o.prompt
+            o.prompt,
+            show(load.0),
+            show(load.1),
         );
     }
+    let row = |all: &[Vec<Steps>], name: &str| {
+        let i = variants.iter().position(|v| v.name == name)?;
+        let mut t: Vec<f64> = all[i].iter().map(|s| s.first).collect();
+        Some(median(&mut t))
+    };
     for (series, all) in report {
-        let snap_median = {
-            let mut t: Vec<f64> = all[1].iter().map(|s| s.first).collect();
-            median(&mut t)
-        };
+        let snap_median = row(all, SNAPSHOT).unwrap_or(f64::NAN);
         if !o.json {
             println!(
                 "\n{series} page cache ({} runs each{}):",
@@ -377,20 +445,61 @@ fn print_report(
                 );
             }
         }
+        let llama = row(all, LLAMA).map(|l| l / snap_median);
+        let prefix = row(all, PREFIX).zip(row(all, CHAT)).map(|(p, c)| p / c);
+        if o.json {
+            json_rows.push(serde_json::json!({
+                "series": series, "llama_cpp_over_snapshot": llama,
+                "prefix_over_chat": prefix,
+            }));
+        } else {
+            print_details(variants, all);
+            if let Some(r) = llama {
+                println!("llama.cpp / snapshot: {r:.2}× (target ≥ 5×)");
+            }
+            if let Some(r) = prefix {
+                println!(
+                    "stored {}-token system prefix / stored 1-line one: {r:.2}× (target ≤ 1.2×)",
+                    o.prefix_tokens
+                );
+            }
+        }
     }
     if o.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "model": gguf.display().to_string(), "prompt": o.prompt,
-                "threads": threads, "rows": json_rows,
+                "threads": threads, "load_average": [load.0, load.1], "rows": json_rows,
             }))
             .unwrap_or_default()
         );
     } else {
         println!(
             "\nstart = exec to main; load = map + tokenizer + weights + template + pool (llama.cpp: \
-             import + model load); forward = prompt forward pass (llama.cpp: + first token)"
+             import + model load); forward = prompt forward pass (llama.cpp: + first token); \
+             prompt = template + tokenize + session"
         );
+    }
+}
+
+/// Medians of the steps inside thaw's load, per thaw variant.
+fn print_details(variants: &[Variant], all: &[Vec<Steps>]) {
+    print!("{:<42}", "thaw load steps (median ms)");
+    for d in DETAIL {
+        print!(" {d:>9}");
+    }
+    println!();
+    for (v, runs) in variants.iter().zip(all) {
+        let details: Vec<[f64; 6]> = runs.iter().filter_map(|s| s.detail).collect();
+        if details.is_empty() {
+            continue;
+        }
+        print!("{:<42}", v.name);
+        for i in 0..DETAIL.len() {
+            let mut x: Vec<f64> = details.iter().map(|d| d[i]).collect();
+            print!(" {:>9.2}", median(&mut x));
+        }
+        println!();
     }
 }

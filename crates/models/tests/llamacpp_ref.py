@@ -11,7 +11,22 @@ Prints, per prompt i:
 import sys
 
 import numpy as np
+import llama_cpp.llama_cpp as lc
 from llama_cpp import Llama
+
+# No extra buffer types: where the CPU reports AMX but the (virtual) machine faults on
+# tile instructions, ggml's AMX buffer type kills the process with SIGILL on the first
+# multi-token matmul.
+_default_params = lc.llama_model_default_params
+
+
+def _params():
+    p = _default_params()
+    p.use_extra_bufts = False
+    return p
+
+
+lc.llama_model_default_params = _params
 
 model, n_greedy, prompts = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 llm = Llama(model_path=model, logits_all=True, n_ctx=512, n_threads=2, verbose=False)

@@ -1,6 +1,6 @@
 //! A tokenizer frozen into flat bytes (a snapshot's TOKENIZER section) and thawed back
 //! without rebuilding anything proportional to the vocabulary: token texts are one
-//! string plus offsets, scores/attributes are arrays, and the text -> id hash index
+//! byte string plus offsets (UTF-8 checked per token when read, not all at thaw), scores/attributes are arrays, and the text -> id hash index
 //! and the BPE merge table are stored as built. Thawing is bounds-checked copies.
 //!
 //! Layout (little-endian): magic `THAWTOK\0`, version u32, kind u32, flags u32
@@ -110,7 +110,7 @@ pub(crate) fn freeze(
     }
     w.bytes(v.pre.as_bytes());
     w.u32s(v.tokens.offsets.iter().copied());
-    w.bytes(v.tokens.blob.as_bytes());
+    w.bytes(&v.tokens.blob);
     w.u32s(v.scores.iter().map(|s| s.to_bits()));
     w.bytes(&v.attrs);
     w.u32s(v.eog.iter().copied());
@@ -153,8 +153,8 @@ pub(crate) fn thaw(b: &[u8]) -> Result<Thawed, TokenizerError> {
     }
     let pre = r.string("pre-tokenizer name")?;
     let offsets = r.u32s(1, "token offsets")?;
-    let blob = r.string("token texts")?;
-    let tokens = Texts::new(blob, offsets)?;
+    let blob = r.bytes("token texts")?.to_vec();
+    let tokens = Texts::from_frozen(blob, offsets)?;
     let n = tokens.len();
     if n == 0 {
         return Err(bad("empty vocabulary"));

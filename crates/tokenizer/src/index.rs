@@ -37,7 +37,7 @@ impl TokenIndex {
                     idx.slots[i] = id as u32;
                     break;
                 }
-                if &tokens[s as usize] == t {
+                if tokens.bytes(s as usize) == Some(t.as_bytes()) {
                     idx.slots[i] = id as u32;
                     break;
                 }
@@ -65,7 +65,7 @@ impl TokenIndex {
             if s == EMPTY {
                 return None;
             }
-            if &tokens[s as usize] == text {
+            if tokens.bytes(s as usize) == Some(text.as_bytes()) {
                 return Some(s);
             }
             i = (i + 1) & self.mask;

@@ -29,14 +29,14 @@ pub(crate) struct SpecialMatcher {
 
 impl SpecialMatcher {
     pub fn new(tokens: &crate::vocab::Texts, attrs: &[u8]) -> Self {
-        let mut order: Vec<(u32, String, bool)> = tokens
+        // Attributes first: only the few special tokens' texts are read (and checked).
+        let mut order: Vec<(u32, String, bool)> = attrs
             .iter()
-            .zip(attrs)
             .enumerate()
-            .filter(|(_, (_, a))| **a & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0)
-            .map(|(id, (t, a))| {
+            .filter(|(_, a)| **a & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0)
+            .filter_map(|(id, a)| {
                 let always = *a & (attr::CONTROL | attr::UNKNOWN) == 0;
-                (id as u32, t.to_string(), always)
+                Some((id as u32, tokens.get(id)?.to_string(), always))
             })
             .collect();
         order.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
