@@ -114,19 +114,22 @@ def one_request(port, body):
     return ttft if ttft is not None else float("nan"), time.perf_counter() - t0, tokens, usage
 
 
-def run_level(port, bodies, concurrency):
+def run_level(port, bodies, concurrency, expected):
     t0 = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as ex:
         results = list(ex.map(lambda b: one_request(port, b), bodies))
     wall = time.perf_counter() - t0
     ttfts = sorted(r[0] for r in results)
     tokens = sum(r[2] for r in results)
+    # An answer shorter than asked (cut off, or an error) is reported, not hidden.
+    incomplete = sum(1 for r in results if r[2] < expected)
     usage = [r[3] for r in results if r[3] is not None]
     return {
         "tok_s": tokens / wall,
         "tokens": tokens,
         "usage_tokens": sum(usage) if usage else None,
         "wall_s": wall,
+        "incomplete": incomplete,
         "ttft_p50": statistics.median(ttfts),
         "ttft_p99": ttfts[min(len(ttfts) - 1, int(round(0.99 * (len(ttfts) - 1))))],
     }
@@ -199,7 +202,9 @@ def main():
             lp = free_port()
             lproc = subprocess.Popen(
                 [sys.executable, "-m", "llama_cpp.server", "--model", path, "--n_threads", str(a.threads),
-                 "--n_threads_batch", str(a.threads), "--n_ctx", str(a.ctx), "--port", str(lp), "--host", "127.0.0.1"],
+                 "--n_threads_batch", str(a.threads), "--n_ctx", str(a.ctx), "--port", str(lp), "--host", "127.0.0.1",
+                 # By default a new request cancels the one being answered.
+                 "--interrupt_requests", "False"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(lproc)
             wait_ready(lp, "/v1/models", lproc)
@@ -210,10 +215,10 @@ def main():
         results = {}
         for c in levels:
             for name, port in servers.items():
-                r = run_level(port, bodies(name), c)
+                r = run_level(port, bodies(name), c, a.tokens)
                 results[(name, c)] = r
                 print(f"{name:10} c={c}: {r['tok_s']:.1f} tok/s ({r['tokens']} tokens, "
-                      f"usage {r['usage_tokens']}), TTFT p50 {r['ttft_p50']:.3f}s p99 {r['ttft_p99']:.3f}s",
+                      f"usage {r['usage_tokens']}, {r['incomplete']} answers incomplete), TTFT p50 {r['ttft_p50']:.3f}s p99 {r['ttft_p99']:.3f}s",
                       file=sys.stderr)
     finally:
         for p in procs:

@@ -88,15 +88,16 @@ ms = lambda: (time.time_ns() - t0) / 1e6
 started = ms()
 import llama_cpp.llama_cpp as lc
 from llama_cpp import Llama
-# No extra buffer types: on this machine's VM the CPU reports AMX but executing a tile
-# instruction raises SIGILL, and ggml's AMX buffer type would run every multi-token
-# matmul through it. This also skips llama.cpp's weight repacking at load.
-_default_params = lc.llama_model_default_params
-def _params():
-    p = _default_params()
-    p.use_extra_bufts = False
-    return p
-lc.llama_model_default_params = _params
+# A llama.cpp built with AMX (native build on a CPU that reports it) dies with SIGILL
+# on the first multi-token matmul where the VM faults on tile instructions: such a
+# build runs without extra buffer types (no AMX, no repacking at load).
+if b"AMX_INT8 = 1" in lc.llama_print_system_info():
+    _default_params = lc.llama_model_default_params
+    def _params():
+        p = _default_params()
+        p.use_extra_bufts = False
+        return p
+    lc.llama_model_default_params = _params
 imported = ms()
 model, prompt, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 kw = {"n_threads": threads} if threads > 0 else {}

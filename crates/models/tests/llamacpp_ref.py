@@ -14,19 +14,21 @@ import numpy as np
 import llama_cpp.llama_cpp as lc
 from llama_cpp import Llama
 
-# No extra buffer types: where the CPU reports AMX but the (virtual) machine faults on
-# tile instructions, ggml's AMX buffer type kills the process with SIGILL on the first
-# multi-token matmul.
-_default_params = lc.llama_model_default_params
+# A llama.cpp built with AMX (GGML_NATIVE on a CPU that reports it) kills the process
+# with SIGILL on the first multi-token matmul where the (virtual) machine faults on
+# tile instructions, as here. Such a build runs without extra buffer types (no AMX, but
+# also no weight repacking, so its sums follow the plain vec_dot order); a build
+# without AMX (CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=ON ... -DGGML_AMX_INT8=OFF",
+# see README) keeps llama.cpp's default repacked kernels, whose order thaw follows.
+if b"AMX_INT8 = 1" in lc.llama_print_system_info():
+    _default_params = lc.llama_model_default_params
 
+    def _params():
+        p = _default_params()
+        p.use_extra_bufts = False
+        return p
 
-def _params():
-    p = _default_params()
-    p.use_extra_bufts = False
-    return p
-
-
-lc.llama_model_default_params = _params
+    lc.llama_model_default_params = _params
 
 model, n_greedy, prompts = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 llm = Llama(model_path=model, logits_all=True, n_ctx=512, n_threads=2, verbose=False)
