@@ -39,6 +39,11 @@ enum Cmd {
         /// Like --raw-prefix, the text read from a file.
         #[arg(long = "raw-prefix-file", value_name = "FILE")]
         raw_prefix_file: Vec<PathBuf>,
+        /// Do not store the chat template's preamble (what it writes before the first
+        /// user message when there is no system message; stored by default, so a cold
+        /// replica starts a chat without computing it).
+        #[arg(long)]
+        no_chat_preamble: bool,
         /// Kernel threads for computing prefixes (default: all cores).
         #[arg(short, long, default_value_t = 0)]
         threads: usize,
@@ -60,6 +65,7 @@ pub fn snapshot(args: SnapshotArgs) -> Result<()> {
             prefix_file,
             raw_prefix,
             raw_prefix_file,
+            no_chat_preamble,
             threads,
         } => {
             let read = |f: &PathBuf| {
@@ -75,6 +81,9 @@ pub fn snapshot(args: SnapshotArgs) -> Result<()> {
             prefixes.extend(raw_prefix.into_iter().map(PrefixSpec::Raw));
             for f in &raw_prefix_file {
                 prefixes.push(PrefixSpec::Raw(read(f)?));
+            }
+            if !no_chat_preamble {
+                prefixes.push(PrefixSpec::ChatPreamble);
             }
             let src = thaw_hub::resolve(&model)?;
             if thaw_snapshot::is_snapshot(&src) {

@@ -11,7 +11,7 @@ mod prefix;
 mod stop;
 
 pub use generate::{FinishReason, GenerateParams, GenerateStats, Session, SessionBatch};
-pub use prefix::{PrefixSpec, SnapshotOptions, build_snapshot};
+pub use prefix::{CHAT_PREAMBLE_LABEL, PrefixSpec, SnapshotOptions, build_snapshot};
 pub use stop::StopMatcher;
 /// Most tokens one batched forward pass carries (longer work is split).
 pub use thaw_models::MAX_BATCH;
@@ -256,6 +256,21 @@ impl Engine {
                     serde_json::json!({"role": "system", "content": system}),
                     serde_json::json!({"role": "user", "content": user}),
                 ],
+                true,
+            )
+        };
+        let (a, b) = (render("Hello")?, render("What")?);
+        let n = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+        Ok(a[..n].to_vec())
+    }
+
+    /// The tokens every chat without a system message starts with, after the chat
+    /// template (see [`PrefixSpec::ChatPreamble`]): the common start of two
+    /// conversations that differ from their first user character on.
+    pub fn chat_preamble_tokens(&self) -> Result<Vec<u32>, EngineError> {
+        let render = |user: &str| {
+            self.chat_tokens(
+                &[serde_json::json!({"role": "user", "content": user})],
                 true,
             )
         };

@@ -19,7 +19,15 @@ pub enum PrefixSpec {
     /// Raw text, tokenized as a completion prompt is (BOS per the model, special
     /// tokens parsed).
     Raw(String),
+    /// What the chat template puts before the first user message when there is no
+    /// system message (SmolLM2's default system prompt, Gemma's `<start_of_turn>user`):
+    /// every such conversation starts with it, so a cold replica need not compute it.
+    /// Not stored when it is a single token.
+    ChatPreamble,
 }
+
+/// Label of the stored chat preamble.
+pub const CHAT_PREAMBLE_LABEL: &str = "(chat preamble)";
 
 /// The prefixes a model was thawed with (none for a GGUF).
 #[derive(Default)]
@@ -104,6 +112,13 @@ pub fn build_snapshot(
             let (label, tokens) = match spec {
                 PrefixSpec::System(text) => (text.clone(), engine.system_prefix_tokens(text)?),
                 PrefixSpec::Raw(text) => (text.clone(), engine.text_tokens(text, true)?),
+                PrefixSpec::ChatPreamble => {
+                    let tokens = engine.chat_preamble_tokens()?;
+                    if tokens.len() < 2 {
+                        continue;
+                    }
+                    (CHAT_PREAMBLE_LABEL.to_string(), tokens)
+                }
             };
             if tokens.is_empty() {
                 return Err(EngineError::BadPrefix {
@@ -116,7 +131,10 @@ pub fn build_snapshot(
             let kv = session.export_kv();
             inputs.push(PrefixInput { label, tokens, kv });
         }
-        prefixes = Some(thaw_snapshot::encode_prefixes(&inputs));
+        // No section at all when nothing was worth storing (a one-token preamble).
+        if !inputs.is_empty() {
+            prefixes = Some(thaw_snapshot::encode_prefixes(&inputs));
+        }
     }
     Ok(thaw_snapshot::build(
         model,

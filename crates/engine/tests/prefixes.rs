@@ -31,6 +31,7 @@ fn check(name: &str) {
         prefixes: vec![
             PrefixSpec::System(system.into()),
             PrefixSpec::Raw(raw.into()),
+            PrefixSpec::ChatPreamble,
         ],
         threads: 1,
         ..Default::default()
@@ -40,8 +41,19 @@ fn check(name: &str) {
     let thawed = Engine::load(&snap, &load).unwrap();
     let reference = Engine::load(&gguf, &load).unwrap();
     let stored = thawed.prefixes();
-    assert_eq!(stored.len(), 2);
+    assert_eq!(stored.len(), 3);
     assert_eq!(stored[0].0, system);
+    assert_eq!(stored[2].0, thaw_engine::CHAT_PREAMBLE_LABEL);
+    let preamble = reference.chat_preamble_tokens().unwrap();
+    assert!(preamble.len() >= 2, "the template writes a preamble");
+    assert_eq!(stored[2].1, preamble);
+    let user_only = |e: &Engine, user: &str| {
+        e.chat_tokens(
+            &[serde_json::json!({"role": "user", "content": user})],
+            true,
+        )
+        .unwrap()
+    };
     assert!(reference.prefixes().is_empty());
 
     let chat = |e: &Engine, user: &str| {
@@ -63,9 +75,16 @@ fn check(name: &str) {
         reference
             .text_tokens(&format!("{raw} there lived an old fisherman"), true)
             .unwrap(),
+        // No system message: the stored preamble is used.
+        user_only(&thawed, "Why is the sky blue?"),
+        user_only(&thawed, "é"),
     ];
     for (i, prompt) in cases.iter().enumerate() {
-        let prefix = if i < 2 { &sys_prefix } else { &raw_prefix };
+        let prefix = match i {
+            0 | 1 => &sys_prefix,
+            2 => &raw_prefix,
+            _ => &preamble,
+        };
         assert!(
             prompt.starts_with(prefix),
             "case {i}: prompt starts with the prefix"
