@@ -4,6 +4,7 @@ API keys and the real usage ledger."""
 
 import concurrent.futures
 import json
+import glob
 import os
 import signal
 import subprocess
@@ -207,6 +208,14 @@ def test_auth_is_enforced(gw):
 
 def test_scale_from_zero_and_back_to_zero(gw):
     assert gw.deployment("smol")["replicas"] == []
+    # The gateway froze the deployments' GGUF at start: workers thaw the snapshot.
+    home = os.environ.get("THAW_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "thaw")
+    frozen = glob.glob(os.path.join(home, "snapshots", "smollm2-*.thaw"))
+    assert frozen, f"no frozen snapshot of smollm2 under {home}/snapshots"
+    info = subprocess.run([THAW, "snapshot", "inspect", frozen[0]],
+                          capture_output=True, text=True, check=True).stdout
+    assert "(chat preamble)" in info, info
     r = gw.client("alice").chat.completions.create(**CHAT)
     assert r.usage.completion_tokens > 0
     ready = gw.ready("smol")

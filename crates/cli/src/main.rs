@@ -4,6 +4,7 @@
 
 mod bench;
 mod cold;
+mod frozen;
 mod inspect;
 mod models;
 mod perplexity;

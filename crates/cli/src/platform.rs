@@ -53,6 +53,18 @@ pub fn gateway(config: &Path, port: Option<u16>, host: Option<String>) -> Result
     if let Some(h) = host {
         c.gateway.host = h;
     }
+    // Freeze each deployment's GGUF once, now (with its system prompt stored): its
+    // workers then thaw the snapshot.
+    for d in &mut c.deployments {
+        let Some(source) = &d.source else { continue };
+        match crate::frozen::freeze(source, d.system_prompt.as_deref()) {
+            Ok(snapshot) => d.source = Some(snapshot.display().to_string()),
+            Err(e) => eprintln!(
+                "warning: deployment {}: {e:#}; its workers load the model unfrozen",
+                d.name
+            ),
+        }
+    }
     let launcher = thaw_platform::Launcher {
         exe: std::env::current_exe().context("cannot find the thaw binary to start workers")?,
     };
@@ -95,7 +107,9 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
     if let Some(cmd) = &a.exec {
         return supervise(cmd);
     }
-    let path = thaw_hub::resolve(a.model.as_deref().unwrap_or_default())?;
+    let model = thaw_hub::resolve(a.model.as_deref().unwrap_or_default())?;
+    // Deployments created through the management API name the model itself.
+    let path = crate::frozen::prefer_frozen(&model, None);
     let config = thaw_server::ServeConfig {
         model_path: path.clone(),
         model_id: a.model_id,
@@ -110,12 +124,22 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let engine = thaw_engine::Engine::load(
-            &path,
-            &thaw_engine::LoadOptions {
-                threads: config.threads,
-            },
-        )?;
+        let load = thaw_engine::LoadOptions {
+            threads: config.threads,
+        };
+        let engine = match thaw_engine::Engine::load(&path, &load) {
+            Ok(e) => e,
+            // A damaged frozen snapshot must not take the deployment down.
+            Err(e) if path != model => {
+                eprintln!(
+                    "warning: {}: {e}; loading {} instead",
+                    path.display(),
+                    model.display()
+                );
+                thaw_engine::Engine::load(&model, &load)?
+            }
+            Err(e) => return Err(e.into()),
+        };
         let state = thaw_server::AppState::new(Arc::new(engine), &config)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
