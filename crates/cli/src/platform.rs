@@ -54,15 +54,15 @@ pub fn gateway(config: &Path, port: Option<u16>, host: Option<String>) -> Result
         c.gateway.host = h;
     }
     // Freeze each deployment's GGUF once, now (with its system prompt stored): its
-    // workers then thaw the snapshot.
-    for d in &mut c.deployments {
-        let Some(source) = &d.source else { continue };
-        match crate::frozen::freeze(source, d.system_prompt.as_deref()) {
-            Ok(snapshot) => d.source = Some(snapshot.display().to_string()),
-            Err(e) => eprintln!(
+    // workers then thaw the snapshot (`thaw worker` finds it by the same key).
+    for d in &c.deployments {
+        if let Some(source) = &d.source
+            && let Err(e) = crate::frozen::freeze(source, d.system_prompt.as_deref())
+        {
+            eprintln!(
                 "warning: deployment {}: {e:#}; its workers load the model unfrozen",
                 d.name
-            ),
+            );
         }
     }
     let launcher = thaw_platform::Launcher {
@@ -98,6 +98,10 @@ pub struct WorkerArgs {
     pub max_running: usize,
     #[arg(long, default_value_t = 64)]
     pub max_queue: usize,
+    /// The deployment's system prompt (the gateway adds it to chats): selects the
+    /// frozen snapshot that stores it.
+    #[arg(long)]
+    pub system_prompt: Option<String>,
 }
 
 /// A replica: `thaw serve` on a free 127.0.0.1 port that prints
@@ -108,8 +112,7 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
         return supervise(cmd);
     }
     let model = thaw_hub::resolve(a.model.as_deref().unwrap_or_default())?;
-    // Deployments created through the management API name the model itself.
-    let path = crate::frozen::prefer_frozen(&model, None);
+    let path = crate::frozen::prefer_frozen(&model, a.system_prompt.as_deref());
     let config = thaw_server::ServeConfig {
         model_path: path.clone(),
         model_id: a.model_id,

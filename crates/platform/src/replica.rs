@@ -88,6 +88,10 @@ impl Launcher {
                     .args(["--max-running", &spec.max_concurrency.to_string()])
                     .args(["--threads", &spec.threads.to_string()])
                     .args(["--ctx-size", &spec.ctx_size.to_string()]);
+                // Picks the snapshot frozen with this system prompt stored.
+                if let Some(system) = &spec.system_prompt {
+                    c.args(["--system-prompt", system]);
+                }
                 (c, None)
             }
             (None, Some(command)) => {
