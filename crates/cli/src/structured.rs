@@ -87,9 +87,7 @@ pub fn load_tools(engine: &Engine, file: &Path, choice: &str) -> Result<Tools> {
     };
     let tok = engine.tokenizer();
     let control = |s: &str| tok.token_id(s).filter(|&id| tok.is_control(id));
-    // A named tool is one call of it; otherwise the model may make several.
-    let parallel = !matches!(choice, ToolChoice::Named(_));
-    let grammar = format.grammar(&specs, parallel, control);
+    let grammar = format.grammar(&specs, choice.parallel(true), control);
     let cons = engine.constrainer()?;
     let constraint = match choice {
         ToolChoice::Auto => cons.lazy_lark(&grammar, format.trigger()),

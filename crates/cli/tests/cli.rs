@@ -231,6 +231,13 @@ fn snapshot_build_verify_and_run_match_the_gguf() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// stdout of a `thaw` run that must succeed.
+fn thaw_ok(args: &[&str]) -> String {
+    let o = thaw(args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    stdout(&o)
+}
+
 /// A file in the temp dir, unique to this test process.
 fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     let p = std::env::temp_dir().join(format!("thaw-cli-{}-{name}", std::process::id()));
@@ -250,11 +257,12 @@ fn json_schema_and_tools_flags_constrain_the_answer() {
     );
     // Sampled, and with a budget tight enough that the model must be wrapped up.
     for (seed, n) in [("1", "24"), ("2", "40"), ("3", "200")] {
-        let o = thaw(&[
+        let schema = schema.to_str().unwrap();
+        let out = thaw_ok(&[
             "run",
             &m,
             "--json-schema",
-            schema.to_str().unwrap(),
+            schema,
             "--temperature",
             "1.0",
             "--seed",
@@ -263,9 +271,8 @@ fn json_schema_and_tools_flags_constrain_the_answer() {
             n,
             "Invent a person.",
         ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let v: serde_json::Value = serde_json::from_str(stdout(&o).trim())
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", stdout(&o)));
+        let v: serde_json::Value =
+            serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"));
         assert!(v["name"].is_string(), "{v}");
         assert!((0..=120).contains(&v["age"].as_i64().expect("age")), "{v}");
         for p in v["pets"].as_array().expect("pets") {
@@ -281,11 +288,12 @@ fn json_schema_and_tools_flags_constrain_the_answer() {
             {"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]}}}]"#,
     );
     for choice in ["required", "get_time"] {
-        let o = thaw(&[
+        let tools = tools.to_str().unwrap();
+        let out = thaw_ok(&[
             "run",
             &m,
             "--tools",
-            tools.to_str().unwrap(),
+            tools,
             "--tool-choice",
             choice,
             "--temperature",
@@ -294,8 +302,6 @@ fn json_schema_and_tools_flags_constrain_the_answer() {
             "80",
             "What is the weather in Paris?",
         ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let out = stdout(&o);
         let line = out
             .lines()
             .find(|l| l.starts_with("{\"tool_calls\""))

@@ -121,7 +121,7 @@ impl Constrainer {
         factory.quiet();
         let trie = env.tok_trie();
         // Control tokens carry a marker byte in the trie, so they never count as closers.
-        let closers = Closers::new(trie.vocab_size(), |id| trie.token(id).to_vec());
+        let closers = Closers::new((0..trie.vocab_size() as u32).map(|id| trie.token(id)));
         Ok(Constrainer {
             factory,
             closers: Arc::new(closers),

@@ -36,6 +36,14 @@ pub enum ToolChoice {
     Named(String),
 }
 
+impl ToolChoice {
+    /// Whether the answer may hold several calls: a named tool is exactly one call of
+    /// it (as vLLM does); otherwise what the request asked (`parallel_tool_calls`).
+    pub fn parallel(&self, requested: bool) -> bool {
+        requested && !matches!(self, ToolChoice::Named(_))
+    }
+}
+
 /// One call parsed from the output; `arguments` is JSON text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedCall {

@@ -24,17 +24,17 @@ const SHORT_VALUES: [&[u8]; 8] = [
 ];
 
 impl Closers {
-    pub fn new(n_vocab: usize, bytes: impl Fn(u32) -> Vec<u8>) -> Self {
+    /// From every token's bytes, in id order.
+    pub fn new<'a>(tokens: impl IntoIterator<Item = &'a [u8]>) -> Self {
         let punct = |x: &u8| matches!(x, b'"' | b']' | b'}' | b',' | b':' | b' ');
         Closers(
-            (0..n_vocab as u32)
-                .filter_map(|id| {
-                    let b = bytes(id);
-                    let value = b.strip_prefix(b" ").unwrap_or(&b);
-                    let keep =
-                        !b.is_empty() && (b.iter().all(punct) || SHORT_VALUES.contains(&value));
-                    keep.then(|| (id, b.into_boxed_slice()))
+            (0u32..)
+                .zip(tokens)
+                .filter(|(_, b)| {
+                    let value = b.strip_prefix(b" ").unwrap_or(b);
+                    !b.is_empty() && (b.iter().all(punct) || SHORT_VALUES.contains(&value))
                 })
+                .map(|(id, b)| (id, b.into()))
                 .collect(),
         )
     }
@@ -209,7 +209,7 @@ mod tests {
         assert_eq!(d.progress(b"[]"), Progress::Completes);
         assert_eq!(d.progress(b"["), Progress::None);
         let vocab: Vec<&[u8]> = vec![b"\"", b"a\"", b"", b", ", b"}]", b" false", b"00"];
-        let c = Closers::new(vocab.len(), |i| vocab[i as usize].to_vec());
+        let c = Closers::new(vocab.iter().copied());
         let ids: Vec<u32> = c.0.iter().map(|(i, _)| *i).collect();
         assert_eq!(ids, vec![0, 3, 4, 5]);
     }

@@ -31,6 +31,15 @@ impl Rng {
     }
 }
 
+/// The highest logit's token (greedy sampling).
+fn argmax(logits: &[f32]) -> u32 {
+    logits
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i as u32)
+}
+
 /// Samples argmax of random logits under the mask until end of generation; biases
 /// towards EOS once it is allowed so the walk ends. Returns the text.
 fn walk(c: &mut thaw_constrain::Constraint, tok: &Tokenizer, rng: &mut Rng, max: usize) -> String {
@@ -41,12 +50,7 @@ fn walk(c: &mut thaw_constrain::Constraint, tok: &Tokenizer, rng: &mut Rng, max:
             logits[e as usize] += 5.0;
         }
         c.mask(&mut logits).expect("mask");
-        let (best, _) = logits
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .unwrap();
-        let t = best as u32;
+        let t = argmax(&logits);
         if tok.is_eog(t) {
             assert!(
                 c.is_accepting(),
@@ -258,12 +262,7 @@ fn rambling_outputs_close_within_budget() {
                 logits[fav as usize] = 50.0;
                 c.mask_within(&mut logits, Some(budget - step))
                     .expect("mask");
-                let t = logits
-                    .iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .unwrap()
-                    .0 as u32;
+                let t = argmax(&logits);
                 if tok.is_eog(t) {
                     ended = true;
                     break;
@@ -291,12 +290,7 @@ fn rambling_outputs_close_within_budget() {
         let mut logits = vec![0.0f32; tok.vocab_size()];
         logits[ramble[0] as usize] = 50.0;
         c.mask_within(&mut logits, None).expect("mask");
-        let t = logits
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .unwrap()
-            .0 as u32;
+        let t = argmax(&logits);
         if tok.is_eog(t) {
             break;
         }

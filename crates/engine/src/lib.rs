@@ -250,29 +250,25 @@ impl Engine {
     /// common token prefix of the template rendered with two different first user
     /// messages. What `thaw snapshot build --prefix` stores.
     pub fn system_prefix_tokens(&self, system: &str) -> Result<Vec<u32>, EngineError> {
-        let render = |user: &str| {
-            self.chat_tokens(
-                &[
-                    serde_json::json!({"role": "system", "content": system}),
-                    serde_json::json!({"role": "user", "content": user}),
-                ],
-                true,
-            )
-        };
-        let (a, b) = (render("Hello")?, render("What")?);
-        let n = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-        Ok(a[..n].to_vec())
+        self.common_chat_prefix(Some(system))
     }
 
     /// The tokens every chat without a system message starts with, after the chat
-    /// template (see [`PrefixSpec::ChatPreamble`]): the common start of two
-    /// conversations that differ from their first user character on.
+    /// template (see [`PrefixSpec::ChatPreamble`]).
     pub fn chat_preamble_tokens(&self) -> Result<Vec<u32>, EngineError> {
+        self.common_chat_prefix(None)
+    }
+
+    /// The common start of two chats (with `system`, if any) whose first user
+    /// messages differ from their first character on.
+    fn common_chat_prefix(&self, system: Option<&str>) -> Result<Vec<u32>, EngineError> {
         let render = |user: &str| {
-            self.chat_tokens(
-                &[serde_json::json!({"role": "user", "content": user})],
-                true,
-            )
+            let mut messages = Vec::new();
+            if let Some(system) = system {
+                messages.push(serde_json::json!({"role": "system", "content": system}));
+            }
+            messages.push(serde_json::json!({"role": "user", "content": user}));
+            self.chat_tokens(&messages, true)
         };
         let (a, b) = (render("Hello")?, render("What")?);
         let n = a.iter().zip(&b).take_while(|(x, y)| x == y).count();

@@ -125,9 +125,7 @@ pub fn plan(req: &ChatCompletionRequest, engine: &Engine) -> Result<ToolPlan, Ap
     // Without a native format the generic prompt asks for Hermes-style calls.
     let format = calls_possible
         .then_some(if native { detected } else { None }.unwrap_or(ToolFormat::Hermes));
-    // A named tool_choice asks for that call: exactly one, as vLLM does.
-    let parallel =
-        req.parallel_tool_calls.unwrap_or(true) && !matches!(choice, ToolChoice::Named(_));
+    let parallel = choice.parallel(req.parallel_tool_calls.unwrap_or(true));
     Ok(ToolPlan {
         tools,
         choice,
