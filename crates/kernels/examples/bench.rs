@@ -190,6 +190,37 @@ fn main() {
         );
     }
 
+    if what == "all" || what == "tiles" {
+        // Raw decode kernels of each set on an L2-hot matrix, one thread, no driver:
+        // the gemv tile (if any) against the per-row dot.
+        for (ty, d, r, c) in [
+            (GgmlType::Q4_1, &layers[0][4].0[..], 1536, 576),
+            (GgmlType::Q8_0, &emb[..1536 * 18 * 34], 1536, 576),
+        ] {
+            for set in thaw_kernels::available_kernel_sets() {
+                let k = set.for_type(ty).unwrap();
+                let mut act = vec![0u8; k.act_type.row_bytes(c).unwrap()];
+                (k.quantize)(&x[..c], &mut act);
+                let rb = ty.row_bytes(c).unwrap();
+                let s = time(1000, || {
+                    for i in 0..r {
+                        out[i] = (k.dot)(c, &d[i * rb..][..rb], &act);
+                    }
+                });
+                let mut line = format!("{} {ty} {r}x{c}: dot {:.1} us", set.name(), s * 1e6);
+                if let Some(v) = k.gemv {
+                    let s = time(1000, || {
+                        for i in (0..r).step_by(v.rows) {
+                            (v.f)(c, &d[i * rb..][..v.rows * rb], &act, &mut out[i..]);
+                        }
+                    });
+                    line += &format!(", {}-row gemv {:.1} us", v.rows, s * 1e6);
+                }
+                println!("{line}");
+            }
+        }
+    }
+
     if what == "all" || what == "attn" {
         // One head's causal attention over a 512-token prompt (tinyBLAS order), the
         // scalar references against the dispatched kernels, alternated, one thread.

@@ -26,8 +26,9 @@ const GEMM_TOKEN_BLOCK: usize = 64;
 const CHUNKS_PER_THREAD: usize = 4;
 /// Smallest chunk (in weight bytes × tokens) worth a task hand-off.
 const MIN_CHUNK_WORK: usize = 16 * 1024;
-/// Chunk row counts are multiples of this (every GEMM tile height divides it).
-const ROW_ALIGN: usize = 4;
+/// Chunk row counts are multiples of this (every gemm and gemv tile height divides it),
+/// so tiles start at the same rows whatever the chunking.
+const ROW_ALIGN: usize = 8;
 
 thread_local! {
     /// Reused activation buffer of the calling thread (taken out during a call, so a
@@ -279,52 +280,49 @@ unsafe fn run_chunk(m: &Mat<'_>, acts: &[u8], n: usize, r0: usize, r1: usize, ou
         unsafe { *out.add(t * rows + r) = v };
     };
     let gemm = k.gemm.filter(|_| n > 1);
-    if let Some(gr) = gemm.or(k.gemv).map(|g| g.rows) {
-        let gt = gemm.map_or(1, |g| g.tokens);
+    if gemm.is_some() || k.gemv.is_some() {
         let mut tile = [0.0f32; 64];
         for t0 in (0..n).step_by(GEMM_TOKEN_BLOCK) {
             let t1 = (t0 + GEMM_TOKEN_BLOCK).min(n);
-            let full_t = if gemm.is_some() {
-                t0 + (t1 - t0) / gt * gt
-            } else {
-                t0
-            };
-            let mut r = r0;
-            while r + gr <= r1 {
-                let wr = &w.data[r * rb..][..gr * rb];
-                let mut t = t0;
-                while t < full_t {
-                    let g = gemm.expect("full_t > t0 only with a gemm tile");
-                    (g.f)(w.cols, wr, &acts[t * ar..][..gt * ar], &mut tile[..gr * gt]);
-                    for i in 0..gr {
-                        for j in 0..gt {
-                            put(t + j, r + i, tile[i * gt + j]);
-                        }
-                    }
-                    t += gt;
-                }
-                for t in full_t..t1 {
-                    let a = &acts[t * ar..][..ar];
-                    match k.gemv {
-                        Some(v) => {
-                            (v.f)(w.cols, wr, a, &mut tile[..gr]);
-                            for (i, &x) in tile[..gr].iter().enumerate() {
-                                put(t, r + i, x);
-                            }
-                        }
-                        None => {
-                            for i in 0..gr {
-                                put(t, r + i, (k.dot)(w.cols, &wr[i * rb..][..rb], a));
+            // Whole token tiles with the gemm tile, rows r0.. in tiles of its height.
+            let mut full_t = t0;
+            if let Some(g) = gemm {
+                full_t = t0 + (t1 - t0) / g.tokens * g.tokens;
+                let mut r = r0;
+                while full_t > t0 && r + g.rows <= r1 {
+                    let wr = &w.data[r * rb..][..g.rows * rb];
+                    for t in (t0..full_t).step_by(g.tokens) {
+                        (g.f)(w.cols, wr, &acts[t * ar..][..g.tokens * ar], &mut tile);
+                        for i in 0..g.rows {
+                            for j in 0..g.tokens {
+                                put(t + j, r + i, tile[i * g.tokens + j]);
                             }
                         }
                     }
+                    r += g.rows;
                 }
-                r += gr;
+                for r in r..r1 {
+                    let wr = &w.data[r * rb..][..rb];
+                    for t in t0..full_t {
+                        put(t, r, (k.dot)(w.cols, wr, &acts[t * ar..][..ar]));
+                    }
+                }
             }
-            for r in r..r1 {
-                let wr = &w.data[r * rb..][..rb];
-                for t in t0..t1 {
-                    put(t, r, (k.dot)(w.cols, wr, &acts[t * ar..][..ar]));
+            // The remaining tokens one at a time: gemv tiles, then per-row dots.
+            for t in full_t..t1 {
+                let a = &acts[t * ar..][..ar];
+                let mut r = r0;
+                if let Some(v) = k.gemv {
+                    while r + v.rows <= r1 {
+                        (v.f)(w.cols, &w.data[r * rb..][..v.rows * rb], a, &mut tile);
+                        for (i, &x) in tile[..v.rows].iter().enumerate() {
+                            put(t, r + i, x);
+                        }
+                        r += v.rows;
+                    }
+                }
+                for r in r..r1 {
+                    put(t, r, (k.dot)(w.cols, &w.data[r * rb..][..rb], a));
                 }
             }
         }

@@ -46,8 +46,18 @@ fn gemm_tiles_match_scalar_dots() {
     for set in available_kernel_sets() {
         for ty in WEIGHT_TYPES {
             let k = set.for_type(ty).unwrap();
-            if let (Some(g), Some(v)) = (k.gemm, k.gemv) {
-                assert_eq!((g.rows, v.tokens), (v.rows, 1), "gemv is a one-token tile");
+            if let Some(v) = k.gemv {
+                assert_eq!(v.tokens, 1, "gemv is a one-token tile");
+            }
+            for g in [k.gemm, k.gemv].into_iter().flatten() {
+                // The matmul driver aligns chunks to 8 rows so that tiles start at
+                // the same rows whatever the thread count.
+                assert!(
+                    8 % g.rows == 0,
+                    "{} {ty}: tile of {} rows",
+                    set.name(),
+                    g.rows
+                );
             }
             for g in [k.gemm, k.gemv].into_iter().flatten() {
                 assert!(g.rows * g.tokens <= 64 && g.rows > 0 && g.tokens > 0);
@@ -88,6 +98,61 @@ fn gemm_tiles_match_scalar_dots() {
         tested >= 5 * (available_kernel_sets().len() - 1),
         "only {tested} tile kernels"
     );
+}
+
+/// Decode tiles reproduce an exact summation order, not just a close value: Q8_0's is
+/// the per-row dot's (ggml's `vec_dot_q8_0_q8_0`), Q4_1's the same in every SIMD set
+/// (ggml's `vec_dot_q4_1_q8_1`: one accumulator, the min term summed apart).
+#[test]
+fn gemv_tiles_are_bit_exact() {
+    let mut rng = Rng(21);
+    let sets: Vec<_> = available_kernel_sets()
+        .into_iter()
+        .filter(|s| s.name() != "scalar")
+        .collect();
+    for blocks in [1usize, 2, 3, 18, 20] {
+        let cols = 32 * blocks;
+        let w = random_rows(&mut rng, GgmlType::Q8_0, 8, cols);
+        let x = rng.vec(cols, 2.0);
+        for set in &sets {
+            let k = set.for_type(GgmlType::Q8_0).unwrap();
+            let Some(v) = k.gemv else { continue };
+            let mut act = vec![0u8; k.act_type.row_bytes(cols).unwrap()];
+            (k.quantize)(&x, &mut act);
+            let mut out = vec![f32::NAN; v.rows];
+            (v.f)(cols, &w, &act, &mut out);
+            let rb = GgmlType::Q8_0.row_bytes(cols).unwrap();
+            for (i, got) in out.iter().enumerate() {
+                let want = (k.dot)(cols, &w[i * rb..][..rb], &act);
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "{} Q8_0 cols={cols} row {i}",
+                    set.name()
+                );
+            }
+        }
+        // Q4_1: every set's gemv tile gives the same bits on 8 rows.
+        let w = random_rows(&mut rng, GgmlType::Q4_1, 8, cols);
+        let rb = GgmlType::Q4_1.row_bytes(cols).unwrap();
+        let mut first: Option<Vec<u32>> = None;
+        for set in &sets {
+            let k = set.for_type(GgmlType::Q4_1).unwrap();
+            let v = k.gemv.expect("SIMD sets have a Q4_1 gemv tile");
+            let mut act = vec![0u8; k.act_type.row_bytes(cols).unwrap()];
+            (k.quantize)(&x, &mut act);
+            let mut bits = Vec::new();
+            for r in (0..8).step_by(v.rows) {
+                let mut out = vec![f32::NAN; v.rows];
+                (v.f)(cols, &w[r * rb..][..v.rows * rb], &act, &mut out);
+                bits.extend(out.iter().map(|f| f.to_bits()));
+            }
+            match &first {
+                Some(f) => assert_eq!(f, &bits, "{} Q4_1 cols={cols}", set.name()),
+                None => first = Some(bits),
+            }
+        }
+    }
 }
 
 #[test]
