@@ -193,9 +193,16 @@ fn main() {
     if what == "all" || what == "tiles" {
         // Raw decode kernels of each set on an L2-hot matrix, one thread, no driver:
         // the gemv tile (if any) against the per-row dot.
+        // Gemma 3 270M shapes for the k-quants (its 2048 x 640 gate/up, 640 x 2048 down).
+        let q4k = weights(&mut seed, GgmlType::Q4K, 2048, 768);
+        let q6k = weights(&mut seed, GgmlType::Q6K, 768, 2048);
+        let q50 = weights(&mut seed, GgmlType::Q5_0, 2048, 640);
         for (ty, d, r, c) in [
             (GgmlType::Q4_1, &layers[0][4].0[..], 1536, 576),
             (GgmlType::Q8_0, &emb[..1536 * 18 * 34], 1536, 576),
+            (GgmlType::Q5_0, &q50[..], 2048, 640),
+            (GgmlType::Q4K, &q4k[..], 2048, 768),
+            (GgmlType::Q6K, &q6k[..], 768, 2048),
         ] {
             for set in thaw_kernels::available_kernel_sets() {
                 let k = set.for_type(ty).unwrap();

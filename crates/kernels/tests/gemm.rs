@@ -100,9 +100,10 @@ fn gemm_tiles_match_scalar_dots() {
     );
 }
 
-/// Decode tiles reproduce an exact summation order, not just a close value: Q8_0's is
-/// the per-row dot's (ggml's `vec_dot_q8_0_q8_0`), Q4_1's the same in every SIMD set
-/// (ggml's `vec_dot_q4_1_q8_1`: one accumulator, the min term summed apart).
+/// Decode tiles reproduce an exact summation order, not just a close value: Q8_0's and
+/// Q5_0's are the per-row dot's (ggml's `vec_dot_q8_0_q8_0` / `_q5_0_q8_0`), Q4_1's
+/// the same in every SIMD set (ggml's `vec_dot_q4_1_q8_1`: one accumulator, the min
+/// term summed apart).
 #[test]
 fn gemv_tiles_are_bit_exact() {
     let mut rng = Rng(21);
@@ -112,22 +113,25 @@ fn gemv_tiles_are_bit_exact() {
         .collect();
     for blocks in [1usize, 2, 3, 18, 20] {
         let cols = 32 * blocks;
-        let w = random_rows(&mut rng, GgmlType::Q8_0, 8, cols);
         let x = rng.vec(cols, 2.0);
-        for set in &sets {
-            let k = set.for_type(GgmlType::Q8_0).unwrap();
+        for (set, ty) in sets
+            .iter()
+            .flat_map(|s| [(s, GgmlType::Q8_0), (s, GgmlType::Q5_0)])
+        {
+            let w = random_rows(&mut rng, ty, 8, cols);
+            let k = set.for_type(ty).unwrap();
             let Some(v) = k.gemv else { continue };
             let mut act = vec![0u8; k.act_type.row_bytes(cols).unwrap()];
             (k.quantize)(&x, &mut act);
             let mut out = vec![f32::NAN; v.rows];
             (v.f)(cols, &w, &act, &mut out);
-            let rb = GgmlType::Q8_0.row_bytes(cols).unwrap();
+            let rb = ty.row_bytes(cols).unwrap();
             for (i, got) in out.iter().enumerate() {
                 let want = (k.dot)(cols, &w[i * rb..][..rb], &act);
                 assert_eq!(
                     got.to_bits(),
                     want.to_bits(),
-                    "{} Q8_0 cols={cols} row {i}",
+                    "{} {ty} cols={cols} row {i}",
                     set.name()
                 );
             }

@@ -5,16 +5,20 @@
 //! low 256 bits hold row 2p, the high 256 bits row 2p + 1, each lane doing exactly what
 //! the same lane of the 256-bit tile does for that row (same integer sums, same scale
 //! products, same FMA sequence, same final `hsum_f32`). Results are therefore
-//! bit-identical to the 256-bit gemv tile (Q4_1) and to the per-row dot (Q8_0), which
-//! is what llama.cpp's `vec_dot` computes.
+//! bit-identical to the 256-bit gemv tile (Q4_1) and to the per-row dot (Q8_0, Q5_0),
+//! which is what llama.cpp's `vec_dot` computes.
 
 use core::arch::x86_64::*;
 
 use crate::reference::q4::Q4_1_BYTES;
+use crate::reference::q5::Q5_0_BYTES;
 use crate::reference::q8::{Q8_0_BYTES, Q8_1_BYTES};
 
 /// Rows per tile.
 pub(crate) const ROWS: usize = 8;
+
+/// 16-bit shift counts of 4 (the high nibbles' chunks).
+const NIB_HI: i64 = 0x0004_0004_0004_0004;
 
 /// `hsum_f32` of the 256-bit kernels: halves, then pairs, in the same order.
 #[inline]
@@ -147,6 +151,58 @@ unsafe fn q4_1_rows8(nb: usize, w: *const u8, ws: usize, a: *const u8, out: &mut
         out[2 * p + 1] = hsum_f32(hi) + m[4 * p + 3];
     }
 }
+/// Q5_0 × Q8_0, 8 rows × 1 token: `out[i] = dot(w row i, a)`. The 5-bit quants stay
+/// unsigned (the fifth bit comes from a mask register) and the -16 offset is applied
+/// once per block as -16 * Σy: the same exact integer sums as the per-row dot.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q5_0_rows8(nb: usize, w: *const u8, ws: usize, a: *const u8, out: &mut [f32]) {
+    let mut acc = [_mm512_setzero_ps(); ROWS / 2];
+    let idx: [__m512i; ROWS / 2] = core::array::from_fn(|p| pair_index(p, 1));
+    let (low4, sixteen) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(16));
+    let shifts = _mm512_setr_epi64(0, 0, NIB_HI, NIB_HI, 0, 0, NIB_HI, NIB_HI);
+    for b in 0..nb {
+        // SAFETY: as in q8_0_rows8.
+        let y = unsafe { a.add(b * Q8_0_BYTES) };
+        let x = unsafe { w.add(b * Q5_0_BYTES) };
+        let dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(unsafe { words8(x, ws) }));
+        let dy = _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(unsafe {
+            y.cast::<u16>().read_unaligned()
+        }
+            as i32))));
+        let d = _mm512_castps256_ps512(_mm256_mul_ps(dw, dy));
+        let qy = _mm512_broadcast_i64x4(unsafe { _mm256_loadu_si256(y.add(2).cast()) });
+        let base = _mm512_sub_epi32(
+            _mm512_setzero_si512(),
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), sixteen, qy),
+        );
+        for (p, acc) in acc.iter_mut().enumerate() {
+            let (ra, rb) = (2 * p * ws, (2 * p + 1) * ws);
+            // SAFETY: as above, the high bits and 16 quant bytes of rows 2p, 2p + 1.
+            let (qa, qb, ha, hb) = unsafe {
+                (
+                    _mm_loadu_si128(x.add(ra + 6).cast()),
+                    _mm_loadu_si128(x.add(rb + 6).cast()),
+                    x.add(ra + 2).cast::<u32>().read_unaligned(),
+                    x.add(rb + 2).cast::<u32>().read_unaligned(),
+                )
+            };
+            let both = _mm512_mask_broadcast_i32x4(_mm512_broadcast_i32x4(qa), 0xff00, qb);
+            let q = _mm512_and_si512(_mm512_srlv_epi16(both, shifts), low4);
+            // Bit i of a row's qh is the fifth bit of its byte i.
+            let hi = u64::from(ha) | (u64::from(hb) << 32);
+            let q = _mm512_mask_add_epi8(q, hi, q, sixteen);
+            let s = _mm512_dpbusd_epi32(base, q, qy);
+            let sc = _mm512_permutexvar_ps(idx[p], d);
+            *acc = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(s), *acc);
+        }
+    }
+    for (p, acc) in acc.iter().enumerate() {
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(*acc), 1));
+        out[2 * p] = hsum_f32(_mm512_castps512_ps256(*acc));
+        out[2 * p + 1] = hsum_f32(hi);
+    }
+}
+
 macro_rules! rows8_entry {
     ($name:ident, $wbytes:expr, $abytes:expr, $kern:ident) => {
         pub(crate) fn $name(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
@@ -167,3 +223,4 @@ macro_rules! rows8_entry {
 }
 rows8_entry!(gemv_q8_0_q8_0, Q8_0_BYTES, Q8_0_BYTES, q8_0_rows8);
 rows8_entry!(gemv_q4_1_q8_1, Q4_1_BYTES, Q8_1_BYTES, q4_1_rows8);
+rows8_entry!(gemv_q5_0_q8_0, Q5_0_BYTES, Q8_0_BYTES, q5_0_rows8);
