@@ -213,26 +213,20 @@ static AVX2: KernelSet = simd_set!("avx2", crate::x86_64::avx2);
 #[cfg(target_arch = "x86_64")]
 static AVX512: KernelSet = with_wide_gemv(simd_set!("avx512", crate::x86_64::avx512));
 
-/// The AVX-512 set decodes Q8_0, Q5_0 and Q4_1 with 8-row tiles of two rows per
-/// 512-bit register (bit-identical to the per-row dot, resp. the 4-row Q4_1 tile).
+/// The AVX-512 set runs Q8_0, Q5_0 and Q4_1 with 8-row tiles of two rows per 512-bit
+/// register (bit-identical to the 256-bit tiles, and for Q8_0 / Q5_0 decode to the dot).
 #[cfg(target_arch = "x86_64")]
 const fn with_wide_gemv(mut s: KernelSet) -> KernelSet {
     use crate::x86_64::gemv512 as g;
-    s.q8_0.gemv = Some(GemmTile {
-        rows: g::ROWS,
-        tokens: 1,
-        f: g::gemv_q8_0_q8_0,
-    });
-    s.q4_1.gemv = Some(GemmTile {
-        rows: g::ROWS,
-        tokens: 1,
-        f: g::gemv_q4_1_q8_1,
-    });
-    s.q5_0.gemv = Some(GemmTile {
-        rows: g::ROWS,
-        tokens: 1,
-        f: g::gemv_q5_0_q8_0,
-    });
+    const fn tile(rows: usize, tokens: usize, f: GemmFn) -> Option<GemmTile> {
+        Some(GemmTile { rows, tokens, f })
+    }
+    s.q8_0.gemv = tile(g::ROWS, 1, g::gemv_q8_0_q8_0);
+    s.q8_0.gemm = tile(g::ROWS, g::TOKENS, g::gemm_q8_0_q8_0);
+    s.q4_1.gemv = tile(g::ROWS, 1, g::gemv_q4_1_q8_1);
+    s.q4_1.gemm = tile(g::ROWS, g::TOKENS, g::gemm_q4_1_q8_1);
+    s.q5_0.gemv = tile(g::ROWS, 1, g::gemv_q5_0_q8_0);
+    s.q5_0.gemm = tile(g::ROWS, g::TOKENS, g::gemm_q5_0_q8_0);
     s
 }
 

@@ -159,6 +159,57 @@ fn gemv_tiles_are_bit_exact() {
     }
 }
 
+/// Prefill tiles of every SIMD set sum each (row, token) in the same order, so their
+/// results are bit-identical whatever the tile shape (8 rows × 4 tokens here).
+#[test]
+fn gemm_tiles_agree_bit_for_bit_across_sets() {
+    let mut rng = Rng(22);
+    let sets: Vec<_> = available_kernel_sets()
+        .into_iter()
+        .filter(|s| s.name() != "scalar")
+        .collect();
+    let (rows, n) = (8, 4);
+    for ty in [GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::Q4_1] {
+        for blocks in [1usize, 3, 20] {
+            let cols = 32 * blocks;
+            let w = random_rows(&mut rng, ty, rows, cols);
+            let x = rng.vec(n * cols, 2.0);
+            let rb = ty.row_bytes(cols).unwrap();
+            let mut first: Option<Vec<u32>> = None;
+            for set in &sets {
+                let k = set.for_type(ty).unwrap();
+                let g = k.gemm.expect("SIMD sets have gemm tiles for this type");
+                let ar = k.act_type.row_bytes(cols).unwrap();
+                let mut act = vec![0u8; ar * n];
+                for (xr, a) in x.chunks_exact(cols).zip(act.chunks_exact_mut(ar)) {
+                    (k.quantize)(xr, a);
+                }
+                let mut got = vec![0u32; rows * n];
+                let mut tile = vec![f32::NAN; g.rows * g.tokens];
+                for r in (0..rows).step_by(g.rows) {
+                    for t in (0..n).step_by(g.tokens) {
+                        (g.f)(
+                            cols,
+                            &w[r * rb..][..g.rows * rb],
+                            &act[t * ar..][..g.tokens * ar],
+                            &mut tile,
+                        );
+                        for i in 0..g.rows {
+                            for j in 0..g.tokens {
+                                got[(r + i) * n + t + j] = tile[i * g.tokens + j].to_bits();
+                            }
+                        }
+                    }
+                }
+                match &first {
+                    Some(f) => assert_eq!(f, &got, "{} {ty} cols={cols}", set.name()),
+                    None => first = Some(got),
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn matmul_prefill_odd_shapes_match_scalar() {
     let mut rng = Rng(12);
