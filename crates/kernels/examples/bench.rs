@@ -223,6 +223,30 @@ fn main() {
                     });
                     line += &format!(", {}-row gemv {:.1} us", v.rows, s * 1e6);
                 }
+                if let Some(g) = k.gemm {
+                    // 64 tokens through the prefill tile, per token.
+                    let n = 64;
+                    let ar = act.len();
+                    let mut acts = vec![0u8; ar * n];
+                    for (t, a) in acts.chunks_exact_mut(ar).enumerate() {
+                        (k.quantize)(&x[t * c..][..c], a);
+                    }
+                    let mut tile = [0.0f32; 64];
+                    let s = time(20, || {
+                        for i in (0..r - r % g.rows).step_by(g.rows) {
+                            for t in (0..n).step_by(g.tokens) {
+                                let a = &acts[t * ar..][..g.tokens * ar];
+                                (g.f)(c, &d[i * rb..][..g.rows * rb], a, &mut tile);
+                            }
+                        }
+                    });
+                    line += &format!(
+                        ", {}x{} gemm {:.1} us/token",
+                        g.rows,
+                        g.tokens,
+                        s * 1e6 / n as f64
+                    );
+                }
                 println!("{line}");
             }
         }

@@ -160,18 +160,25 @@ fn gemv_tiles_are_bit_exact() {
 }
 
 /// Prefill tiles of every SIMD set sum each (row, token) in the same order, so their
-/// results are bit-identical whatever the tile shape (8 rows × 4 tokens here).
+/// results are bit-identical whatever the tile shape (8 rows × 4 tokens here); Q4_K's
+/// equal the scalar reference of llama.cpp's repacked 4-token order.
 #[test]
 fn gemm_tiles_agree_bit_for_bit_across_sets() {
     let mut rng = Rng(22);
-    let sets: Vec<_> = available_kernel_sets()
-        .into_iter()
-        .filter(|s| s.name() != "scalar")
-        .collect();
     let (rows, n) = (8, 4);
-    for ty in [GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::Q4_1] {
+    for ty in [
+        GgmlType::Q8_0,
+        GgmlType::Q5_0,
+        GgmlType::Q4_1,
+        GgmlType::Q4K,
+    ] {
+        // Q4_K's scalar tile is the reference of llama.cpp's repacked gemm order.
+        let sets: Vec<_> = available_kernel_sets()
+            .into_iter()
+            .filter(|s| s.name() != "scalar" || ty == GgmlType::Q4K)
+            .collect();
         for blocks in [1usize, 3, 20] {
-            let cols = 32 * blocks;
+            let cols = cols_for(ty, blocks);
             let w = random_rows(&mut rng, ty, rows, cols);
             let x = rng.vec(n * cols, 2.0);
             let rb = ty.row_bytes(cols).unwrap();

@@ -226,11 +226,10 @@ macro_rules! simd_kernels {
             hsum_f32(acc) - acc_m
         }
 
-        /// Q4_K weights · Q8_K in the repacked orders of `reference::kquants`: exact
-        /// integer sums, folded with one FMA each for scales and mins per super-block
-        /// (gemv) or, `per_pair`, per 64 values (gemm).
+        /// Q4_K weights · Q8_K in the repacked gemv order of `reference::kquants`: exact
+        /// integer sums, folded with one FMA each for scales and mins per super-block.
         #[target_feature(enable = $feat)]
-        unsafe fn q4_k_q8_k(nb: usize, w: *const u8, a: *const u8, per_pair: bool) -> f32 {
+        unsafe fn q4_k_q8_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
             let m4 = _mm256_set1_epi8(0x0f);
             let hsum_i32 = |v: __m256i| {
                 let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -266,27 +265,92 @@ macro_rules! simd_kernels {
                     let b = |k: usize| i32::from(i16::from_le(bs[k]));
                     imin += i32::from(mins[2 * j]) * (b(4 * j) + b(4 * j + 1))
                         + i32::from(mins[2 * j + 1]) * (b(4 * j + 2) + b(4 * j + 3));
-                    if per_pair {
-                        acc = (hsum_i32(sumi) as f32).mul_add(d, acc);
-                        acc_min = (imin as f32).mul_add(dmin, acc_min);
-                        sumi = _mm256_setzero_si256();
-                        imin = 0;
-                    }
                 }
-                if !per_pair {
-                    acc = (hsum_i32(sumi) as f32).mul_add(d, acc);
-                    acc_min = (imin as f32).mul_add(dmin, acc_min);
-                }
+                acc = (hsum_i32(sumi) as f32).mul_add(d, acc);
+                acc_min = (imin as f32).mul_add(dmin, acc_min);
             }
             acc - acc_min
         }
 
+        /// Q4_K · Q8_K for 4 tokens (`a` rows `as_` bytes apart) in the 4-token gemm
+        /// order of `reference::kquants::dot_q4_k_q8_k_gemm` (one FMA per 64 values): each block's weights and scales are
+        /// unpacked once for the 4 tokens, and each token's four 64-value integer sums
+        /// come out of one horizontal-add tree instead of four reductions. The integer
+        /// sums are exact and the FMA chain per token is the same, so every result
+        /// equals that reference bit for bit.
+        #[target_feature(enable = $feat)]
+        unsafe fn q4_k_q8_k_x4(nb: usize, w: *const u8, a: *const u8, as_: usize, out: &mut [f32]) {
+            let m4 = _mm256_set1_epi8(0x0f);
+            let (mut acc, mut acc_min) = ([0.0f32; 4], [0.0f32; 4]);
+            for i in 0..nb {
+                // SAFETY: block i of the row and of the 4 activation rows are inside the
+                // slices (checked by the wrapper).
+                let x = unsafe { w.add(i * Q4_K_BYTES) };
+                let (dx, dmx) = unsafe { (f16_at(x), f16_at(x.add(2))) };
+                // SAFETY: the 12 scale bytes of block i.
+                let (sc, mins) = scales_mins(unsafe { std::slice::from_raw_parts(x.add(4), 12) });
+                let mut lo = [_mm256_setzero_si256(); 4];
+                let mut hi = [_mm256_setzero_si256(); 4];
+                for j in 0..4 {
+                    let q = unsafe { _mm256_loadu_si256(x.add(16 + 32 * j).cast()) };
+                    lo[j] = _mm256_and_si256(q, m4);
+                    hi[j] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                }
+                // [m0, m0, m1, m1, ...] as i16, to pair with the 16 bsums.
+                let m = _mm_cvtsi64_si128(i64::from_le_bytes(mins));
+                let mpat = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
+                for t in 0..4 {
+                    let y = unsafe { a.add(t * as_ + i * Q8_K_BYTES) };
+                    let yd = unsafe { y.cast::<f32>().read_unaligned() };
+                    let (d, dmin) = (dx * yd, dmx * yd);
+                    let s: [__m256i; 4] = core::array::from_fn(|j| {
+                        // SAFETY: the 64 quants of pair j of this activation block.
+                        let (y0, y1) = unsafe {
+                            (
+                                _mm256_loadu_si256(y.add(Q8_K_QS + 64 * j).cast()),
+                                _mm256_loadu_si256(y.add(Q8_K_QS + 64 * j + 32).cast()),
+                            )
+                        };
+                        let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo[j], y0), _mm256_set1_epi16(sc[2 * j] as i16));
+                        let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi[j], y1), _mm256_set1_epi16(sc[2 * j + 1] as i16));
+                        _mm256_add_epi32(p0, p1)
+                    });
+                    // [Σ s0, Σ s1, Σ s2, Σ s3].
+                    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
+                    let isum = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+                    // Lane k of mm = m_k · (bsum 2k + bsum 2k+1); pair j's min term is
+                    // lanes 2j + 2j+1.
+                    let bs = unsafe { _mm256_loadu_si256(y.add(Q8_K_BSUMS).cast()) };
+                    let hm = _mm256_hadd_epi32(_mm256_madd_epi16(bs, mpat), _mm256_setzero_si256());
+                    let imin = _mm_unpacklo_epi64(_mm256_castsi256_si128(hm), _mm256_extracti128_si256(hm, 1));
+                    let (mut fi, mut fm) = ([0.0f32; 4], [0.0f32; 4]);
+                    // SAFETY: 4 writable f32 each.
+                    unsafe {
+                        _mm_storeu_ps(fi.as_mut_ptr(), _mm_cvtepi32_ps(isum));
+                        _mm_storeu_ps(fm.as_mut_ptr(), _mm_cvtepi32_ps(imin));
+                    }
+                    for j in 0..4 {
+                        acc[t] = fi[j].mul_add(d, acc[t]);
+                        acc_min[t] = fm[j].mul_add(dmin, acc_min[t]);
+                    }
+                }
+            }
+            for t in 0..4 {
+                out[t] = acc[t] - acc_min[t];
+            }
+        }
+
         /// GEMM tile (1 row × 4 tokens) in the 4-token repacked Q4_K order.
         pub(crate) fn gemm_q4_k_q8_k(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
-            let ar = cols / 256 * Q8_K_BYTES;
-            for (o, at) in out[..4].iter_mut().zip(a.chunks_exact(ar)) {
-                *o = dot_q4_k_q8_k_gemm(cols, w, at);
-            }
+            let nb = cols / 256;
+            let ar = nb * Q8_K_BYTES;
+            assert!(
+                cols.is_multiple_of(256) && w.len() >= nb * Q4_K_BYTES && a.len() >= 4 * ar && out.len() >= 4,
+                "Q4_K tile operands too short for {cols} columns"
+            );
+            // SAFETY: this set's table is only built after its features were detected;
+            // the lengths were checked above.
+            unsafe { q4_k_q8_k_x4(nb, w.as_ptr(), a.as_ptr(), ar, out) }
         }
 
         #[target_feature(enable = $feat)]
@@ -414,8 +478,7 @@ macro_rules! simd_kernels {
         entry!(dot_q4_1_q8_1, 32, Q4_1_BYTES, Q8_1_BYTES, |nb, w, a| q4_1_q8_1(nb, w, a));
         entry!(dot_q5_0_q8_0, 32, Q5_0_BYTES, Q8_0_BYTES, |nb, w, a| q5_0_q8_0(nb, w, a));
         entry!(dot_q8_0_q8_0, 32, Q8_0_BYTES, Q8_0_BYTES, |nb, w, a| q8_0_q8_0(nb, w, a));
-        entry!(dot_q4_k_q8_k, 256, Q4_K_BYTES, Q8_K_BYTES, |nb, w, a| q4_k_q8_k(nb, w, a, false));
-        entry!(dot_q4_k_q8_k_gemm, 256, Q4_K_BYTES, Q8_K_BYTES, |nb, w, a| q4_k_q8_k(nb, w, a, true));
+        entry!(dot_q4_k_q8_k, 256, Q4_K_BYTES, Q8_K_BYTES, |nb, w, a| q4_k_q8_k(nb, w, a));
         entry!(dot_q5_k_q8_k, 256, Q5_K_BYTES, Q8_K_BYTES, |nb, w, a| q45_k_q8_k(nb, w, a, true));
         entry!(dot_q6_k_q8_k, 256, Q6_K_BYTES, Q8_K_BYTES, |nb, w, a| q6_k_q8_k(nb, w, a));
         entry!(dot_f32, 1, 4, 4, |nb, w, a| f32_f32(nb, w, a));
