@@ -121,6 +121,10 @@ unsafe fn q8_0_rows8<const T: usize>(
         let x = unsafe { w.add(b * Q8_0_BYTES) };
         // d of each row (low half of each word; the high half is the first 2 quants).
         let dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(unsafe { words8(x, ws) }));
+        // Row scales spread over each pair once per block; times each token's scale
+        // below (the same product the 256-bit tiles form).
+        let dws: [__m512; ROWS / 2] =
+            core::array::from_fn(|p| _mm512_permutexvar_ps(idx[p], _mm512_castps256_ps512(dw)));
         // Rows 2p | 2p + 1, as w + 128 in unsigned bytes (128 * Σy is subtracted below).
         let wq: [__m512i; ROWS / 2] = core::array::from_fn(|p| {
             // SAFETY: as above, rows 2p and 2p + 1.
@@ -134,7 +138,7 @@ unsafe fn q8_0_rows8<const T: usize>(
         });
         for t in 0..T {
             let y = unsafe { a.add(t * as_ + b * Q8_0_BYTES) };
-            let d = _mm512_castps256_ps512(_mm256_mul_ps(dw, unsafe { f16_bcast(y) }));
+            let dy = _mm512_broadcastss_ps(_mm256_castps256_ps128(unsafe { f16_bcast(y) }));
             let qy = unsafe { act_pair(y.add(2)) };
             let base = _mm512_sub_epi32(
                 _mm512_setzero_si512(),
@@ -142,7 +146,7 @@ unsafe fn q8_0_rows8<const T: usize>(
             );
             for (p, accp) in acc.iter_mut().enumerate() {
                 let s = _mm512_dpbusd_epi32(base, wq[p], qy);
-                let sc = _mm512_permutexvar_ps(idx[p], d);
+                let sc = _mm512_mul_ps(dws[p], dy);
                 accp[t] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(s), accp[t]);
             }
         }
@@ -170,6 +174,7 @@ unsafe fn q4_1_rows8<const T: usize>(
         let x = unsafe { w.add(b * Q4_1_BYTES) };
         // (d, m) of each row → lanes (2i, 2i + 1).
         let dm = _mm512_cvtph_ps(unsafe { words8(x, ws) });
+        let dms: [__m512; ROWS / 2] = core::array::from_fn(|p| _mm512_permutexvar_ps(idx[p], dm));
         let wq: [__m512i; ROWS / 2] = core::array::from_fn(|p| {
             // SAFETY: as above, the 16 quant bytes of rows 2p and 2p + 1.
             unsafe { nibble_pair(x.add(2 * p * ws + 4), x.add((2 * p + 1) * ws + 4)) }
@@ -177,12 +182,14 @@ unsafe fn q4_1_rows8<const T: usize>(
         for t in 0..T {
             let y = unsafe { a.add(t * as_ + b * Q8_1_BYTES) };
             let ys = unsafe { y.cast::<i32>().read_unaligned() };
-            let prod = _mm512_mul_ps(dm, _mm512_cvtph_ps(_mm256_set1_epi32(ys)));
+            let dsy = _mm512_cvtph_ps(_mm256_set1_epi32(ys));
+            let prod = _mm512_mul_ps(dm, dsy);
+            let dy = _mm512_permutexvar_ps(_mm512_setzero_si512(), dsy);
             accm[t] = _mm512_add_ps(accm[t], prod);
             let qy = unsafe { act_pair(y.add(4)) };
             for p in 0..ROWS / 2 {
                 let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq[p], qy);
-                let sc = _mm512_permutexvar_ps(idx[p], prod);
+                let sc = _mm512_mul_ps(dms[p], dy);
                 acc[p][t] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(s), acc[p][t]);
             }
         }
@@ -214,6 +221,10 @@ unsafe fn q5_0_rows8<const T: usize>(
         // SAFETY: as in q8_0_rows8.
         let x = unsafe { w.add(b * Q5_0_BYTES) };
         let dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(unsafe { words8(x, ws) }));
+        // Row scales spread over each pair once per block; times each token's scale
+        // below (the same product the 256-bit tiles form).
+        let dws: [__m512; ROWS / 2] =
+            core::array::from_fn(|p| _mm512_permutexvar_ps(idx[p], _mm512_castps256_ps512(dw)));
         let wq: [__m512i; ROWS / 2] = core::array::from_fn(|p| {
             let (ra, rb) = (2 * p * ws, (2 * p + 1) * ws);
             // SAFETY: as above, the high bits and 16 quant bytes of rows 2p, 2p + 1.
@@ -230,7 +241,7 @@ unsafe fn q5_0_rows8<const T: usize>(
         });
         for t in 0..T {
             let y = unsafe { a.add(t * as_ + b * Q8_0_BYTES) };
-            let d = _mm512_castps256_ps512(_mm256_mul_ps(dw, unsafe { f16_bcast(y) }));
+            let dy = _mm512_broadcastss_ps(_mm256_castps256_ps128(unsafe { f16_bcast(y) }));
             let qy = unsafe { act_pair(y.add(2)) };
             let base = _mm512_sub_epi32(
                 _mm512_setzero_si512(),
@@ -238,7 +249,7 @@ unsafe fn q5_0_rows8<const T: usize>(
             );
             for (p, accp) in acc.iter_mut().enumerate() {
                 let s = _mm512_dpbusd_epi32(base, wq[p], qy);
-                let sc = _mm512_permutexvar_ps(idx[p], d);
+                let sc = _mm512_mul_ps(dws[p], dy);
                 accp[t] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(s), accp[t]);
             }
         }
