@@ -93,6 +93,7 @@ impl Gemma3 {
             self.token_embd.row_into(tok as usize, row);
             row.iter_mut().for_each(|v| *v *= embd_scale);
         }
+        crate::trace(|| "inp_scaled".into(), &s.x[..n * e]);
 
         for (il, w) in self.layers.iter().enumerate() {
             let local = c.is_local_layer(il);
@@ -104,12 +105,19 @@ impl Gemma3 {
 
             // Attention block: norm → Q/K/V → per-head norm → RoPE → attend → Wo → norm.
             ops::rmsnorm(&s.x, &w.attn_norm, c.rms_eps, &mut s.xb);
+            let tr = |name: &str, d: &[f32]| crate::trace(|| format!("{name}-{il}"), d);
+            tr("attn_norm", &s.xb[..n * e]);
             // One activation quantization and one pool hand-off for Q, K and V.
             let (wq, wk, wv) = (w.wq.matrix(), w.wk.matrix(), w.wv.matrix());
             let qkv: [&mut [f32]; 3] = [&mut s.q, &mut s.k, &mut s.v];
             matmul_many(pool, &[&wq, &wk, &wv], &s.xb, n, &mut { qkv });
+            tr("Qcur", &s.q[..n * c.q_dim()]);
+            tr("Kcur", &s.k[..n * c.kv_dim()]);
+            tr("Vcur", &s.v[..n * c.kv_dim()]);
             ops::rmsnorm_inplace(&mut s.q, &w.q_norm, c.rms_eps);
             ops::rmsnorm_inplace(&mut s.k, &w.k_norm, c.rms_eps);
+            tr("Qcur_normed", &s.q[..n * c.q_dim()]);
+            tr("Kcur_normed", &s.k[..n * c.kv_dim()]);
             let attend = Attend {
                 layer: il,
                 freqs: inv_freq,
@@ -117,19 +125,30 @@ impl Gemma3 {
                 window: if local { c.sliding_window } else { None },
             };
             attend_sequences(pool, c, s, seqs, &attend);
+            tr("kqv_out", &s.att[..n * c.q_dim()]);
             matmul(pool, &w.wo.matrix(), &s.att, n, &mut s.proj);
+            tr("attn_out", &s.proj[..n * e]);
             ops::rmsnorm_inplace(&mut s.proj, &w.post_attn_norm, c.rms_eps);
+            tr("attn_post_norm", &s.proj[..n * e]);
             ops::add_assign(&mut s.x, &s.proj);
+            tr("sa_out", &s.x[..n * e]);
 
             // Feed-forward block: norm → GeGLU → Wdown → norm.
             ops::rmsnorm(&s.x, &w.ffn_norm, c.rms_eps, &mut s.xb);
+            tr("ffn_norm", &s.xb[..n * e]);
             let (wg, wu) = (w.w_gate.matrix(), w.w_up.matrix());
             let gate_up: [&mut [f32]; 2] = [&mut s.gate, &mut s.up];
             matmul_many(pool, &[&wg, &wu], &s.xb, n, &mut { gate_up });
+            tr("ffn_gate", &s.gate[..n * c.n_ff]);
+            tr("ffn_up", &s.up[..n * c.n_ff]);
             ops::geglu(&mut s.gate, &s.up);
+            tr("ffn_geglu", &s.gate[..n * c.n_ff]);
             matmul(pool, &w.w_down.matrix(), &s.gate, n, &mut s.proj);
+            tr("ffn_out", &s.proj[..n * e]);
             ops::rmsnorm_inplace(&mut s.proj, &w.post_ffn_norm, c.rms_eps);
+            tr("ffn_post_norm", &s.proj[..n * e]);
             ops::add_assign(&mut s.x, &s.proj);
+            tr("l_out", &s.x[..n * e]);
         }
         for seq in seqs.iter_mut() {
             seq.cache.len += seq.tokens.len();

@@ -23,6 +23,27 @@ pub use weights::{Storage, Tensor};
 use thaw_gguf::{GgmlType, GgufError, GgufFile};
 use thaw_kernels::ThreadPool;
 
+/// A debugging hook that sees named intermediate tensors of the forward pass (for
+/// comparing with llama.cpp's eval callback, `examples/trace_tensors.rs`): called with
+/// llama.cpp's tensor name (e.g. `attn_norm-3`) and the rows of the whole batch.
+pub type TraceHook = Box<dyn Fn(&str, &[f32]) + Send + Sync>;
+
+static TRACE: std::sync::OnceLock<TraceHook> = std::sync::OnceLock::new();
+
+/// Installs the process-wide [`TraceHook`] (once; later calls are ignored). Without
+/// it, tracing costs one atomic load per traced tensor.
+pub fn set_trace_hook(hook: TraceHook) {
+    let _ = TRACE.set(hook);
+}
+
+/// Hands `name` (built only when a hook is set) and `data` to the [`TraceHook`].
+#[inline]
+pub(crate) fn trace(name: impl FnOnce() -> String, data: &[f32]) {
+    if let Some(h) = TRACE.get() {
+        h(&name(), data);
+    }
+}
+
 /// Errors from loading a model or running it.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -327,5 +348,6 @@ pub(crate) fn output_head(
             &mut s.xb[i * e..(i + 1) * e],
         );
     }
+    trace(|| "result_norm".into(), &s.xb[..m * e]);
     thaw_kernels::matmul(pool, &output.matrix(), &s.xb[..m * e], m, dst);
 }

@@ -95,6 +95,8 @@ impl Llama {
         for (il, w) in self.layers.iter().enumerate() {
             // Attention block.
             ops::rmsnorm(&s.x, &w.attn_norm, c.rms_eps, &mut s.xb);
+            let tr = |name: &str, d: &[f32]| crate::trace(|| format!("{name}-{il}"), d);
+            tr("attn_norm", &s.xb[..n * e]);
             // One activation quantization and one pool hand-off for Q, K and V.
             let (wq, wk, wv) = (w.wq.matrix(), w.wk.matrix(), w.wv.matrix());
             let qkv: [&mut [f32]; 3] = [&mut s.q, &mut s.k, &mut s.v];
@@ -114,19 +116,30 @@ impl Llama {
                 prescale_q: None,
                 window: None,
             };
+            tr("Qcur", &s.q[..n * c.q_dim()]);
+            tr("Kcur", &s.k[..n * c.kv_dim()]);
+            tr("Vcur", &s.v[..n * c.kv_dim()]);
             attend_sequences(pool, c, s, seqs, &attend);
+            tr("kqv_out", &s.att[..n * c.q_dim()]);
 
             matmul(pool, &w.wo.matrix(), &s.att, n, &mut s.proj);
             ops::add_assign(&mut s.x, &s.proj);
+            tr("ffn_inp", &s.x[..n * e]);
 
             // Feed-forward block.
             ops::rmsnorm(&s.x, &w.ffn_norm, c.rms_eps, &mut s.xb);
+            tr("ffn_norm", &s.xb[..n * e]);
             let (wg, wu) = (w.w_gate.matrix(), w.w_up.matrix());
             let gate_up: [&mut [f32]; 2] = [&mut s.gate, &mut s.up];
             matmul_many(pool, &[&wg, &wu], &s.xb, n, &mut { gate_up });
+            tr("ffn_gate", &s.gate[..n * c.n_ff]);
+            tr("ffn_up", &s.up[..n * c.n_ff]);
             ops::swiglu(&mut s.gate, &s.up);
+            tr("ffn_swiglu", &s.gate[..n * c.n_ff]);
             matmul(pool, &w.w_down.matrix(), &s.gate, n, &mut s.proj);
+            tr("ffn_out", &s.proj[..n * e]);
             ops::add_assign(&mut s.x, &s.proj);
+            tr("l_out", &s.x[..n * e]);
         }
         for seq in seqs.iter_mut() {
             seq.cache.len += seq.tokens.len();
