@@ -158,27 +158,56 @@ pub fn f16_weighted_sum_scalar(
     }
 }
 
-/// Softmax in place (max-subtracted, [`ggml_expf`], sum in f64 in index order), as
-/// ggml's `soft_max` computes it.
+/// Softmax in place of a row starting at cache slot 0: [`softmax_slots`]`(x, 0)`.
 pub fn softmax(x: &mut [f32]) {
+    softmax_slots(x, 0);
+}
+
+/// Softmax in place (max-subtracted, [`ggml_expf`], normalized by the f64 sum of the
+/// exps), as ggml's `soft_max` computes it over a row of attention scores whose first
+/// entry is cache slot `first_slot`: ggml works on the whole (padded) cache row, masked
+/// slots giving exactly 0, and its AVX-512 `ggml_vec_soft_max_f32` adds the exps 16
+/// slots at a time, each group reduced in f32 (`_mm512_reduce_add_ps`) before it is
+/// added to the f64 sum ([`slot_sum`]).
+pub fn softmax_slots(x: &mut [f32], first_slot: usize) {
     #[cfg(target_arch = "x86_64")]
     if simd() {
         // SAFETY: the SIMD sets are active only after AVX2 and FMA were detected.
-        unsafe { crate::x86_64::attn::softmax(x) };
+        unsafe { crate::x86_64::attn::softmax(x, first_slot) };
         return;
     }
-    softmax_scalar(x);
+    softmax_scalar_slots(x, first_slot);
+}
+
+/// The f64 sum of `x` (cache slots `first_slot..`) the way ggml's AVX-512 softmax adds
+/// it: per aligned group of 16 slots, the f32 `_mm512_reduce_add_ps` of the group's
+/// values (absent slots 0), then the groups in order in f64.
+pub fn slot_sum(x: &[f32], first_slot: usize) -> f64 {
+    let mut sum = 0.0f64;
+    let mut j = 0;
+    while j < x.len() {
+        let lane = (first_slot + j) % 16;
+        let take = (16 - lane).min(x.len() - j);
+        let mut l = [0.0f32; 16];
+        l[lane..lane + take].copy_from_slice(&x[j..j + take]);
+        sum += f64::from(reduce_add_16(&l));
+        j += take;
+    }
+    sum
 }
 
 /// The scalar reference of [`softmax`].
 pub fn softmax_scalar(x: &mut [f32]) {
+    softmax_scalar_slots(x, 0);
+}
+
+/// The scalar reference of [`softmax_slots`].
+pub fn softmax_scalar_slots(x: &mut [f32], first_slot: usize) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f64;
     for v in x.iter_mut() {
         *v = ggml_expf(*v - max);
-        sum += f64::from(*v);
     }
-    let inv = (1.0 / sum) as f32;
+    let inv = (1.0 / slot_sum(x, first_slot)) as f32;
     for v in x.iter_mut() {
         *v *= inv;
     }

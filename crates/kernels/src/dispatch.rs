@@ -26,9 +26,10 @@ pub struct GemmTile {
 }
 
 /// How one weight type is multiplied: activations are converted to `act_type` first.
-/// `gemm`, when present, is used for n > 1 tokens and `gemv` (a tile of one token) for
-/// single tokens; both give `dot`'s results up to f32 summation order. When both are
-/// present they have the same `rows`.
+/// `gemm`, when present, is used for batches of at least `gemm_min_tokens` (≥ 2) tokens
+/// and `gemv` (a tile of one token) for single tokens and smaller batches; both give
+/// `dot`'s results up to f32 summation order. When both are present they have the same
+/// `rows`.
 #[derive(Clone, Copy)]
 pub struct TypeKernels {
     pub act_type: GgmlType,
@@ -36,6 +37,7 @@ pub struct TypeKernels {
     pub dot: DotFn,
     pub gemm: Option<GemmTile>,
     pub gemv: Option<GemmTile>,
+    pub gemm_min_tokens: usize,
 }
 
 /// A complete set of kernels for one instruction set.
@@ -86,6 +88,7 @@ const fn tk(act_type: GgmlType, quantize: QuantizeFn, dot: DotFn) -> TypeKernels
         dot,
         gemm: None,
         gemv: None,
+        gemm_min_tokens: 2,
     }
 }
 
@@ -104,6 +107,26 @@ const fn q4_k_kernels(dot: DotFn, gemm: GemmFn) -> TypeKernels {
             f: gemm,
         }),
         gemv: None,
+        gemm_min_tokens: 2,
+    }
+}
+
+/// Q6_K: llama.cpp (x86) does not repack Q6_K; it sums batches of fewer than
+/// [`kquants::Q6_K_BATCH_TOKENS`] tokens with ggml's AVX2 lane order (`dot`) and larger
+/// batches, every token, with one FMA per super-block (`gemm`, a 1 × 1 tile; see
+/// `reference::kquants::dot_q6_k_q8_k_batch`).
+const fn q6_k_kernels(dot: DotFn, gemm: GemmFn) -> TypeKernels {
+    TypeKernels {
+        act_type: GgmlType::Q8K,
+        quantize: kquants::quantize_q8_k,
+        dot,
+        gemm: Some(GemmTile {
+            rows: 1,
+            tokens: 1,
+            f: gemm,
+        }),
+        gemv: None,
+        gemm_min_tokens: kquants::Q6_K_BATCH_TOKENS,
     }
 }
 
@@ -131,6 +154,7 @@ const fn tkg(
             Some(f) => Some(GemmTile { rows, tokens: 1, f }),
             None => None,
         },
+        gemm_min_tokens: 2,
     }
 }
 
@@ -153,11 +177,7 @@ static SCALAR: KernelSet = KernelSet {
         kquants::quantize_q8_k,
         kquants::dot_q5_k_q8_k,
     ),
-    q6_k: tk(
-        GgmlType::Q8K,
-        kquants::quantize_q8_k,
-        kquants::dot_q6_k_q8_k,
-    ),
+    q6_k: q6_k_kernels(kquants::dot_q6_k_q8_k, kquants::gemm_q6_k_q8_k),
 };
 
 /// A SIMD set: the given module's dots where it has them, scalar elsewhere (Q5_1).
@@ -203,7 +223,7 @@ macro_rules! simd_set {
             ),
             q4_k: q4_k_kernels(k::dot_q4_k_q8_k, k::gemm_q4_k_q8_k),
             q5_k: tk(GgmlType::Q8K, kquants::quantize_q8_k, k::dot_q5_k_q8_k),
-            q6_k: tk(GgmlType::Q8K, kquants::quantize_q8_k, k::dot_q6_k_q8_k),
+            q6_k: q6_k_kernels(k::dot_q6_k_q8_k, k::gemm_q6_k_q8_k),
         }
     }};
 }

@@ -2,7 +2,7 @@
 //! activation format (one pass serves every matrix of a [`crate::matmul_many`] call);
 //! then the weight rows of all matrices are cut into chunks of about equal work and
 //! handed to the pool in ONE `run`. Inside a chunk, tokens are walked in tiles: with a
-//! GEMM tile kernel (n > 1) each weight block is unpacked once per R rows × T tokens
+//! GEMM tile kernel (n ≥ the type's `gemm_min_tokens`) each weight block is unpacked once per R rows × T tokens
 //! (single tokens and token tails use the R × 1 `gemv` tile), otherwise each weight
 //! row is reused for a few tokens while it is in L1.
 //!
@@ -279,7 +279,7 @@ unsafe fn run_chunk(m: &Mat<'_>, acts: &[u8], n: usize, r0: usize, r1: usize, ou
         // SAFETY: t < n and r0 <= r < r1 <= rows (caller contract).
         unsafe { *out.add(t * rows + r) = v };
     };
-    let gemm = k.gemm.filter(|_| n > 1);
+    let gemm = k.gemm.filter(|_| n > 1 && n >= k.gemm_min_tokens);
     if gemm.is_some() || k.gemv.is_some() {
         let mut tile = [0.0f32; 64];
         for t0 in (0..n).step_by(GEMM_TOKEN_BLOCK) {

@@ -104,6 +104,16 @@ fn softmax_and_swiglu_match_scalar_bit_for_bit() {
             attn::softmax(&mut got);
             attn::softmax_scalar(&mut want);
             assert_eq!(bits(&got), bits(&want), "softmax n {n} scale {scale}");
+            for first_slot in [3, 16, 509] {
+                let (mut got, mut want) = (x.clone(), x.clone());
+                attn::softmax_slots(&mut got, first_slot);
+                attn::softmax_scalar_slots(&mut want, first_slot);
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "softmax n {n} from slot {first_slot}"
+                );
+            }
             let up = rng.vec(n, 2.0);
             let (mut got, mut want) = (x.clone(), x.clone());
             attn::swiglu(&mut got, &up);
@@ -149,4 +159,26 @@ fn expf_is_within_two_ulp_of_exp() {
     assert_eq!(attn::ggml_expf(0.0), 1.0);
     assert_eq!(attn::ggml_expf(-1000.0), 0.0);
     assert_eq!(attn::ggml_expf(1000.0), f32::INFINITY);
+}
+
+/// ggml's AVX-512 softmax sums the exps per aligned group of 16 cache slots in f32,
+/// then the groups in f64: the grouping follows the slots, not the row.
+#[test]
+fn softmax_sum_groups_follow_cache_slots() {
+    let x: Vec<f32> = (0..40).map(|i| 1.0 + (i as f32) * 1e-3).collect();
+    let group = |v: &[f32]| -> f32 {
+        let mut l = [0.0f32; 16];
+        l[..v.len()].copy_from_slice(v);
+        let t8: Vec<f32> = (0..8).map(|i| l[i] + l[i + 8]).collect();
+        let t4: Vec<f32> = (0..4).map(|i| t8[i] + t8[i + 4]).collect();
+        (t4[0] + t4[2]) + (t4[1] + t4[3])
+    };
+    // Slots 5..45: groups 5..16, 16..32, 32..45 (lanes 5.., 0.., 0..).
+    let mut first = [0.0f32; 16];
+    first[5..].copy_from_slice(&x[..11]);
+    let want = f64::from(group(&first)) + f64::from(group(&x[11..27])) + f64::from(group(&x[27..]));
+    assert_eq!(attn::slot_sum(&x, 5), want);
+    let want0 =
+        f64::from(group(&x[..16])) + f64::from(group(&x[16..32])) + f64::from(group(&x[32..]));
+    assert_eq!(attn::slot_sum(&x, 0), want0);
 }

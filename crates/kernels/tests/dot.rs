@@ -224,3 +224,59 @@ fn kernel_selection_is_consistent() {
         _ => assert_eq!(name, available_kernel_sets().last().unwrap().name()),
     }
 }
+
+/// Q6_K follows llama.cpp's two x86 orders exactly in every set (its AVX2 vec_dot lanes
+/// for batches under 8 tokens, one FMA per super-block from 8 on), and matmul switches
+/// between them at that batch size.
+#[test]
+fn q6_k_orders_bit_identical_and_switch_at_8_tokens() {
+    let mut rng = Rng(21);
+    let (rows, cols) = (3, 256 * 3);
+    let data = random_rows(&mut rng, GgmlType::Q6K, rows, cols);
+    let w = QMatrix {
+        ty: GgmlType::Q6K,
+        rows,
+        cols,
+        data: &data,
+    };
+    let s = scalar().for_type(GgmlType::Q6K).unwrap();
+    let gemm = s.gemm.expect("Q6_K has a batch tile").f;
+    let ar = s.act_type.row_bytes(cols).unwrap();
+    let pool = ThreadPool::new(2);
+    for n in [1usize, 7, 8, 9] {
+        let x = rng.vec(n * cols, 1.5);
+        let mut act = vec![0u8; ar * n];
+        for (xr, a) in x.chunks_exact(cols).zip(act.chunks_exact_mut(ar)) {
+            (s.quantize)(xr, a);
+        }
+        let mut want = vec![0.0f32; n * rows];
+        for t in 0..n {
+            for r in 0..rows {
+                let (wr, a) = (w.row(r), &act[t * ar..][..ar]);
+                want[t * rows + r] = if n >= 8 {
+                    let mut o = [0.0f32];
+                    gemm(cols, wr, a, &mut o);
+                    o[0]
+                } else {
+                    (s.dot)(cols, wr, a)
+                };
+            }
+        }
+        for set in available_kernel_sets() {
+            let k = set.for_type(GgmlType::Q6K).unwrap();
+            let mut got = vec![f32::NAN; n * rows];
+            matmul_with(set, &pool, &w, &x, n, &mut got).unwrap();
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{} n={n}",
+                set.name()
+            );
+            let a = &act[..ar];
+            assert_eq!(
+                (k.dot)(cols, w.row(0), a).to_bits(),
+                (s.dot)(cols, w.row(0), a).to_bits()
+            );
+        }
+    }
+}

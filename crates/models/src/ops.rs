@@ -101,7 +101,7 @@ pub fn rope(
     }
 }
 
-pub use thaw_kernels::attn::{F16Sum as F16Order, softmax, swiglu};
+pub use thaw_kernels::attn::{F16Sum as F16Order, softmax_slots, swiglu};
 
 /// `gelu(gate) * up` with the tanh approximation, written into `gate` (GeGLU). Like
 /// ggml, gelu is read from a table indexed by the input rounded to f16 (the result
@@ -261,7 +261,7 @@ pub fn attention(
             let vals = &v_layer[base + lo * hd..base + (pos + 1) * hd];
             let scores = &mut sc.scores[..pos + 1 - lo];
             thaw_kernels::attn::f16_scores(&sc.query, keys, order, s.scale, scores);
-            softmax(scores);
+            softmax_slots(scores, lo);
             let o = &mut sc.out[ti * hd..(ti + 1) * hd];
             thaw_kernels::attn::f16_weighted_sum(scores, vals, lo, order, &mut sc.acc, o);
         }
@@ -323,7 +323,7 @@ pub fn attention_reference(
                 let kj = &keys[(lo + j) * hd..(lo + j + 1) * hd];
                 *score = ggml_f16_dot(&query, kj, order) * s.scale;
             }
-            thaw_kernels::attn::softmax_scalar(sc);
+            thaw_kernels::attn::softmax_scalar_slots(sc, lo);
             // Output dim d sums w_j * v_j[d] over cache slots j in ggml's lane order:
             // slot j feeds lane j % 16 (batch) or j % 64 (one token); see F16Order.
             lanes.fill(0.0);
@@ -398,7 +398,7 @@ mod tests {
     #[test]
     fn softmax_sums_to_one_and_orders() {
         let mut x = vec![1.0, 2.0, 3.0, -1000.0];
-        softmax(&mut x);
+        softmax_slots(&mut x, 0);
         assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!(x[2] > x[1] && x[1] > x[0] && x[3] == 0.0);
         assert!((x[2] / x[1] - std::f32::consts::E).abs() < 1e-4);

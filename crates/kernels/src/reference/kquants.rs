@@ -271,22 +271,63 @@ pub fn dot_q5_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     dot_q45_k(n, w, a, true)
 }
 
-/// Q6_K weights · Q8_K (ggml_vec_dot_q6_K_q8_K).
+/// Q6_K weights · Q8_K in the order of ggml's AVX2 `ggml_vec_dot_q6_K_q8_K`, which
+/// llama.cpp (x86, llama-cpp-python 0.3.36) uses for Q6_K matrices — they are not
+/// repacked — when a batch has fewer than 8 tokens (single-token decode included).
+/// Eight i32 lanes per super-block: lane `i` holds `Σ sc·q·q8` (q unsigned, 0..63)
+/// over values `32c + 4i .. 32c + 4i + 4` of each 32-value chunk `c`, minus
+/// `32·(sc[2i]·bsum[2i] + sc[2i+1]·bsum[2i+1])` (the `q - 32` offset, taken from the
+/// Q8_K block sums); each lane is folded into its own f32 accumulator with an FMA by
+/// `d·d8`, and the lanes are reduced as `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`.
 pub fn dot_q6_k_q8_k(n: usize, w: &[u8], act: &[u8]) -> f32 {
-    let mut sums = [0.0f32; 8];
+    let mut acc = [0.0f32; 8];
     for i in 0..n / 256 {
         let x = &w[i * Q6_K_BYTES..][..Q6_K_BYTES];
         let y = &act[i * Q8_K_BYTES..][..Q8_K_BYTES];
         let a = q6_k_values(x);
-        let aux32 = k_dot_lanes(&a, &y[Q8_K_QS..Q8_K_BSUMS], |s| x[192 + s] as i8 as i32, 2);
+        let q8 = &y[Q8_K_QS..Q8_K_BSUMS];
+        let sc = |j: usize| x[192 + j] as i8 as i32;
+        let mut lanes = [0i32; 8];
+        for (e, (&q, &v)) in a.iter().zip(q8).enumerate() {
+            lanes[(e % 32) / 4] += sc(e / 16) * (q as i32 + 32) * v as i8 as i32;
+        }
         let d = f16_at(x, 208) * f32_at(y, 0);
-        for l in 0..8 {
-            sums[l] += d * aux32[l] as f32;
+        for (l, (s, o)) in lanes.iter().zip(acc.iter_mut()).enumerate() {
+            let offset = 32 * (sc(2 * l) * bsum(y, 2 * l) + sc(2 * l + 1) * bsum(y, 2 * l + 1));
+            *o = d.mul_add((s - offset) as f32, *o);
         }
     }
-    let mut sumf = 0.0f32;
-    for s in sums {
-        sumf += s;
-    }
-    sumf
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
 }
+
+/// [`dot_q6_k_q8_k`] in the order llama.cpp (same build) uses for batches of 8 or more
+/// tokens, every token of the batch: one FMA per super-block,
+/// `acc = fma(f32(Σ sc·(q-32)·q8) · d, d8, acc)` (measured against its eval-callback
+/// dumps for batches of 1–9, 12, 15–17 and 20 tokens: bit-identical on both sides of
+/// the threshold).
+pub fn dot_q6_k_q8_k_batch(n: usize, w: &[u8], act: &[u8]) -> f32 {
+    let mut acc = 0.0f32;
+    for i in 0..n / 256 {
+        let x = &w[i * Q6_K_BYTES..][..Q6_K_BYTES];
+        let y = &act[i * Q8_K_BYTES..][..Q8_K_BYTES];
+        let a = q6_k_values(x);
+        let q8 = &y[Q8_K_QS..Q8_K_BSUMS];
+        let isum: i32 = a
+            .iter()
+            .zip(q8)
+            .enumerate()
+            .map(|(e, (&q, &v))| x[192 + e / 16] as i8 as i32 * q as i32 * v as i8 as i32)
+            .sum();
+        acc = (isum as f32 * f16_at(x, 208)).mul_add(f32_at(y, 0), acc);
+    }
+    acc
+}
+
+/// GEMM "tile" (1 row × 1 token) in the [`dot_q6_k_q8_k_batch`] order; matmul uses it
+/// for every token of batches of at least [`Q6_K_BATCH_TOKENS`] tokens.
+pub fn gemm_q6_k_q8_k(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    out[0] = dot_q6_k_q8_k_batch(cols, w, a);
+}
+
+/// The batch size from which llama.cpp switches Q6_K to [`dot_q6_k_q8_k_batch`].
+pub const Q6_K_BATCH_TOKENS: usize = 8;

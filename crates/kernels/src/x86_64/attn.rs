@@ -243,12 +243,12 @@ fn expf8(x: __m256) -> __m256 {
     _mm256_blendv_ps(r, sat, big)
 }
 
-/// See `crate::attn::softmax`.
+/// See `crate::attn::softmax_slots`.
 ///
 /// # Safety
 /// AVX2 and FMA must be available.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn softmax(x: &mut [f32]) {
+pub unsafe fn softmax(x: &mut [f32], first_slot: usize) {
     let n = x.len();
     let p = x.as_mut_ptr();
     // The max is exact in any order (NaNs aside, which poison every output either way).
@@ -288,9 +288,8 @@ pub unsafe fn softmax(x: &mut [f32]) {
         }
         x[i..].copy_from_slice(&t[..n - i]);
     }
-    // The f64 sum stays sequential: its rounding depends on the order.
-    let sum: f64 = x.iter().fold(0.0f64, |s, &v| s + f64::from(v));
-    let inv = (1.0 / sum) as f32;
+    // ggml's grouping of the sum (16 slots in f32, then f64) fixes its rounding.
+    let inv = (1.0 / crate::attn::slot_sum(x, first_slot)) as f32;
     let invv = _mm256_set1_ps(inv);
     let mut i = 0;
     while i + 8 <= n {

@@ -353,44 +353,87 @@ macro_rules! simd_kernels {
             unsafe { q4_k_q8_k_x4(nb, w.as_ptr(), a.as_ptr(), ar, out) }
         }
 
+        /// The eight i32 lanes of ggml's AVX2 `vec_dot_q6_K_q8_K` for one super-block:
+        /// `Σ sc·q·q8` with q unsigned, lane i over values 4i..4i+4 of each 32-value
+        /// chunk, minus `32·(sc[2i]·bsum[2i] + sc[2i+1]·bsum[2i+1])` from the Q8_K sums.
+        ///
+        /// # Safety
+        /// `x` and `y` point to a whole Q6_K and Q8_K block.
+        #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn q6_k_q8_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
+        unsafe fn q6_k_lanes(x: *const u8, y: *const u8) -> __m256i {
             let m4 = _mm256_set1_epi8(0x0f);
             let m3 = _mm256_set1_epi8(3);
-            let m32 = _mm256_set1_epi8(32);
+            let mut sumi = _mm256_setzero_si256();
+            for h in 0..2 {
+                // SAFETY: all offsets lie inside the blocks (caller contract).
+                let ql0 = unsafe { _mm256_loadu_si256(x.add(64 * h).cast()) };
+                let ql1 = unsafe { _mm256_loadu_si256(x.add(64 * h + 32).cast()) };
+                let qh = unsafe { _mm256_loadu_si256(x.add(128 + 32 * h).cast()) };
+                let high = |s: i32| {
+                    let v = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(s));
+                    _mm256_slli_epi16(_mm256_and_si256(v, m3), 4)
+                };
+                let q = [
+                    _mm256_or_si256(_mm256_and_si256(ql0, m4), high(0)),
+                    _mm256_or_si256(_mm256_and_si256(ql1, m4), high(2)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), high(4)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), high(6)),
+                ];
+                for (k, qk) in q.into_iter().enumerate() {
+                    // SAFETY: as above.
+                    let yk = unsafe { _mm256_loadu_si256(y.add(Q8_K_QS + 128 * h + 32 * k).cast()) };
+                    let p = _mm256_maddubs_epi16(qk, yk);
+                    let s0 = unsafe { *x.add(192 + 8 * h + 2 * k) } as i8 as i16;
+                    let s1 = unsafe { *x.add(192 + 8 * h + 2 * k + 1) } as i8 as i16;
+                    let sc = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc));
+                }
+            }
+            // SAFETY: 16 scale bytes at 192 and 16 i16 block sums in the Q8_K block.
+            let (sc, bs) = unsafe {
+                (
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128(x.add(192).cast())),
+                    _mm256_loadu_si256(y.add(Q8_K_BSUMS).cast()),
+                )
+            };
+            _mm256_sub_epi32(sumi, _mm256_slli_epi32(_mm256_madd_epi16(sc, bs), 5))
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn q6_k_q8_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
             let mut acc = _mm256_setzero_ps();
             for i in 0..nb {
                 // SAFETY: block i lies inside both rows (checked by the wrapper).
                 let (x, y) = unsafe { (w.add(i * Q6_K_BYTES), a.add(i * Q8_K_BYTES)) };
                 let d = unsafe { f16_at(x.add(208)) * y.cast::<f32>().read_unaligned() };
-                let mut sumi = _mm256_setzero_si256();
-                for h in 0..2 {
-                    let ql0 = unsafe { _mm256_loadu_si256(x.add(64 * h).cast()) };
-                    let ql1 = unsafe { _mm256_loadu_si256(x.add(64 * h + 32).cast()) };
-                    let qh = unsafe { _mm256_loadu_si256(x.add(128 + 32 * h).cast()) };
-                    let high = |s: i32| {
-                        let v = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(s));
-                        _mm256_slli_epi16(_mm256_and_si256(v, m3), 4)
-                    };
-                    let q = [
-                        _mm256_or_si256(_mm256_and_si256(ql0, m4), high(0)),
-                        _mm256_or_si256(_mm256_and_si256(ql1, m4), high(2)),
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), high(4)),
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), high(6)),
-                    ];
-                    for (k, qk) in q.into_iter().enumerate() {
-                        let yk = unsafe { _mm256_loadu_si256(y.add(Q8_K_QS + 128 * h + 32 * k).cast()) };
-                        // (q - 32) * y as q * y - 32 * y: maddubs needs an unsigned side.
-                        let p = _mm256_sub_epi16(_mm256_maddubs_epi16(qk, yk), _mm256_maddubs_epi16(m32, yk));
-                        let s0 = unsafe { *x.add(192 + 8 * h + 2 * k) } as i8 as i16;
-                        let s1 = unsafe { *x.add(192 + 8 * h + 2 * k + 1) } as i8 as i16;
-                        let sc = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
-                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc));
-                    }
-                }
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+                let lanes = unsafe { q6_k_lanes(x, y) };
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes), acc);
             }
             hsum_f32(acc)
+        }
+
+        /// The batch order (`reference::kquants::dot_q6_k_q8_k_batch`): the exact
+        /// super-block sum, one scalar FMA per super-block.
+        #[target_feature(enable = $feat)]
+        unsafe fn q6_k_q8_k_batch(nb: usize, w: *const u8, a: *const u8) -> f32 {
+            let mut acc = 0.0f32;
+            for i in 0..nb {
+                // SAFETY: block i lies inside both rows (checked by the wrapper).
+                let (x, y) = unsafe { (w.add(i * Q6_K_BYTES), a.add(i * Q8_K_BYTES)) };
+                let lanes = unsafe { q6_k_lanes(x, y) };
+                let s = _mm_add_epi32(_mm256_castsi256_si128(lanes), _mm256_extracti128_si256(lanes, 1));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+                let (dw, da) = unsafe { (f16_at(x.add(208)), y.cast::<f32>().read_unaligned()) };
+                acc = (_mm_cvtsi128_si32(s) as f32 * dw).mul_add(da, acc);
+            }
+            acc
+        }
+
+        /// GEMM tile (1 row × 1 token) in the Q6_K batch order.
+        pub(crate) fn gemm_q6_k_q8_k(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+            out[0] = dot_q6_k_q8_k_batch(cols, w, a);
         }
 
         #[target_feature(enable = $feat)]
@@ -481,6 +524,7 @@ macro_rules! simd_kernels {
         entry!(dot_q4_k_q8_k, 256, Q4_K_BYTES, Q8_K_BYTES, |nb, w, a| q4_k_q8_k(nb, w, a));
         entry!(dot_q5_k_q8_k, 256, Q5_K_BYTES, Q8_K_BYTES, |nb, w, a| q45_k_q8_k(nb, w, a, true));
         entry!(dot_q6_k_q8_k, 256, Q6_K_BYTES, Q8_K_BYTES, |nb, w, a| q6_k_q8_k(nb, w, a));
+        entry!(dot_q6_k_q8_k_batch, 256, Q6_K_BYTES, Q8_K_BYTES, |nb, w, a| q6_k_q8_k_batch(nb, w, a));
         entry!(dot_f32, 1, 4, 4, |nb, w, a| f32_f32(nb, w, a));
         entry!(dot_f16, 1, 2, 2, |nb, w, a| half_half(nb, w, a, false));
         entry!(dot_bf16, 1, 2, 2, |nb, w, a| half_half(nb, w, a, true));
