@@ -342,6 +342,24 @@ fn main() {
                 s * 1e6,
                 2.0 * (1536 * 576 * n) as f64 / s / 1e9
             );
+            // Gemma 3 270M's ffn_down shape in its two K-quant types.
+            for ty in [GgmlType::Q4K, GgmlType::Q6K] {
+                let d = weights(&mut seed, ty, 640, 2048);
+                let w = QMatrix {
+                    ty,
+                    rows: 640,
+                    cols: 2048,
+                    data: &d,
+                };
+                let s = time(3, || {
+                    matmul(&pool, &w, &x[..2048 * n], n, &mut o[..640 * n])
+                });
+                println!(
+                    "prefill n={n} {ty} 640x2048: {:.1} us  {:.1} GFLOP/s",
+                    s * 1e6,
+                    2.0 * (640 * 2048 * n) as f64 / s / 1e9
+                );
+            }
         }
     }
 }

@@ -243,7 +243,8 @@ fn q6_k_orders_bit_identical_and_switch_at_8_tokens() {
     let gemm = s.gemm.expect("Q6_K has a batch tile").f;
     let ar = s.act_type.row_bytes(cols).unwrap();
     let pool = ThreadPool::new(2);
-    for n in [1usize, 7, 8, 9] {
+    // 8..: whole 4-token tiles and tails; 70 crosses the matmul's 64-token block.
+    for n in [1usize, 7, 8, 9, 14, 70] {
         let x = rng.vec(n * cols, 1.5);
         let mut act = vec![0u8; ar * n];
         for (xr, a) in x.chunks_exact(cols).zip(act.chunks_exact_mut(ar)) {
