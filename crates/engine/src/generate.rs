@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use thaw_constrain::Constraint;
 use thaw_kernels::ThreadPool;
-use thaw_models::{BatchEntry, KvCache, Logits, Model};
+use thaw_models::{BatchEntry, KvCache, KvSource, Logits, Model};
 use thaw_sampling::{Sampler, SamplerConfig};
 use thaw_tokenizer::{StreamDecoder, Tokenizer};
 
@@ -111,8 +111,8 @@ impl Session {
     }
 
     /// When `prompt` starts with a stored prefix (a snapshot's PREFIXES) longer than
-    /// what the cache already shares with it, copy that prefix's K/V in instead of
-    /// computing it. Returns the tokens now shared with `prompt`. [`Self::begin_prompt`]
+    /// what the cache already shares with it, use that prefix's K/V (read in place from
+    /// the mapping) instead of computing it. Returns the tokens now shared with `prompt`. [`Self::begin_prompt`]
     /// (and so [`Self::prefill`] and the server's scheduler) calls this with the whole
     /// prompt.
     pub fn adopt_prefix(&mut self, prompt: &[u32]) -> usize {
@@ -125,13 +125,22 @@ impl Session {
         let Some((tokens, kv)) = self.prefixes.best(prompt, common, self.cache.n_ctx()) else {
             return common;
         };
-        if self.cache.import(kv, tokens.len()).is_err() {
-            // Checked at load: only a cache of another shape gets here; compute instead.
+        // Read in place (nothing copied); a copy when the bytes cannot be viewed as
+        // f16 (a big-endian target); sizes were checked at load, so only a cache of
+        // another shape fails both, and computes instead.
+        let n = tokens.len();
+        if self.cache.share(kv.clone(), n).is_err() && self.cache.import(kv.kv_bytes(), n).is_err()
+        {
             return common;
         }
         self.tokens.clear();
         self.tokens.extend_from_slice(tokens);
         tokens.len()
+    }
+
+    /// Positions whose K/V the session reads in place from a stored prefix.
+    pub fn stored_prefix_in_place(&self) -> usize {
+        self.cache.shared_len()
     }
 
     /// K/V of every position the cache holds, in the model's export format.

@@ -1,7 +1,7 @@
 //! Prompt-prefix caches: K/V state computed once at snapshot build time for a prompt
 //! prefix (a deployment's chat system prompt, or raw text), stored in the snapshot's
-//! PREFIXES section, and copied into a session whose prompt starts with those tokens
-//! instead of prefilling them.
+//! PREFIXES section, and read in place (from the mapping) by a session whose prompt
+//! starts with those tokens instead of prefilling them.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -62,8 +62,13 @@ impl Prefixes {
     }
 
     /// The longest stored prefix that `prompt` starts with and that is longer than
-    /// `have` tokens and fits `n_ctx`: its tokens and K/V bytes.
-    pub fn best(&self, prompt: &[u32], have: usize, n_ctx: usize) -> Option<(&[u32], &[u8])> {
+    /// `have` tokens and fits `n_ctx`: its tokens and its K/V in the mapping.
+    pub fn best(
+        &self,
+        prompt: &[u32],
+        have: usize,
+        n_ctx: usize,
+    ) -> Option<(&[u32], Arc<MappedKv>)> {
         let snap = self.snapshot.as_ref()?;
         self.entries
             .iter()
@@ -71,11 +76,30 @@ impl Prefixes {
                 p.tokens.len() > have && p.tokens.len() <= n_ctx && prompt.starts_with(&p.tokens)
             })
             .max_by_key(|p| p.tokens.len())
-            .map(|p| (&p.tokens[..], &snap.mapping()[p.kv.clone()]))
+            .map(|p| {
+                let kv = MappedKv {
+                    snapshot: snap.clone(),
+                    range: p.kv.clone(),
+                };
+                (&p.tokens[..], Arc::new(kv))
+            })
     }
 
     pub fn entries(&self) -> &[StoredPrefix] {
         &self.entries
+    }
+}
+
+/// A stored prefix's K/V inside the snapshot's mapping, which it keeps alive for as
+/// long as a session reads it in place.
+pub(crate) struct MappedKv {
+    snapshot: Arc<Snapshot>,
+    range: std::ops::Range<usize>,
+}
+
+impl thaw_models::KvSource for MappedKv {
+    fn kv_bytes(&self) -> &[u8] {
+        &self.snapshot.mapping()[self.range.clone()]
     }
 }
 

@@ -93,6 +93,12 @@ fn check(name: &str) {
         let mut s = thawed.session(256).unwrap();
         let (got, reused) = s.prefill(prompt).unwrap();
         assert_eq!(reused, prefix.len(), "case {i}: stored prefix used");
+        // ... in place, without copying its K/V.
+        assert_eq!(
+            s.stored_prefix_in_place(),
+            prefix.len(),
+            "case {i}: in place"
+        );
         // Reference: the prefix computed first, then the rest.
         let mut r = reference.session(256).unwrap();
         r.prefill(prefix).unwrap();
@@ -128,9 +134,11 @@ fn check(name: &str) {
     assert_eq!(s.prefill(&other).unwrap().1, 0);
     // A prompt equal to the prefix still computes its last two tokens (the last one's
     // logits, with the prompt arithmetic of a pass of two or more).
+    // (Rolling back into a prefix read in place copies what is kept of it.)
     let mut s = thawed.session(256).unwrap();
     let (l, reused) = s.prefill(&raw_prefix).unwrap();
     assert_eq!(reused, raw_prefix.len() - 2);
+    assert_eq!(s.stored_prefix_in_place(), 0);
     let mut r = reference.session(256).unwrap();
     r.prefill(&raw_prefix[..raw_prefix.len() - 2]).unwrap();
     assert!(logits_equal(&l, &r.prefill(&raw_prefix).unwrap().0));

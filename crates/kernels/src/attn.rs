@@ -158,6 +158,130 @@ pub fn f16_weighted_sum_scalar(
     }
 }
 
+/// Adds `w[i * w_stride + j] · vals[j]` into query `i`'s accumulators (`acc`: per
+/// query `[lane][d]`, `order.lanes() * hd` values; value row `j` sits at cache slot
+/// `first_slot + j` and feeds lane `(first_slot + j) % order.lanes()`). The weights
+/// must already be f16 values ([`round_f16_slice`]). Called over consecutive ranges
+/// of slots (e.g. a stored prefix read in place, then the session's own cache), then
+/// [`f16_reduce_lanes`], it gives [`f16_weighted_sum`]'s result bit for bit.
+///
+/// # Panics
+/// If the lengths disagree.
+pub fn f16_accumulate(
+    w: &[f32],
+    w_stride: usize,
+    vals: &[f16],
+    hd: usize,
+    first_slot: usize,
+    order: F16Sum,
+    acc: &mut [f32],
+) {
+    let lanes = order.lanes();
+    assert!(
+        hd > 0 && vals.len().is_multiple_of(hd) && acc.len().is_multiple_of(lanes * hd),
+        "f16_accumulate: {} values of width {hd}, {} accumulators",
+        vals.len(),
+        acc.len()
+    );
+    let (m, n) = (acc.len() / (lanes * hd), vals.len() / hd);
+    assert!(
+        m == 0 || (n <= w_stride && w.len() >= (m - 1) * w_stride + n),
+        "f16_accumulate: {m} rows of {n} weights, stride {w_stride}, {} weights",
+        w.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if simd() && hd.is_multiple_of(8) {
+        // SAFETY: as in `f16_scores`; shapes were checked above.
+        unsafe {
+            crate::x86_64::attn::f16_accumulate(w, w_stride, vals, hd, first_slot, lanes, acc)
+        };
+        return;
+    }
+    f16_accumulate_scalar(w, w_stride, vals, hd, first_slot, order, acc);
+}
+
+/// The scalar reference of [`f16_accumulate`].
+pub fn f16_accumulate_scalar(
+    w: &[f32],
+    w_stride: usize,
+    vals: &[f16],
+    hd: usize,
+    first_slot: usize,
+    order: F16Sum,
+    acc: &mut [f32],
+) {
+    let lanes = order.lanes();
+    for (i, acc) in acc.chunks_exact_mut(lanes * hd).enumerate() {
+        for (j, vj) in vals.chunks_exact(hd).enumerate() {
+            let wj = w[i * w_stride + j];
+            let slot = (first_slot + j) % lanes;
+            for (a, &b) in acc[slot * hd..(slot + 1) * hd].iter_mut().zip(vj) {
+                // f16 × f16 is exact in f32, so this add is ggml's FMA.
+                *a += wj * b.to_f32();
+            }
+        }
+    }
+}
+
+/// Folds one query's `[lane][d]` accumulators into `out` in `order`.
+///
+/// # Panics
+/// If `acc` holds fewer than `order.lanes() * out.len()` values.
+pub fn f16_reduce_lanes(acc: &[f32], order: F16Sum, out: &mut [f32]) {
+    let (hd, lanes) = (out.len(), order.lanes());
+    assert!(
+        acc.len() >= lanes * hd,
+        "f16_reduce_lanes: {} accumulators",
+        acc.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if simd() && hd.is_multiple_of(8) {
+        // SAFETY: as in `f16_scores`; `acc` holds lanes * hd values.
+        unsafe { crate::x86_64::attn::reduce_lanes(acc.as_ptr(), hd, order, out) };
+        return;
+    }
+    let mut col = [0.0f32; 64];
+    for (d, o) in out.iter_mut().enumerate() {
+        for (s, c) in col[..lanes].iter_mut().enumerate() {
+            *c = acc[s * hd + d];
+        }
+        *o = order.reduce(&col[..lanes]);
+    }
+}
+
+/// `bytes` viewed in place as little-endian f16 values (a snapshot's stored K/V), or
+/// `None` when they are not 2-byte aligned or this target is big-endian.
+pub fn f16_view(bytes: &[u8]) -> Option<&[f16]> {
+    if cfg!(target_endian = "big")
+        || !bytes.len().is_multiple_of(2)
+        || bytes.as_ptr().align_offset(2) != 0
+    {
+        return None;
+    }
+    // SAFETY: f16 is two bytes with every bit pattern valid; the pointer is 2-byte
+    // aligned and the length whole (checked above), the lifetime is that of `bytes`,
+    // and the byte order matches (little-endian target).
+    Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f16>(), bytes.len() / 2) })
+}
+
+/// Every value rounded to the nearest f16 (ties to even), in place.
+pub fn round_f16_slice(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: the SIMD sets are active only after AVX2 and F16C were detected.
+        unsafe { crate::x86_64::attn::round_f16_slice(x) };
+        return;
+    }
+    round_f16_slice_scalar(x);
+}
+
+/// The scalar reference of [`round_f16_slice`].
+pub fn round_f16_slice_scalar(x: &mut [f32]) {
+    for v in x {
+        *v = f16::from_f32(*v).to_f32();
+    }
+}
+
 /// Softmax in place of a row starting at cache slot 0: [`softmax_slots`]`(x, 0)`.
 pub fn softmax(x: &mut [f32]) {
     softmax_slots(x, 0);

@@ -1,7 +1,7 @@
 //! Per-sequence state: the K/V of every processed position, plus the scratch buffers
 //! a forward pass reuses so decoding a token allocates nothing but its logits.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -19,7 +19,35 @@ pub struct KvCache {
     pub(crate) len: usize,
     pub(crate) k: Vec<f16>,
     pub(crate) v: Vec<f16>,
+    /// A stored prefix read in place for the first positions (see [`Self::share`]);
+    /// `k`/`v` then hold only the positions after it.
+    pub(crate) shared: Option<SharedPrefix>,
     pub(crate) scratch: Scratch,
+}
+
+/// Stored K/V in [`KvCache::export`]'s layout, kept by another owner (a snapshot's
+/// mapping) that a cache reads in place rather than copying.
+pub trait KvSource: Send + Sync {
+    /// The stored bytes: little-endian f16, 2-byte aligned.
+    fn kv_bytes(&self) -> &[u8];
+}
+
+/// The first `len` positions of a cache, read from `src`.
+#[derive(Clone)]
+pub(crate) struct SharedPrefix {
+    src: Arc<dyn KvSource>,
+    pub(crate) len: usize,
+}
+
+impl SharedPrefix {
+    /// K and V of layer `il`, `[kv_head][pos][head_dim]` with `len` positions per head.
+    pub(crate) fn layer(&self, il: usize, n_head_kv: usize, head_dim: usize) -> (&[f16], &[f16]) {
+        let all = thaw_kernels::attn::f16_view(self.src.kv_bytes()).unwrap_or(&[]);
+        let (k, v) = all.split_at(all.len() / 2);
+        let per_layer = n_head_kv * self.len * head_dim;
+        let at = il * per_layer..(il + 1) * per_layer;
+        (&k[at.clone()], &v[at])
+    }
 }
 
 impl std::fmt::Debug for KvCache {
@@ -51,6 +79,7 @@ impl KvCache {
             len: 0,
             k: zeroed(size),
             v: zeroed(size),
+            shared: None,
             scratch: Scratch::default(),
         }
     }
@@ -72,10 +101,64 @@ impl KvCache {
     /// Keep the first `n` positions (to roll back or reuse a prompt prefix).
     pub fn truncate(&mut self, n: usize) {
         self.len = self.len.min(n);
+        if self.shared.as_ref().is_some_and(|p| self.len < p.len) {
+            // Positions after `len` will be overwritten, and the stored prefix cannot
+            // be: copy what is kept of it into the cache and stop reading it.
+            self.unshare(self.len);
+        }
     }
 
     pub fn clear(&mut self) {
         self.len = 0;
+        self.shared = None;
+    }
+
+    /// Positions read in place from a stored prefix ([`Self::share`]), 0 if none.
+    pub fn shared_len(&self) -> usize {
+        self.shared.as_ref().map_or(0, |p| p.len)
+    }
+
+    /// Start from `n` positions of stored K/V ([`Self::export`] bytes of `src`) read in
+    /// place: nothing is copied, so a session starting from a long stored prefix costs
+    /// no time proportional to it before attention reads it. The cache then holds
+    /// those `n` positions; later ones are written to its own storage.
+    pub fn share(&mut self, src: Arc<dyn KvSource>, n: usize) -> Result<(), ModelError> {
+        let bytes = src.kv_bytes();
+        if bytes.len() != self.export_len(n)
+            || n > self.n_ctx
+            || thaw_kernels::attn::f16_view(bytes).is_none()
+        {
+            return Err(ModelError::CacheMismatch(format!(
+                "stored K/V of {} bytes does not hold {n} positions of this model \
+                 ({} bytes), exceeds the context ({}) or is not 2-byte aligned",
+                bytes.len(),
+                self.export_len(n),
+                self.n_ctx
+            )));
+        }
+        self.shared = Some(SharedPrefix { src, len: n });
+        self.len = n;
+        Ok(())
+    }
+
+    /// Copy the first `n` positions of the shared prefix into the cache's own
+    /// storage and stop reading the prefix.
+    fn unshare(&mut self, n: usize) {
+        let Some(p) = self.shared.take() else {
+            return;
+        };
+        let (hd, nkv) = (self.head_dim, self.n_head_kv);
+        let n = n.min(p.len);
+        let per_layer = nkv * self.n_ctx * hd;
+        for il in 0..self.n_layer {
+            let (sk, sv) = p.layer(il, nkv, hd);
+            for h in 0..nkv {
+                let at = il * per_layer + h * self.n_ctx * hd;
+                let src = h * p.len * hd..(h * p.len + n) * hd;
+                self.k[at..at + n * hd].copy_from_slice(&sk[src.clone()]);
+                self.v[at..at + n * hd].copy_from_slice(&sv[src]);
+            }
+        }
     }
 
     /// Bytes of [`Self::export`] for `n` positions of a model shaped like this cache.
@@ -92,12 +175,26 @@ impl KvCache {
     pub fn export(&self, n: usize) -> Vec<u8> {
         assert!(n <= self.len, "export {n} of {} positions", self.len);
         let mut out = Vec::with_capacity(self.export_len(n));
-        self.for_each_run(n, |k, _| {
-            out.extend(k.iter().flat_map(|x| x.to_bits().to_le_bytes()));
-        });
-        self.for_each_run(n, |_, v| {
-            out.extend(v.iter().flat_map(|x| x.to_bits().to_le_bytes()));
-        });
+        let (hd, nkv) = (self.head_dim, self.n_head_kv);
+        let plen = self.shared_len().min(n);
+        let per_layer = nkv * self.n_ctx * hd;
+        for (which, own) in [(0, &self.k), (1, &self.v)] {
+            for il in 0..self.n_layer {
+                let stored = self.shared.as_ref().map(|p| {
+                    let (k, v) = p.layer(il, nkv, hd);
+                    (if which == 0 { k } else { v }, p.len)
+                });
+                for h in 0..nkv {
+                    let at = il * per_layer + h * self.n_ctx * hd;
+                    // Positions below `plen` live in the stored prefix, the rest here.
+                    let head = stored.map_or(&[][..], |(x, len)| &x[h * len * hd..][..plen * hd]);
+                    let tail = &own[at + plen * hd..at + n * hd];
+                    for x in head.iter().chain(tail) {
+                        out.extend_from_slice(&x.to_bits().to_le_bytes());
+                    }
+                }
+            }
+        }
         out
     }
 
@@ -112,6 +209,7 @@ impl KvCache {
                 self.n_ctx
             )));
         }
+        self.shared = None;
         let run = n * self.head_dim;
         let per_layer = self.n_head_kv * self.n_ctx * self.head_dim;
         let (kb, vb) = bytes.split_at(bytes.len() / 2);
@@ -131,19 +229,6 @@ impl KvCache {
         }
         self.len = n;
         Ok(())
-    }
-
-    /// Calls `f` with the K and V runs of the first `n` positions of every (layer,
-    /// KV head), in export order.
-    fn for_each_run(&self, n: usize, mut f: impl FnMut(&[f16], &[f16])) {
-        let run = n * self.head_dim;
-        let per_layer = self.n_head_kv * self.n_ctx * self.head_dim;
-        for il in 0..self.n_layer {
-            for h in 0..self.n_head_kv {
-                let at = il * per_layer + h * self.n_ctx * self.head_dim;
-                f(&self.k[at..at + run], &self.v[at..at + run]);
-            }
-        }
     }
 
     pub(crate) fn check_compatible(&self, c: &ModelConfig) -> Result<(), ModelError> {

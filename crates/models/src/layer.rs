@@ -62,6 +62,10 @@ pub(crate) fn attend_sequences(
         let range = a.layer * per_layer..(a.layer + 1) * per_layer;
         let (kl, vl) = (&mut cache.k[range.clone()], &mut cache.v[range]);
         ops::store_kv(kl, vl, k, v, c.n_head_kv, hd, n_ctx, pos0);
+        let shared = cache.shared.as_ref().map(|p| {
+            let (k, v) = p.layer(a.layer, c.n_head_kv, hd);
+            ops::SharedKv { k, v, len: p.len }
+        });
         let shape = AttnShape {
             n_head: c.n_head,
             n_head_kv: c.n_head_kv,
@@ -76,6 +80,6 @@ pub(crate) fn attend_sequences(
             window: a.window,
         };
         let att = &mut s.att[rows.start * c.q_dim()..rows.end * c.q_dim()];
-        ops::attention(pool, &shape, kl, vl, q, &s.heads, att);
+        ops::attention(pool, &shape, shared, kl, vl, q, &s.heads, att);
     }
 }

@@ -16,7 +16,7 @@ mod perplexity;
 mod weights;
 
 pub use config::{Arch, ModelConfig, RopeStyle};
-pub use kv_cache::KvCache;
+pub use kv_cache::{KvCache, KvSource};
 pub use perplexity::{PerplexityReport, perplexity};
 pub use weights::{Storage, Tensor};
 

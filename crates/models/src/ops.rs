@@ -194,9 +194,25 @@ pub struct AttnShape {
     pub window: Option<usize>,
 }
 
-/// Query tokens per attention task in a batch: small enough that both cores get
-/// work on short prompts, large enough to amortize a task's set-up.
+/// Most query tokens per attention task in a batch: large enough to amortize a
+/// task's set-up.
 const ATTN_CHUNK: usize = 16;
+
+/// Attention tasks per thread to aim for: tasks are handed out one at a time, so a
+/// thread finishes at most one task after the others; with ~8 each that is ≤ ~12% of
+/// the layer's attention (9 heads × one block of a short prompt on 2 threads left
+/// one thread idle for a ninth of it).
+const ATTN_TASKS_PER_THREAD: usize = 8;
+
+/// The first positions of a layer's K/V when they are read in place from a stored
+/// prompt prefix (a snapshot's mapping) instead of the session's cache: K and V laid
+/// out `[kv_head][pos][head_dim]` with `len` positions per head.
+#[derive(Clone, Copy)]
+pub struct SharedKv<'a> {
+    pub k: &'a [f16],
+    pub v: &'a [f16],
+    pub len: usize,
+}
 
 /// Causal attention of `n` query tokens (`q`: `n × n_head × head_dim`, already
 /// rotated and with their own K/V already in the cache) over cache positions
@@ -210,9 +226,16 @@ const ATTN_CHUNK: usize = 16;
 /// sensitive enough that skipping either rounding moves logits by ~0.1–0.5. The
 /// SIMD kernels of `thaw_kernels::attn` give results bit-identical to
 /// [`attention_reference`].
+///
+/// Positions below `shared.len` are read from `shared` (a stored prefix used in
+/// place) and the rest from `k_layer`/`v_layer`, with the same result as one cache
+/// holding both: scores do not depend on where a key lives, and the weighted sum
+/// feeds each accumulator lane its rows in the same order across the two ranges.
+#[allow(clippy::too_many_arguments)]
 pub fn attention(
     pool: &ThreadPool,
     s: &AttnShape,
+    shared: Option<SharedKv<'_>>,
     k_layer: &[f16],
     v_layer: &[f16],
     q: &[f32],
@@ -228,17 +251,32 @@ pub fn attention(
     } else {
         F16Order::TinyBlas
     };
-    if !hd.is_multiple_of(order.lanes()) {
-        attention_reference(s, k_layer, v_layer, q, out);
+    let lanes = order.lanes();
+    if !hd.is_multiple_of(lanes) {
+        match shared {
+            None => attention_reference(s, k_layer, v_layer, q, out),
+            Some(sh) => {
+                let (k, v) = merge_shared(s, sh, k_layer, v_layer);
+                attention_reference(s, &k, &v, q, out);
+            }
+        }
         return;
     }
-    let n_chunks = n.div_ceil(ATTN_CHUNK);
+    let no_shared = SharedKv {
+        k: &[],
+        v: &[],
+        len: 0,
+    };
+    let sh = shared.unwrap_or(no_shared);
+    let per_head = (ATTN_TASKS_PER_THREAD * pool.n_threads()).div_ceil(s.n_head);
+    let block = n.div_ceil(per_head).clamp(1, ATTN_CHUNK);
+    let n_chunks = n.div_ceil(block);
     let out = Mutex::new(out);
     pool.run(s.n_head * n_chunks, |i| {
         // Later blocks attend to more positions: hand them out first.
         let chunk = n_chunks - 1 - i / s.n_head;
         let h = i % s.n_head;
-        let ts = chunk * ATTN_CHUNK..((chunk + 1) * ATTN_CHUNK).min(n);
+        let ts = chunk * block..((chunk + 1) * block).min(n);
         let mut local = None;
         let mut guard = free_scratch(heads);
         let sc: &mut HeadScratch = match guard.as_deref_mut() {
@@ -248,8 +286,9 @@ pub fn attention(
         sc.out.resize(ts.len() * hd, 0.0);
         sc.query.resize(hd, 0.0);
         sc.scores.resize(s.pos0 + n, 0.0);
-        sc.acc.resize(order.lanes() * hd, 0.0);
-        let base = (h / group) * s.n_ctx * hd;
+        sc.acc.resize(lanes * hd, 0.0);
+        let own = (h / group) * s.n_ctx * hd;
+        let stored = (h / group) * sh.len * hd;
         for (ti, t) in ts.clone().enumerate() {
             let pos = s.pos0 + t;
             let lo = s.window.map_or(0, |w| (pos + 1).saturating_sub(w));
@@ -257,19 +296,58 @@ pub fn attention(
             for (d, &v) in sc.query.iter_mut().zip(qh) {
                 *d = round_f16(v);
             }
-            let keys = &k_layer[base + lo * hd..base + (pos + 1) * hd];
-            let vals = &v_layer[base + lo * hd..base + (pos + 1) * hd];
+            // Keys below `sh.len` come from the stored prefix, the rest from the cache.
+            let split = sh.len.clamp(lo, pos + 1);
+            let parts = [
+                (sh.k, sh.v, stored, lo..split),
+                (k_layer, v_layer, own, split..pos + 1),
+            ];
             let scores = &mut sc.scores[..pos + 1 - lo];
-            thaw_kernels::attn::f16_scores(&sc.query, keys, order, s.scale, scores);
+            for (k, _, base, r) in &parts {
+                if !r.is_empty() {
+                    let keys = &k[base + r.start * hd..base + r.end * hd];
+                    let sc_r = &mut scores[r.start - lo..r.end - lo];
+                    thaw_kernels::attn::f16_scores(&sc.query, keys, order, s.scale, sc_r);
+                }
+            }
             softmax_slots(scores, lo);
+            // ggml rounds the probabilities to f16 before the weighted sum.
+            thaw_kernels::attn::round_f16_slice(scores);
+            let acc = &mut sc.acc[..lanes * hd];
+            acc.fill(0.0);
+            for (_, v, base, r) in &parts {
+                if !r.is_empty() {
+                    let vals = &v[base + r.start * hd..base + r.end * hd];
+                    let w = &scores[r.start - lo..r.end - lo];
+                    thaw_kernels::attn::f16_accumulate(w, r.len(), vals, hd, r.start, order, acc);
+                }
+            }
             let o = &mut sc.out[ti * hd..(ti + 1) * hd];
-            thaw_kernels::attn::f16_weighted_sum(scores, vals, lo, order, &mut sc.acc, o);
+            thaw_kernels::attn::f16_reduce_lanes(acc, order, o);
         }
         let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
         for (ti, t) in ts.enumerate() {
             out[t * q_dim + h * hd..][..hd].copy_from_slice(&sc.out[ti * hd..(ti + 1) * hd]);
         }
     });
+}
+
+/// A layer's K and V with the stored prefix copied in (the reference path's input).
+fn merge_shared(
+    s: &AttnShape,
+    sh: SharedKv<'_>,
+    k_layer: &[f16],
+    v_layer: &[f16],
+) -> (Vec<f16>, Vec<f16>) {
+    let hd = s.head_dim;
+    let (mut k, mut v) = (k_layer.to_vec(), v_layer.to_vec());
+    for h in 0..s.n_head_kv {
+        let (dst, src) = (h * s.n_ctx * hd, h * sh.len * hd);
+        let run = sh.len * hd;
+        k[dst..dst + run].copy_from_slice(&sh.k[src..src + run]);
+        v[dst..dst + run].copy_from_slice(&sh.v[src..src + run]);
+    }
+    (k, v)
 }
 
 /// Some scratch no other task holds (there are as many as heads, and one task per
@@ -494,13 +572,85 @@ mod tests {
                 let heads: Vec<_> = (0..n_head).map(|_| Mutex::default()).collect();
                 let mut got = vec![f32::NAN; q.len()];
                 let mut want = vec![f32::NAN; q.len()];
-                attention(&pool, &shape, &k, &v, &q, &heads, &mut got);
+                attention(&pool, &shape, None, &k, &v, &q, &heads, &mut got);
                 attention_reference(&shape, &k, &v, &q, &mut want);
                 let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(
                     bits(&got),
                     bits(&want),
                     "heads {n_head}/{n_head_kv} hd {hd} pos0 {pos0} n {n} window {window:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn attention_over_a_shared_prefix_matches_one_cache_bit_for_bit() {
+        let pool = ThreadPool::new(2);
+        let mut st = 9u64;
+        for (n_head, n_head_kv, hd) in [(9, 3, 64), (4, 2, 64), (2, 2, 40), (3, 1, 256)] {
+            let n_ctx = 80;
+            for (pos0, n, window, plen) in [
+                (40, 1, None, 40),
+                (40, 1, None, 17),
+                (33, 11, None, 33),
+                (33, 11, None, 1),
+                (50, 20, Some(30), 45),
+                (16, 1, Some(7), 16),
+                (60, 3, Some(5), 30),
+            ] {
+                let size = n_head_kv * n_ctx * hd;
+                let k: Vec<f16> = (0..size)
+                    .map(|_| f16::from_f32(rand(&mut st) * 2.0))
+                    .collect();
+                let v: Vec<f16> = (0..size)
+                    .map(|_| f16::from_f32(rand(&mut st) * 2.0))
+                    .collect();
+                let q: Vec<f32> = (0..n * n_head * hd).map(|_| rand(&mut st) * 3.0).collect();
+                // The stored prefix holds positions 0..plen; the session's cache holds
+                // garbage there (it is never written when the prefix is used in place).
+                let (mut sk, mut sv) = (Vec::new(), Vec::new());
+                let (mut own_k, mut own_v) = (k.clone(), v.clone());
+                for h in 0..n_head_kv {
+                    let run = h * n_ctx * hd..(h * n_ctx + plen) * hd;
+                    sk.extend_from_slice(&k[run.clone()]);
+                    sv.extend_from_slice(&v[run.clone()]);
+                    own_k[run.clone()].fill(f16::NAN);
+                    own_v[run].fill(f16::NAN);
+                }
+                let shape = AttnShape {
+                    n_head,
+                    n_head_kv,
+                    head_dim: hd,
+                    n_ctx,
+                    pos0,
+                    scale: 1.0 / (hd as f32).sqrt(),
+                    window,
+                };
+                let shared = SharedKv {
+                    k: &sk,
+                    v: &sv,
+                    len: plen,
+                };
+                let heads: Vec<_> = (0..n_head).map(|_| Mutex::default()).collect();
+                let mut got = vec![f32::NAN; q.len()];
+                let mut want = vec![f32::NAN; q.len()];
+                attention(
+                    &pool,
+                    &shape,
+                    Some(shared),
+                    &own_k,
+                    &own_v,
+                    &q,
+                    &heads,
+                    &mut got,
+                );
+                attention(&pool, &shape, None, &k, &v, &q, &heads, &mut want);
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "heads {n_head}/{n_head_kv} hd {hd} pos0 {pos0} n {n} window {window:?} prefix {plen}"
                 );
             }
         }

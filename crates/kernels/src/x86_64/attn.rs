@@ -177,6 +177,18 @@ pub unsafe fn f16_weighted_sum(
             slot = 0;
         }
     }
+    // SAFETY: acc holds lanes * hd values, out hd.
+    unsafe { reduce_lanes(a, hd, order, out) };
+}
+
+/// Folds the `[lane][d]` accumulators at `a` into `out` in `order` (see `F16Sum::reduce`),
+/// 8 output dims at a time.
+///
+/// # Safety
+/// `a` points to `order.lanes() * out.len()` floats; `out.len()` is a multiple of 8.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn reduce_lanes(a: *const f32, hd: usize, order: F16Sum, out: &mut [f32]) {
     let at = |s: usize, d: usize| -> __m256 {
         // SAFETY: s < lanes and d + 8 <= hd.
         unsafe { _mm256_loadu_ps(a.add(s * hd + d)) }
@@ -198,6 +210,69 @@ pub unsafe fn f16_weighted_sum(
         let r = _mm256_add_ps(_mm256_add_ps(t4[0], t4[2]), _mm256_add_ps(t4[1], t4[3]));
         // SAFETY: d + 8 <= hd = out.len().
         unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(d), r) };
+    }
+}
+
+/// See `crate::attn::f16_accumulate`.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available; `hd` is a multiple of 8, `vals` holds whole
+/// rows of `hd`, `acc` whole blocks of `lanes * hd` (one per query) and `w` row `i`
+/// of `vals.len() / hd` weights at `i * w_stride` for each of them.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn f16_accumulate(
+    w: &[f32],
+    w_stride: usize,
+    vals: &[f16],
+    hd: usize,
+    first_slot: usize,
+    lanes: usize,
+    acc: &mut [f32],
+) {
+    let m = acc.len() / (lanes * hd);
+    let a = acc.as_mut_ptr();
+    let v = vals.as_ptr();
+    let mut slot = first_slot % lanes;
+    for j in 0..vals.len() / hd {
+        for i in 0..m {
+            // SAFETY: weight i * w_stride + j is inside `w`, row j inside `vals`, query
+            // i < m and slot < lanes inside `acc`, d + 8 <= hd (checked by the caller).
+            unsafe {
+                let wv = _mm256_set1_ps(*w.as_ptr().add(i * w_stride + j));
+                let dst = a.add((i * lanes + slot) * hd);
+                let src = v.add(j * hd);
+                for d in (0..hd).step_by(8) {
+                    let p = dst.add(d);
+                    _mm256_storeu_ps(
+                        p,
+                        _mm256_fmadd_ps(wv, load_h(src.add(d)), _mm256_loadu_ps(p)),
+                    );
+                }
+            }
+        }
+        slot += 1;
+        if slot == lanes {
+            slot = 0;
+        }
+    }
+}
+
+/// See `crate::attn::round_f16_slice`.
+///
+/// # Safety
+/// AVX2 and F16C must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn round_f16_slice(x: &mut [f32]) {
+    let mut chunks = x.chunks_exact_mut(8);
+    for c in &mut chunks {
+        // SAFETY: c holds 8 floats.
+        unsafe {
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(c.as_ptr()));
+            _mm256_storeu_ps(c.as_mut_ptr(), _mm256_cvtph_ps(h));
+        }
+    }
+    for v in chunks.into_remainder() {
+        *v = round_f16(*v);
     }
 }
 
