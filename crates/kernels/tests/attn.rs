@@ -73,6 +73,69 @@ fn weighted_sum_matches_scalar_bit_for_bit() {
 }
 
 #[test]
+fn accumulate_over_split_ranges_matches_weighted_sum_bit_for_bit() {
+    // A stored prefix read in place and the session's own cache: the weighted sum
+    // accumulated over two consecutive slot ranges, for one and several queries,
+    // against the one-range kernel and the scalar reference.
+    let mut rng = Rng(14);
+    for order in [F16Sum::TinyBlas, F16Sum::VecDot] {
+        let lanes = order.lanes();
+        for hd in [8, 12, 64, 256] {
+            for (n, first, split) in [
+                (1, 0, 0),
+                (5, 3, 2),
+                (17, 15, 16),
+                (65, 63, 1),
+                (300, 7, 290),
+            ] {
+                let m = 3;
+                let mut w: Vec<f32> = (0..m * n).map(|_| rng.f32().abs()).collect();
+                for row in w.chunks_exact_mut(n) {
+                    attn::softmax_scalar(row);
+                }
+                let mut rounded = w.clone();
+                attn::round_f16_slice(&mut rounded);
+                let mut want_round = w.clone();
+                attn::round_f16_slice_scalar(&mut want_round);
+                assert_eq!(bits(&rounded), bits(&want_round));
+                let vals = halves(&mut rng, n * hd, 2.0);
+                let mut acc = vec![0.0; m * lanes * hd];
+                let mut acc_ref = vec![0.0; m * lanes * hd];
+                for r in [0..split, split..n] {
+                    let (wr, vr) = (&rounded[r.start..], &vals[r.start * hd..r.end * hd]);
+                    attn::f16_accumulate(wr, n, vr, hd, first + r.start, order, &mut acc);
+                    let a = &mut acc_ref;
+                    attn::f16_accumulate_scalar(wr, n, vr, hd, first + r.start, order, a);
+                }
+                assert_eq!(bits(&acc), bits(&acc_ref), "{order:?} hd {hd} n {n}");
+                for i in 0..m {
+                    let mut got = vec![0.0; hd];
+                    attn::f16_reduce_lanes(&acc[i * lanes * hd..], order, &mut got);
+                    let (mut want, mut scratch) = (vec![0.0; hd], vec![0.0; lanes * hd]);
+                    let wi = &w[i * n..(i + 1) * n];
+                    attn::f16_weighted_sum_scalar(wi, &vals, first, order, &mut scratch, &mut want);
+                    assert_eq!(bits(&got), bits(&want), "{order:?} hd {hd} n {n} query {i}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn f16_view_reads_little_endian_bytes_in_place() {
+    let x = [f16::from_f32(1.5), f16::from_f32(-2.0), f16::from_f32(0.25)];
+    let bytes: Vec<u8> = x.iter().flat_map(|h| h.to_bits().to_le_bytes()).collect();
+    // A Vec<u8> of 6 bytes may sit at an odd address only in theory: look for the
+    // aligned case and an explicit misaligned one.
+    let mut buf = vec![0u8; 8];
+    let at = buf.as_ptr().align_offset(2);
+    buf[at..at + 6].copy_from_slice(&bytes);
+    assert_eq!(attn::f16_view(&buf[at..at + 6]).unwrap(), &x);
+    assert!(attn::f16_view(&buf[at + 1..at + 7]).is_none());
+    assert!(attn::f16_view(&buf[at..at + 5]).is_none());
+}
+
+#[test]
 fn weighted_sum_uses_ggml_lane_order() {
     // One value per slot except slot 0, which gets two: lane order decides the
     // rounding, so compare with an explicit 16-lane sum.
