@@ -58,6 +58,11 @@ fn simd() -> bool {
     cfg!(target_arch = "x86_64") && crate::dispatch::active().name() != "scalar"
 }
 
+/// The AVX-512 set is active (AVX-512F among its features).
+fn avx512() -> bool {
+    cfg!(target_arch = "x86_64") && crate::dispatch::active().name() == "avx512"
+}
+
 /// `out[j] = dot(q, keys[j]) * scale` for each key row `j` (`keys` holds `out.len()`
 /// rows of `q.len()` values), the dot in `order`. `q` must hold f16 values (ggml
 /// rounds the query to K's type first) so that every product is exact.
@@ -71,6 +76,13 @@ pub fn f16_scores(q: &[f32], keys: &[f16], order: F16Sum, scale: f32, out: &mut 
         "f16_scores: {} keys of {hd} values in order {order:?}",
         out.len()
     );
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: the AVX-512 set is active only after AVX-512F, AVX2, FMA and F16C were
+        // detected; shapes were checked above (hd is a multiple of 16 or 64).
+        unsafe { crate::x86_64::attn::f16_scores_512(q, keys, order, scale, out) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if simd() {
         // SAFETY: the SIMD sets are active only after AVX2, FMA and F16C were detected;
@@ -189,6 +201,14 @@ pub fn f16_accumulate(
         "f16_accumulate: {m} rows of {n} weights, stride {w_stride}, {} weights",
         w.len()
     );
+    #[cfg(target_arch = "x86_64")]
+    if avx512() && hd.is_multiple_of(16) {
+        // SAFETY: as in `f16_scores`; shapes were checked above.
+        unsafe {
+            crate::x86_64::attn::f16_accumulate_512(w, w_stride, vals, hd, first_slot, lanes, acc)
+        };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if simd() && hd.is_multiple_of(8) {
         // SAFETY: as in `f16_scores`; shapes were checked above.

@@ -125,9 +125,8 @@ fn accumulate_over_split_ranges_matches_weighted_sum_bit_for_bit() {
 fn f16_view_reads_little_endian_bytes_in_place() {
     let x = [f16::from_f32(1.5), f16::from_f32(-2.0), f16::from_f32(0.25)];
     let bytes: Vec<u8> = x.iter().flat_map(|h| h.to_bits().to_le_bytes()).collect();
-    // A Vec<u8> of 6 bytes may sit at an odd address only in theory: look for the
-    // aligned case and an explicit misaligned one.
-    let mut buf = vec![0u8; 8];
+    // Bytes at an even and at an odd address.
+    let mut buf = [0u8; 8];
     let at = buf.as_ptr().align_offset(2);
     buf[at..at + 6].copy_from_slice(&bytes);
     assert_eq!(attn::f16_view(&buf[at..at + 6]).unwrap(), &x);

@@ -411,3 +411,134 @@ pub unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
         gate[i..].copy_from_slice(&g[..n - i]);
     }
 }
+
+// AVX-512 versions of the two kernels that dominate attention over a long context:
+// one 16-lane accumulator per zmm is tinyBLAS's own layout, and widening 16 f16 per
+// instruction halves the conversions and the accumulator traffic. Same operations per
+// lane as the 8-lane versions above, so the results are the same bit for bit.
+
+/// 16 f16 at `p` → f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn load_h16(p: *const f16) -> __m512 {
+    // SAFETY: the caller guarantees 16 readable f16 at p.
+    _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(p.cast()) })
+}
+
+/// `_mm512_reduce_add_ps` in ggml's order: halves folded 8, 4, 2, 1.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+fn reduce512(a: __m512) -> f32 {
+    let lo = _mm512_castps512_ps256(a);
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a)));
+    reduce16(lo, hi)
+}
+
+/// See `crate::attn::f16_scores`.
+///
+/// # Safety
+/// AVX-512F, AVX2, FMA and F16C must be available; `q.len()` is a non-zero multiple
+/// of `order.lanes()` (so of 16) and `keys.len() == out.len() * q.len()`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+pub unsafe fn f16_scores_512(q: &[f32], keys: &[f16], order: F16Sum, scale: f32, out: &mut [f32]) {
+    let hd = q.len();
+    let (k, qp) = (keys.as_ptr(), q.as_ptr());
+    match order {
+        F16Sum::TinyBlas => {
+            let mut j = 0;
+            while j + 4 <= out.len() {
+                let mut a = [_mm512_setzero_ps(); 4];
+                for c in (0..hd).step_by(16) {
+                    // SAFETY: c + 16 <= hd; rows j..j+4 are inside `keys`.
+                    unsafe {
+                        let qv = _mm512_loadu_ps(qp.add(c));
+                        for (r, ar) in a.iter_mut().enumerate() {
+                            *ar = _mm512_fmadd_ps(qv, load_h16(k.add((j + r) * hd + c)), *ar);
+                        }
+                    }
+                }
+                for (r, ar) in a.iter().enumerate() {
+                    out[j + r] = reduce512(*ar) * scale;
+                }
+                j += 4;
+            }
+            while j < out.len() {
+                let mut a = _mm512_setzero_ps();
+                for c in (0..hd).step_by(16) {
+                    // SAFETY: c + 16 <= hd; row j is inside `keys`.
+                    unsafe {
+                        a = _mm512_fmadd_ps(
+                            _mm512_loadu_ps(qp.add(c)),
+                            load_h16(k.add(j * hd + c)),
+                            a,
+                        );
+                    }
+                }
+                out[j] = reduce512(a) * scale;
+                j += 1;
+            }
+        }
+        F16Sum::VecDot => {
+            for (j, o) in out.iter_mut().enumerate() {
+                let mut a = [_mm512_setzero_ps(); 4];
+                for c in (0..hd).step_by(64) {
+                    for (g, ag) in a.iter_mut().enumerate() {
+                        // SAFETY: c + 64 <= hd; row j is inside `keys`.
+                        unsafe {
+                            let at = c + 16 * g;
+                            *ag = _mm512_fmadd_ps(
+                                _mm512_loadu_ps(qp.add(at)),
+                                load_h16(k.add(j * hd + at)),
+                                *ag,
+                            );
+                        }
+                    }
+                }
+                // ggml_vec_dot_f16's fold of its four accumulators: (a0 + a2) + (a1 + a3).
+                let s = _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]));
+                *o = reduce512(s) * scale;
+            }
+        }
+    }
+}
+
+/// See `crate::attn::f16_accumulate`.
+///
+/// # Safety
+/// As [`f16_accumulate`], with AVX-512F available and `hd` a multiple of 16.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+pub unsafe fn f16_accumulate_512(
+    w: &[f32],
+    w_stride: usize,
+    vals: &[f16],
+    hd: usize,
+    first_slot: usize,
+    lanes: usize,
+    acc: &mut [f32],
+) {
+    let m = acc.len() / (lanes * hd);
+    let a = acc.as_mut_ptr();
+    let v = vals.as_ptr();
+    let mut slot = first_slot % lanes;
+    for j in 0..vals.len() / hd {
+        for i in 0..m {
+            // SAFETY: as in `f16_accumulate`, with d + 16 <= hd.
+            unsafe {
+                let wv = _mm512_set1_ps(*w.as_ptr().add(i * w_stride + j));
+                let dst = a.add((i * lanes + slot) * hd);
+                let src = v.add(j * hd);
+                for d in (0..hd).step_by(16) {
+                    let p = dst.add(d);
+                    _mm512_storeu_ps(
+                        p,
+                        _mm512_fmadd_ps(wv, load_h16(src.add(d)), _mm512_loadu_ps(p)),
+                    );
+                }
+            }
+        }
+        slot += 1;
+        if slot == lanes {
+            slot = 0;
+        }
+    }
+}
