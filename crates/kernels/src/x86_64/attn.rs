@@ -520,6 +520,29 @@ pub unsafe fn f16_accumulate_512(
     let a = acc.as_mut_ptr();
     let v = vals.as_ptr();
     let mut slot = first_slot % lanes;
+    if m == 1 {
+        // One query (attention's case): a loop the compiler keeps in registers.
+        for (j, &wj) in w[..vals.len() / hd].iter().enumerate() {
+            let wv = _mm512_set1_ps(wj);
+            // SAFETY: as below, for query 0.
+            unsafe {
+                let dst = a.add(slot * hd);
+                let src = v.add(j * hd);
+                for d in (0..hd).step_by(16) {
+                    let p = dst.add(d);
+                    _mm512_storeu_ps(
+                        p,
+                        _mm512_fmadd_ps(wv, load_h16(src.add(d)), _mm512_loadu_ps(p)),
+                    );
+                }
+            }
+            slot += 1;
+            if slot == lanes {
+                slot = 0;
+            }
+        }
+        return;
+    }
     for j in 0..vals.len() / hd {
         for i in 0..m {
             // SAFETY: as in `f16_accumulate`, with d + 16 <= hd.
