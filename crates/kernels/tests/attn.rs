@@ -87,34 +87,45 @@ fn accumulate_over_split_ranges_matches_weighted_sum_bit_for_bit() {
                 (17, 15, 16),
                 (65, 63, 1),
                 (300, 7, 290),
+                (1100, 5, 1000),
             ] {
-                let m = 3;
-                let mut w: Vec<f32> = (0..m * n).map(|_| rng.f32().abs()).collect();
-                for row in w.chunks_exact_mut(n) {
-                    attn::softmax_scalar(row);
-                }
-                let mut rounded = w.clone();
-                attn::round_f16_slice(&mut rounded);
-                let mut want_round = w.clone();
-                attn::round_f16_slice_scalar(&mut want_round);
-                assert_eq!(bits(&rounded), bits(&want_round));
-                let vals = halves(&mut rng, n * hd, 2.0);
-                let mut acc = vec![0.0; m * lanes * hd];
-                let mut acc_ref = vec![0.0; m * lanes * hd];
-                for r in [0..split, split..n] {
-                    let (wr, vr) = (&rounded[r.start..], &vals[r.start * hd..r.end * hd]);
-                    attn::f16_accumulate(wr, n, vr, hd, first + r.start, order, &mut acc);
-                    let a = &mut acc_ref;
-                    attn::f16_accumulate_scalar(wr, n, vr, hd, first + r.start, order, a);
-                }
-                assert_eq!(bits(&acc), bits(&acc_ref), "{order:?} hd {hd} n {n}");
-                for i in 0..m {
-                    let mut got = vec![0.0; hd];
-                    attn::f16_reduce_lanes(&acc[i * lanes * hd..], order, &mut got);
-                    let (mut want, mut scratch) = (vec![0.0; hd], vec![0.0; lanes * hd]);
-                    let wi = &w[i * n..(i + 1) * n];
-                    attn::f16_weighted_sum_scalar(wi, &vals, first, order, &mut scratch, &mut want);
-                    assert_eq!(bits(&got), bits(&want), "{order:?} hd {hd} n {n} query {i}");
+                // One query (attention's path: register-resident lanes for whole groups
+                // of 16 slots) and several.
+                for m in [1, 3] {
+                    let mut w: Vec<f32> = (0..m * n).map(|_| rng.f32().abs()).collect();
+                    for row in w.chunks_exact_mut(n) {
+                        attn::softmax_scalar(row);
+                    }
+                    let mut rounded = w.clone();
+                    attn::round_f16_slice(&mut rounded);
+                    let mut want_round = w.clone();
+                    attn::round_f16_slice_scalar(&mut want_round);
+                    assert_eq!(bits(&rounded), bits(&want_round));
+                    let vals = halves(&mut rng, n * hd, 2.0);
+                    let mut acc = vec![0.0; m * lanes * hd];
+                    let mut acc_ref = vec![0.0; m * lanes * hd];
+                    for r in [0..split, split..n] {
+                        let (wr, vr) = (&rounded[r.start..], &vals[r.start * hd..r.end * hd]);
+                        attn::f16_accumulate(wr, n, vr, hd, first + r.start, order, &mut acc);
+                        let a = &mut acc_ref;
+                        attn::f16_accumulate_scalar(wr, n, vr, hd, first + r.start, order, a);
+                    }
+                    assert_eq!(bits(&acc), bits(&acc_ref), "{order:?} hd {hd} n {n}");
+                    for i in 0..m {
+                        let mut got = vec![0.0; hd];
+                        attn::f16_reduce_lanes(&acc[i * lanes * hd..], order, &mut got);
+                        let (mut want, mut scratch) = (vec![0.0; hd], vec![0.0; lanes * hd]);
+                        let wi = &w[i * n..(i + 1) * n];
+                        attn::f16_weighted_sum_scalar(
+                            wi,
+                            &vals,
+                            first,
+                            order,
+                            &mut scratch,
+                            &mut want,
+                        );
+                        assert_eq!(bits(&got), bits(&want), "{order:?} hd {hd} n {n} query {i}");
+                    }
                 }
             }
         }

@@ -502,6 +502,80 @@ pub unsafe fn f16_scores_512(q: &[f32], keys: &[f16], order: F16Sum, scale: f32,
     }
 }
 
+/// Rows `0..w.len()` of one query, row `j` into lane `(slot + j) % lanes`.
+///
+/// # Safety
+/// `v` holds `w.len()` rows of `hd` f16 (a multiple of 16) and `acc` `lanes` × `hd` f32;
+/// AVX-512F available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn accumulate_rows(
+    w: &[f32],
+    v: *const f16,
+    hd: usize,
+    mut slot: usize,
+    lanes: usize,
+    acc: *mut f32,
+) {
+    for (j, &wj) in w.iter().enumerate() {
+        let wv = _mm512_set1_ps(wj);
+        // SAFETY: row j and lane `slot` are inside `v` and `acc` (caller contract).
+        unsafe {
+            let dst = acc.add(slot * hd);
+            let src = v.add(j * hd);
+            for d in (0..hd).step_by(16) {
+                let p = dst.add(d);
+                _mm512_storeu_ps(
+                    p,
+                    _mm512_fmadd_ps(wv, load_h16(src.add(d)), _mm512_loadu_ps(p)),
+                );
+            }
+        }
+        slot += 1;
+        if slot == lanes {
+            slot = 0;
+        }
+    }
+}
+
+/// Rows `16 * groups` of one query, row `j` into lane `j % 16` (`acc`: `[16][hd]`):
+/// for each 16-wide column chunk the 16 lanes stay in registers over all rows, where
+/// [`accumulate_rows`] loads and stores them per row. Same FMAs in the same order.
+///
+/// # Safety
+/// `w` holds `16 * groups` weights, `v` that many rows of `hd` f16 (a multiple of 16)
+/// and `acc` 16 × `hd` f32; AVX-512F available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn accumulate_groups16(
+    w: *const f32,
+    v: *const f16,
+    hd: usize,
+    groups: usize,
+    acc: *mut f32,
+) {
+    if groups == 0 {
+        return;
+    }
+    for c in (0..hd).step_by(16) {
+        // SAFETY: lane l's chunk c lies inside `acc` (caller contract).
+        let mut r: [__m512; 16] =
+            core::array::from_fn(|l| unsafe { _mm512_loadu_ps(acc.add(l * hd + c)) });
+        for g in 0..groups {
+            for (l, rl) in r.iter_mut().enumerate() {
+                let j = 16 * g + l;
+                // SAFETY: row j < 16 * groups of `w` and `v` (caller contract).
+                unsafe {
+                    *rl =
+                        _mm512_fmadd_ps(_mm512_set1_ps(*w.add(j)), load_h16(v.add(j * hd + c)), *rl)
+                };
+            }
+        }
+        for (l, rl) in r.iter().enumerate() {
+            // SAFETY: as above.
+            unsafe { _mm512_storeu_ps(acc.add(l * hd + c), *rl) };
+        }
+    }
+}
+
 /// See `crate::attn::f16_accumulate`.
 ///
 /// # Safety
@@ -520,26 +594,31 @@ pub unsafe fn f16_accumulate_512(
     let a = acc.as_mut_ptr();
     let v = vals.as_ptr();
     let mut slot = first_slot % lanes;
+    let n = vals.len() / hd;
     if m == 1 {
-        // One query (attention's case): a loop the compiler keeps in registers.
-        for (j, &wj) in w[..vals.len() / hd].iter().enumerate() {
-            let wv = _mm512_set1_ps(wj);
-            // SAFETY: as below, for query 0.
-            unsafe {
-                let dst = a.add(slot * hd);
-                let src = v.add(j * hd);
-                for d in (0..hd).step_by(16) {
-                    let p = dst.add(d);
-                    _mm512_storeu_ps(
-                        p,
-                        _mm512_fmadd_ps(wv, load_h16(src.add(d)), _mm512_loadu_ps(p)),
-                    );
-                }
-            }
-            slot += 1;
-            if slot == lanes {
-                slot = 0;
-            }
+        // One query (attention's case). In the 16-lane (batch) order, rows up to the
+        // next slot-0 boundary and after the last whole group of 16 go row by row; the
+        // groups in between keep all 16 lanes of a 16-wide column chunk in registers.
+        let (head, groups) = if lanes == 16 {
+            let head = ((16 - slot) % 16).min(n);
+            (head, (n - head) / 16)
+        } else {
+            (n, 0)
+        };
+        let mid = head + 16 * groups;
+        // SAFETY: the three calls cover rows [0, head), [head, mid) and [mid, n), each
+        // inside `w` and `vals` (checked by `f16_accumulate`), and lanes of `acc`.
+        unsafe {
+            accumulate_rows(&w[..head], v, hd, slot, lanes, a);
+            accumulate_groups16(w.as_ptr().add(head), v.add(head * hd), hd, groups, a);
+            accumulate_rows(
+                &w[mid..n],
+                v.add(mid * hd),
+                hd,
+                (slot + mid) % lanes,
+                lanes,
+                a,
+            );
         }
         return;
     }
