@@ -28,7 +28,7 @@ fn scores_match_scalar_bit_for_bit() {
             if !hd.is_multiple_of(order.lanes()) {
                 continue;
             }
-            for n_keys in [1, 3, 4, 5, 17, 130] {
+            for n_keys in [1, 3, 4, 5, 16, 17, 35, 130] {
                 let q = query(&mut rng, hd);
                 let keys = halves(&mut rng, n_keys * hd, 4.0);
                 let (mut got, mut want) = (vec![0.0; n_keys], vec![0.0; n_keys]);
