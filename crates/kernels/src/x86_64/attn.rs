@@ -591,56 +591,29 @@ pub unsafe fn f16_accumulate_512(
     acc: &mut [f32],
 ) {
     let m = acc.len() / (lanes * hd);
-    let a = acc.as_mut_ptr();
     let v = vals.as_ptr();
-    let mut slot = first_slot % lanes;
+    let slot = first_slot % lanes;
     let n = vals.len() / hd;
-    if m == 1 {
-        // One query (attention's case). In the 16-lane (batch) order, rows up to the
-        // next slot-0 boundary and after the last whole group of 16 go row by row; the
-        // groups in between keep all 16 lanes of a 16-wide column chunk in registers.
-        let (head, groups) = if lanes == 16 {
-            let head = ((16 - slot) % 16).min(n);
-            (head, (n - head) / 16)
-        } else {
-            (n, 0)
-        };
-        let mid = head + 16 * groups;
-        // SAFETY: the three calls cover rows [0, head), [head, mid) and [mid, n), each
-        // inside `w` and `vals` (checked by `f16_accumulate`), and lanes of `acc`.
+    // Each query on its own (its lanes' sums do not depend on the other queries). In
+    // the 16-lane (batch) order, rows up to the next slot-0 boundary and after the
+    // last whole group of 16 go row by row; the groups in between keep all 16 lanes of
+    // a 16-wide column chunk in registers.
+    let (head, groups) = if lanes == 16 {
+        let head = ((16 - slot) % 16).min(n);
+        (head, (n - head) / 16)
+    } else {
+        (n, 0)
+    };
+    let mid = head + 16 * groups;
+    for (i, acc) in acc.chunks_exact_mut(lanes * hd).enumerate().take(m) {
+        let (w, a) = (&w[i * w_stride..][..n], acc.as_mut_ptr());
+        // SAFETY: the three calls cover rows [0, head), [head, mid) and [mid, n) of
+        // query i, inside `w` and `vals` (checked by `f16_accumulate`), and its lanes.
         unsafe {
             accumulate_rows(&w[..head], v, hd, slot, lanes, a);
             accumulate_groups16(w.as_ptr().add(head), v.add(head * hd), hd, groups, a);
-            accumulate_rows(
-                &w[mid..n],
-                v.add(mid * hd),
-                hd,
-                (slot + mid) % lanes,
-                lanes,
-                a,
-            );
-        }
-        return;
-    }
-    for j in 0..vals.len() / hd {
-        for i in 0..m {
-            // SAFETY: as in `f16_accumulate`, with d + 16 <= hd.
-            unsafe {
-                let wv = _mm512_set1_ps(*w.as_ptr().add(i * w_stride + j));
-                let dst = a.add((i * lanes + slot) * hd);
-                let src = v.add(j * hd);
-                for d in (0..hd).step_by(16) {
-                    let p = dst.add(d);
-                    _mm512_storeu_ps(
-                        p,
-                        _mm512_fmadd_ps(wv, load_h16(src.add(d)), _mm512_loadu_ps(p)),
-                    );
-                }
-            }
-        }
-        slot += 1;
-        if slot == lanes {
-            slot = 0;
+            let tail = v.add(mid * hd);
+            accumulate_rows(&w[mid..], tail, hd, (slot + mid) % lanes, lanes, a);
         }
     }
 }

@@ -102,6 +102,40 @@ fn store_pairs<const T: usize>(
     }
 }
 
+/// Adds one block of T Q8_0 activation rows (`y` rows `as_` bytes apart) times the
+/// unsigned weight bytes `wq`, which stand for `w + off` (offset binary for Q8_0, the
+/// 5-bit quants for Q5_0): each dot starts from `-off · Σy`, so the integer sums are
+/// exact, then scaled by `dws[p] · d_y` and added with one FMA, as the 256-bit tiles do.
+///
+/// # Safety
+/// `y + t * as_` points to a whole Q8_0 block for every t < T.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn offset_block<const T: usize>(
+    acc: &mut [[__m512; T]; ROWS / 2],
+    wq: &[__m512i; ROWS / 2],
+    dws: &[__m512; ROWS / 2],
+    y: *const u8,
+    as_: usize,
+    off: __m512i,
+) {
+    for t in 0..T {
+        // SAFETY: block of token t (caller contract).
+        let y = unsafe { y.add(t * as_) };
+        let dy = _mm512_broadcastss_ps(_mm256_castps256_ps128(unsafe { f16_bcast(y) }));
+        let qy = unsafe { act_pair(y.add(2)) };
+        let base = _mm512_sub_epi32(
+            _mm512_setzero_si512(),
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, qy),
+        );
+        for (p, accp) in acc.iter_mut().enumerate() {
+            let s = _mm512_dpbusd_epi32(base, wq[p], qy);
+            let sc = _mm512_mul_ps(dws[p], dy);
+            accp[t] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(s), accp[t]);
+        }
+    }
+}
+
 /// Q8_0 × Q8_0, 8 rows × T tokens: `out[i * T + j] = dot(w row i, a row j)`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn q8_0_rows8<const T: usize>(
@@ -136,20 +170,8 @@ unsafe fn q8_0_rows8<const T: usize>(
             };
             _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1), bias)
         });
-        for t in 0..T {
-            let y = unsafe { a.add(t * as_ + b * Q8_0_BYTES) };
-            let dy = _mm512_broadcastss_ps(_mm256_castps256_ps128(unsafe { f16_bcast(y) }));
-            let qy = unsafe { act_pair(y.add(2)) };
-            let base = _mm512_sub_epi32(
-                _mm512_setzero_si512(),
-                _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, qy),
-            );
-            for (p, accp) in acc.iter_mut().enumerate() {
-                let s = _mm512_dpbusd_epi32(base, wq[p], qy);
-                let sc = _mm512_mul_ps(dws[p], dy);
-                accp[t] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(s), accp[t]);
-            }
-        }
+        // SAFETY: block b of the T activation rows (checked by the entry wrapper).
+        unsafe { offset_block(&mut acc, &wq, &dws, a.add(b * Q8_0_BYTES), as_, bias) };
     }
     store_pairs(&acc, |_, _| 0.0, out);
 }
@@ -239,20 +261,8 @@ unsafe fn q5_0_rows8<const T: usize>(
             let hi = u64::from(ha) | (u64::from(hb) << 32);
             _mm512_mask_add_epi8(q, hi, q, sixteen)
         });
-        for t in 0..T {
-            let y = unsafe { a.add(t * as_ + b * Q8_0_BYTES) };
-            let dy = _mm512_broadcastss_ps(_mm256_castps256_ps128(unsafe { f16_bcast(y) }));
-            let qy = unsafe { act_pair(y.add(2)) };
-            let base = _mm512_sub_epi32(
-                _mm512_setzero_si512(),
-                _mm512_dpbusd_epi32(_mm512_setzero_si512(), sixteen, qy),
-            );
-            for (p, accp) in acc.iter_mut().enumerate() {
-                let s = _mm512_dpbusd_epi32(base, wq[p], qy);
-                let sc = _mm512_mul_ps(dws[p], dy);
-                accp[t] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(s), accp[t]);
-            }
-        }
+        // SAFETY: block b of the T activation rows (checked by the entry wrapper).
+        unsafe { offset_block(&mut acc, &wq, &dws, a.add(b * Q8_0_BYTES), as_, sixteen) };
     }
     store_pairs(&acc, |_, _| 0.0, out);
 }
