@@ -16,8 +16,9 @@ import ctypes
 import os
 
 import numpy as np
-import llama_cpp.llama_cpp as lc
 from llama_cpp import Llama
+
+from llamacpp_setup import set_eval_callback
 
 # struct ggml_tensor (ggml.h): type, buffer, ne[4], nb[4], op, op_params[16], flags,
 # src[10], view_src, view_offs, data, name[64], extra, padding[8]
@@ -59,15 +60,7 @@ def main():
         dump[key] = np.array(arr, dtype=np.float32)
         return True
 
-    cbf = lc.ggml_backend_sched_eval_callback(cb)
-    orig = lc.llama_context_default_params
-
-    def params():
-        p = orig()
-        p.cb_eval = cbf
-        return p
-
-    lc.llama_context_default_params = params
+    cbf = set_eval_callback(cb)  # noqa: F841 (kept alive while llm runs)
     llm = Llama(model_path=model, logits_all=True, n_ctx=512, n_threads=2, verbose=False)
     ids = llm.tokenize(a.prompt.encode(), add_bos=True, special=True)
     llm.reset()

@@ -19,8 +19,9 @@ import os
 
 import gguf
 import numpy as np
-import llama_cpp.llama_cpp as lc
 from llama_cpp import Llama
+
+from llamacpp_setup import set_eval_callback
 
 f32 = np.float32
 
@@ -109,15 +110,7 @@ def main():
         dump[name.split("-")[0]] = np.frombuffer((ctypes.c_float * n).from_address(data), f32).copy().reshape(-1, ne[0])
         return True
 
-    cbf = lc.ggml_backend_sched_eval_callback(cb)
-    default_params = lc.llama_context_default_params
-
-    def params():
-        p = default_params()
-        p.cb_eval = cbf
-        return p
-
-    lc.llama_context_default_params = params
+    cbf = set_eval_callback(cb)  # noqa: F841 (kept alive while llm runs)
     llm = Llama(model_path=model, n_ctx=512, n_threads=2, verbose=False)
     text = b"Once upon a time, there was a little girl who lived in a small village near the forest and every day"
     ids = llm.tokenize(text, add_bos=True, special=True)

@@ -8,27 +8,16 @@ Prints, per prompt i:
   GREEDY i <token ids>        (N_GREEDY greedy tokens)
   MARGIN i <floats>           (top-1 minus top-2 logit before each greedy token)
 """
+import os
 import sys
 
 import numpy as np
-import llama_cpp.llama_cpp as lc
 from llama_cpp import Llama
 
-# A llama.cpp built with AMX (GGML_NATIVE on a CPU that reports it) kills the process
-# with SIGILL on the first multi-token matmul where the (virtual) machine faults on
-# tile instructions, as here. Such a build runs without extra buffer types (no AMX, but
-# also no weight repacking, so its sums follow the plain vec_dot order); a build
-# without AMX (CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=ON ... -DGGML_AMX_INT8=OFF",
-# see README) keeps llama.cpp's default repacked kernels, whose order thaw follows.
-if b"AMX_INT8 = 1" in lc.llama_print_system_info():
-    _default_params = lc.llama_model_default_params
+# The AMX guard shared with the bench scripts (bench/llamacpp_setup.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../bench"))
+import llamacpp_setup  # noqa: E402,F401
 
-    def _params():
-        p = _default_params()
-        p.use_extra_bufts = False
-        return p
-
-    lc.llama_model_default_params = _params
 
 model, n_greedy, prompts = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 llm = Llama(model_path=model, logits_all=True, n_ctx=512, n_threads=2, verbose=False)
