@@ -12,6 +12,7 @@
 
 use core::arch::x86_64::*;
 
+use super::avx512::hsum_f32;
 use crate::reference::q4::Q4_1_BYTES;
 use crate::reference::q5::Q5_0_BYTES;
 use crate::reference::q8::{Q8_0_BYTES, Q8_1_BYTES};
@@ -23,16 +24,6 @@ pub(crate) const TOKENS: usize = 4;
 
 /// 16-bit shift counts of 4 (the high nibbles' chunks).
 const NIB_HI: i64 = 0x0004_0004_0004_0004;
-
-/// `hsum_f32` of the 256-bit kernels: halves, then pairs, in the same order.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn hsum_f32(x: __m256) -> f32 {
-    let mut r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    _mm_cvtss_f32(r)
-}
 
 /// The 4-byte words at `p + i * stride`, i < 8 (the f16 scale pairs of 8 rows' blocks).
 /// Built in registers: a store then a wide load would miss store-to-load forwarding.
@@ -102,6 +93,22 @@ fn store_pairs<const T: usize>(
     }
 }
 
+/// The f16 scale `d` that starts each of the 8 rows' blocks at `x` (rows `ws` bytes
+/// apart), spread over the register pairs: lanes 0..8 of pair p hold row 2p's, lanes
+/// 8..16 row 2p + 1's. Once per block; `offset_block` multiplies them by each token's
+/// scale (the same product the 256-bit tiles form).
+///
+/// # Safety
+/// 4 readable bytes at `x + i * ws`, i < 8.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn pair_scales(x: *const u8, ws: usize, idx: &[__m512i; ROWS / 2]) -> [__m512; ROWS / 2] {
+    // Low half of each word (the high half is the block's next two bytes).
+    // SAFETY: caller contract.
+    let dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(unsafe { words8(x, ws) }));
+    core::array::from_fn(|p| _mm512_permutexvar_ps(idx[p], _mm512_castps256_ps512(dw)))
+}
+
 /// Adds one block of T Q8_0 activation rows (`y` rows `as_` bytes apart) times the
 /// unsigned weight bytes `wq`, which stand for `w + off` (offset binary for Q8_0, the
 /// 5-bit quants for Q5_0): each dot starts from `-off · Σy`, so the integer sums are
@@ -153,12 +160,8 @@ unsafe fn q8_0_rows8<const T: usize>(
         // SAFETY: block b of the 8 rows and of the T activation rows are inside the
         // slices (checked by the entry wrapper).
         let x = unsafe { w.add(b * Q8_0_BYTES) };
-        // d of each row (low half of each word; the high half is the first 2 quants).
-        let dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(unsafe { words8(x, ws) }));
-        // Row scales spread over each pair once per block; times each token's scale
-        // below (the same product the 256-bit tiles form).
-        let dws: [__m512; ROWS / 2] =
-            core::array::from_fn(|p| _mm512_permutexvar_ps(idx[p], _mm512_castps256_ps512(dw)));
+        // SAFETY: the scale words of block b of the 8 rows.
+        let dws = unsafe { pair_scales(x, ws, &idx) };
         // Rows 2p | 2p + 1, as w + 128 in unsigned bytes (128 * Σy is subtracted below).
         let wq: [__m512i; ROWS / 2] = core::array::from_fn(|p| {
             // SAFETY: as above, rows 2p and 2p + 1.
@@ -242,11 +245,8 @@ unsafe fn q5_0_rows8<const T: usize>(
     for b in 0..nb {
         // SAFETY: as in q8_0_rows8.
         let x = unsafe { w.add(b * Q5_0_BYTES) };
-        let dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(unsafe { words8(x, ws) }));
-        // Row scales spread over each pair once per block; times each token's scale
-        // below (the same product the 256-bit tiles form).
-        let dws: [__m512; ROWS / 2] =
-            core::array::from_fn(|p| _mm512_permutexvar_ps(idx[p], _mm512_castps256_ps512(dw)));
+        // SAFETY: the scale words of block b of the 8 rows.
+        let dws = unsafe { pair_scales(x, ws, &idx) };
         let wq: [__m512i; ROWS / 2] = core::array::from_fn(|p| {
             let (ra, rb) = (2 * p * ws, (2 * p + 1) * ws);
             // SAFETY: as above, the high bits and 16 quant bytes of rows 2p, 2p + 1.

@@ -30,9 +30,10 @@ macro_rules! simd_kernels {
         use crate::reference::q5::Q5_0_BYTES;
         use crate::reference::q8::{Q8_0_BYTES, Q8_1_BYTES};
 
+        /// Sum of 8 lanes: halves, then pairs (the order every kernel's final sum uses).
         #[inline]
         #[target_feature(enable = $feat)]
-        fn hsum_f32(x: __m256) -> f32 {
+        pub(crate) fn hsum_f32(x: __m256) -> f32 {
             let mut r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
             r = _mm_add_ps(r, _mm_movehl_ps(r, r));
             r = _mm_add_ss(r, _mm_movehdup_ps(r));
