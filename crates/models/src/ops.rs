@@ -537,6 +537,11 @@ mod tests {
         ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 23) as f32 - 1.0
     }
 
+    /// `n` random f16 values in (-2, 2), the K/V cache's type.
+    fn halves(state: &mut u64, n: usize) -> Vec<f16> {
+        (0..n).map(|_| f16::from_f32(rand(state) * 2.0)).collect()
+    }
+
     #[test]
     fn attention_matches_the_scalar_reference_bit_for_bit() {
         let pool = ThreadPool::new(2);
@@ -553,12 +558,7 @@ mod tests {
                 (70, 20, None),
             ] {
                 let size = n_head_kv * n_ctx * hd;
-                let k: Vec<f16> = (0..size)
-                    .map(|_| f16::from_f32(rand(&mut st) * 2.0))
-                    .collect();
-                let v: Vec<f16> = (0..size)
-                    .map(|_| f16::from_f32(rand(&mut st) * 2.0))
-                    .collect();
+                let (k, v) = (halves(&mut st, size), halves(&mut st, size));
                 let q: Vec<f32> = (0..n * n_head * hd).map(|_| rand(&mut st) * 3.0).collect();
                 let shape = AttnShape {
                     n_head,
@@ -600,12 +600,7 @@ mod tests {
                 (60, 3, Some(5), 30),
             ] {
                 let size = n_head_kv * n_ctx * hd;
-                let k: Vec<f16> = (0..size)
-                    .map(|_| f16::from_f32(rand(&mut st) * 2.0))
-                    .collect();
-                let v: Vec<f16> = (0..size)
-                    .map(|_| f16::from_f32(rand(&mut st) * 2.0))
-                    .collect();
+                let (k, v) = (halves(&mut st, size), halves(&mut st, size));
                 let q: Vec<f32> = (0..n * n_head * hd).map(|_| rand(&mut st) * 3.0).collect();
                 // The stored prefix holds positions 0..plen; the session's cache holds
                 // garbage there (it is never written when the prefix is used in place).
