@@ -231,12 +231,12 @@ macro_rules! simd_set {
 #[cfg(target_arch = "x86_64")]
 static AVX2: KernelSet = simd_set!("avx2", crate::x86_64::avx2);
 #[cfg(target_arch = "x86_64")]
-static AVX512: KernelSet = with_wide_gemv(simd_set!("avx512", crate::x86_64::avx512));
+static AVX512: KernelSet = with_wide_tiles(simd_set!("avx512", crate::x86_64::avx512));
 
 /// The AVX-512 set runs Q8_0, Q5_0 and Q4_1 with 8-row tiles of two rows per 512-bit
 /// register (bit-identical to the 256-bit tiles, and for Q8_0 / Q5_0 decode to the dot).
 #[cfg(target_arch = "x86_64")]
-const fn with_wide_gemv(mut s: KernelSet) -> KernelSet {
+const fn with_wide_tiles(mut s: KernelSet) -> KernelSet {
     use crate::x86_64::gemv512 as g;
     const fn tile(rows: usize, tokens: usize, f: GemmFn) -> Option<GemmTile> {
         Some(GemmTile { rows, tokens, f })
