@@ -306,6 +306,56 @@ fn main() {
         }
     }
 
+    if what == "all" || what == "grouped" {
+        // A chat turn over a long stored prefix: `m` query rows (the query heads that
+        // share a K/V head × a block of tokens) against 1,221 cached positions,
+        // head_dim 64, one thread; ns per (query row, position) for each step.
+        use thaw_kernels::attn::{self, F16Sum, QueryWeights};
+        let (n, hd) = (1221usize, 64usize);
+        let mut next = || {
+            seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let z = (seed ^ (seed >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            ((z >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+        };
+        let k: Vec<half::f16> = (0..n * hd).map(|_| half::f16::from_f32(next())).collect();
+        let v: Vec<half::f16> = (0..n * hd).map(|_| half::f16::from_f32(next())).collect();
+        for m in [1usize, 6, 18, 33] {
+            let q: Vec<f32> = (0..m * hd)
+                .map(|_| half::f16::from_f32(next()).to_f32())
+                .collect();
+            let mut sc = vec![0.0f32; m * n];
+            let mut acc = vec![0.0f32; m * 16 * hd];
+            let rows = vec![0..n; m];
+            let per = 1e9 / (m * n) as f64;
+            let (mut ts, mut tm, mut ta) = (f64::MAX, f64::MAX, f64::MAX);
+            for _ in 0..20 {
+                ts = ts.min(time(1, || {
+                    attn::f16_scores_many(&q, &k, hd, F16Sum::TinyBlas, 0.125, &mut sc, n)
+                }));
+                tm = tm.min(time(1, || {
+                    for row in sc.chunks_exact_mut(n) {
+                        attn::softmax(row);
+                        attn::round_f16_slice(row);
+                    }
+                }));
+                ta = ta.min(time(1, || {
+                    let qw = QueryWeights {
+                        w: &sc,
+                        stride: n,
+                        rows: &rows,
+                    };
+                    attn::f16_accumulate(&qw, &v, hd, 0, F16Sum::TinyBlas, &mut acc)
+                }));
+            }
+            println!(
+                "grouped attention, {m} rows x {n} positions, hd {hd}: ns per row·position: scores {:.2}, softmax {:.2}, weighted sum {:.2}",
+                ts * per,
+                tm * per,
+                ta * per
+            );
+        }
+    }
+
     if what == "all" || what == "prefill" {
         for n in [128usize, 512] {
             let mut o = vec![0.0f32; 1536 * n];

@@ -7,6 +7,8 @@
 //! Products of two f16 values are exact in f32, so `acc + a * b` and `fma(a, b, acc)`
 //! round identically; only the order of additions matters, and [`F16Sum`] fixes it.
 
+use std::ops::Range;
+
 use half::f16;
 
 /// Summation order of llama.cpp's f16 × f16 products with f32 accumulation (the KQ and
@@ -107,6 +109,62 @@ pub fn f16_scores_scalar(q: &[f32], keys: &[f16], order: F16Sum, scale: f32, out
     }
 }
 
+/// Scores of several queries against the same keys: `out[i * stride + j]` is
+/// [`f16_scores`] of query `i` (row `i` of `q`, `hd` f16-valued f32) and key `j`. One
+/// call per block of queries lets each key row be widened once for all of them (the
+/// query heads that share a K/V head, and consecutive tokens).
+///
+/// # Panics
+/// If `hd` is not a non-zero multiple of `order.lanes()`, or the lengths disagree.
+pub fn f16_scores_many(
+    q: &[f32],
+    keys: &[f16],
+    hd: usize,
+    order: F16Sum,
+    scale: f32,
+    out: &mut [f32],
+    stride: usize,
+) {
+    assert!(
+        hd > 0 && hd.is_multiple_of(order.lanes()) && q.len().is_multiple_of(hd),
+        "f16_scores_many: {} query values of width {hd} in order {order:?}",
+        q.len()
+    );
+    let (m, n) = (q.len() / hd, keys.len() / hd);
+    assert!(
+        keys.len() == n * hd && n <= stride && (m == 0 || out.len() >= (m - 1) * stride + n),
+        "f16_scores_many: {m} queries, {} key values, {} scores of stride {stride}",
+        keys.len(),
+        out.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if avx512() && order == F16Sum::TinyBlas && 4 * hd <= 4096 {
+        // SAFETY: the AVX-512 set is active only after AVX-512F, AVX2, FMA and F16C were
+        // detected; shapes were checked above.
+        unsafe { crate::x86_64::attn::f16_scores_many_512(q, keys, hd, scale, out, stride) };
+        return;
+    }
+    for (i, qi) in q.chunks_exact(hd).enumerate() {
+        f16_scores(qi, keys, order, scale, &mut out[i * stride..][..n]);
+    }
+}
+
+/// The scalar reference of [`f16_scores_many`].
+pub fn f16_scores_many_scalar(
+    q: &[f32],
+    keys: &[f16],
+    hd: usize,
+    order: F16Sum,
+    scale: f32,
+    out: &mut [f32],
+    stride: usize,
+) {
+    let n = keys.len() / hd;
+    for (i, qi) in q.chunks_exact(hd).enumerate() {
+        f16_scores_scalar(qi, keys, order, scale, &mut out[i * stride..][..n]);
+    }
+}
+
 /// The attention output of one query: `out[d] = Σ_j round_f16(w[j]) · vals[j][d]`,
 /// where value row `j` (of `out.len()` values) sits at cache slot `first_slot + j`
 /// and feeds accumulator lane `(first_slot + j) % order.lanes()` (ggml's lane order
@@ -170,8 +228,17 @@ pub fn f16_weighted_sum_scalar(
     }
 }
 
-/// Adds `w[i * w_stride + j] · vals[j]` into query `i`'s accumulators (`acc`: per
-/// query `[lane][d]`, `order.lanes() * hd` values; value row `j` sits at cache slot
+/// The weights of several queries over the same value rows: query `i` weighs row `j`
+/// of `rows[i]` by `w[i * stride + j]` (rows outside its range are not added: a
+/// query's causal or sliding-window mask).
+pub struct QueryWeights<'a> {
+    pub w: &'a [f32],
+    pub stride: usize,
+    pub rows: &'a [Range<usize>],
+}
+
+/// Adds each query's weighted value rows into its accumulators (`acc`: per query
+/// `[lane][d]`, `order.lanes() * hd` values; value row `j` sits at cache slot
 /// `first_slot + j` and feeds lane `(first_slot + j) % order.lanes()`). The weights
 /// must already be f16 values ([`round_f16_slice`]). Called over consecutive ranges
 /// of slots (e.g. a stored prefix read in place, then the session's own cache), then
@@ -180,8 +247,7 @@ pub fn f16_weighted_sum_scalar(
 /// # Panics
 /// If the lengths disagree.
 pub fn f16_accumulate(
-    w: &[f32],
-    w_stride: usize,
+    qw: &QueryWeights<'_>,
     vals: &[f16],
     hd: usize,
     first_slot: usize,
@@ -189,41 +255,39 @@ pub fn f16_accumulate(
     acc: &mut [f32],
 ) {
     let lanes = order.lanes();
+    let (m, n) = (qw.rows.len(), vals.len() / hd.max(1));
     assert!(
-        hd > 0 && vals.len().is_multiple_of(hd) && acc.len().is_multiple_of(lanes * hd),
-        "f16_accumulate: {} values of width {hd}, {} accumulators",
+        hd > 0 && vals.len() == n * hd && acc.len() >= m * lanes * hd,
+        "f16_accumulate: {} values of width {hd}, {m} queries, {} accumulators",
         vals.len(),
         acc.len()
     );
-    let (m, n) = (acc.len() / (lanes * hd), vals.len() / hd);
-    assert!(
-        m == 0 || (n <= w_stride && w.len() >= (m - 1) * w_stride + n),
-        "f16_accumulate: {m} rows of {n} weights, stride {w_stride}, {} weights",
-        w.len()
-    );
+    for (i, r) in qw.rows.iter().enumerate() {
+        assert!(
+            r.start <= r.end && r.end <= n && (r.is_empty() || i * qw.stride + r.end <= qw.w.len()),
+            "f16_accumulate: query {i} rows {r:?} of {n}, stride {}, {} weights",
+            qw.stride,
+            qw.w.len()
+        );
+    }
     #[cfg(target_arch = "x86_64")]
-    if avx512() && hd.is_multiple_of(16) {
+    if avx512() && hd.is_multiple_of(16) && 16 * hd <= 4096 {
         // SAFETY: as in `f16_scores`; shapes were checked above.
-        unsafe {
-            crate::x86_64::attn::f16_accumulate_512(w, w_stride, vals, hd, first_slot, lanes, acc)
-        };
+        unsafe { crate::x86_64::attn::f16_accumulate_512(qw, vals, hd, first_slot, lanes, acc) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if simd() && hd.is_multiple_of(8) {
         // SAFETY: as in `f16_scores`; shapes were checked above.
-        unsafe {
-            crate::x86_64::attn::f16_accumulate(w, w_stride, vals, hd, first_slot, lanes, acc)
-        };
+        unsafe { crate::x86_64::attn::f16_accumulate(qw, vals, hd, first_slot, lanes, acc) };
         return;
     }
-    f16_accumulate_scalar(w, w_stride, vals, hd, first_slot, order, acc);
+    f16_accumulate_scalar(qw, vals, hd, first_slot, order, acc);
 }
 
 /// The scalar reference of [`f16_accumulate`].
 pub fn f16_accumulate_scalar(
-    w: &[f32],
-    w_stride: usize,
+    qw: &QueryWeights<'_>,
     vals: &[f16],
     hd: usize,
     first_slot: usize,
@@ -231,10 +295,16 @@ pub fn f16_accumulate_scalar(
     acc: &mut [f32],
 ) {
     let lanes = order.lanes();
-    for (i, acc) in acc.chunks_exact_mut(lanes * hd).enumerate() {
-        for (j, vj) in vals.chunks_exact(hd).enumerate() {
-            let wj = w[i * w_stride + j];
+    for (i, (r, acc)) in qw
+        .rows
+        .iter()
+        .zip(acc.chunks_exact_mut(lanes * hd))
+        .enumerate()
+    {
+        for j in r.clone() {
+            let wj = qw.w[i * qw.stride + j];
             let slot = (first_slot + j) % lanes;
+            let vj = &vals[j * hd..(j + 1) * hd];
             for (a, &b) in acc[slot * hd..(slot + 1) * hd].iter_mut().zip(vj) {
                 // f16 × f16 is exact in f32, so this add is ggml's FMA.
                 *a += wj * b.to_f32();
@@ -315,12 +385,38 @@ pub fn softmax(x: &mut [f32]) {
 /// added to the f64 sum ([`slot_sum`]).
 pub fn softmax_slots(x: &mut [f32], first_slot: usize) {
     #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: the AVX-512 set is active only after AVX-512F, AVX2, FMA and F16C
+        // were detected.
+        unsafe { crate::x86_64::attn::softmax_512(x, first_slot, false) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if simd() {
         // SAFETY: the SIMD sets are active only after AVX2 and FMA were detected.
         unsafe { crate::x86_64::attn::softmax(x, first_slot) };
         return;
     }
     softmax_scalar_slots(x, first_slot);
+}
+
+/// [`softmax_slots`], then every probability rounded to f16 ([`round_f16_slice`]), as
+/// ggml converts KQ to f16 before the weighted sum of V; one pass fewer where fused.
+pub fn softmax_slots_f16(x: &mut [f32], first_slot: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: as in `softmax_slots`.
+        unsafe { crate::x86_64::attn::softmax_512(x, first_slot, true) };
+        return;
+    }
+    softmax_slots(x, first_slot);
+    round_f16_slice(x);
+}
+
+/// The scalar reference of [`softmax_slots_f16`].
+pub fn softmax_slots_f16_scalar(x: &mut [f32], first_slot: usize) {
+    softmax_scalar_slots(x, first_slot);
+    round_f16_slice_scalar(x);
 }
 
 /// The f64 sum of `x` (cache slots `first_slot..`) the way ggml's AVX-512 softmax adds

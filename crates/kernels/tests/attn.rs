@@ -6,7 +6,7 @@ mod common;
 
 use common::Rng;
 use half::f16;
-use thaw_kernels::attn::{self, F16Sum};
+use thaw_kernels::attn::{self, F16Sum, QueryWeights};
 
 fn halves(rng: &mut Rng, n: usize, scale: f32) -> Vec<f16> {
     (0..n).map(|_| f16::from_f32(rng.f32() * scale)).collect()
@@ -35,6 +35,100 @@ fn scores_match_scalar_bit_for_bit() {
                 attn::f16_scores(&q, &keys, order, 0.125, &mut got);
                 attn::f16_scores_scalar(&q, &keys, order, 0.125, &mut want);
                 assert_eq!(bits(&got), bits(&want), "{order:?} hd {hd} keys {n_keys}");
+            }
+        }
+    }
+}
+
+#[test]
+fn scores_of_many_queries_match_scalar_bit_for_bit() {
+    // Blocks of queries against shared keys: query counts around the 4-query tile,
+    // key counts around the 4-key tile and the widened block, and a row stride
+    // wider than the keys (the caller's score matrix).
+    let mut rng = Rng(15);
+    for order in [F16Sum::TinyBlas, F16Sum::VecDot] {
+        for hd in [16usize, 64, 128, 256] {
+            if !hd.is_multiple_of(order.lanes()) {
+                continue;
+            }
+            for m in [1, 3, 4, 5, 9] {
+                for n_keys in [1, 3, 4, 7, 63, 64, 65, 130] {
+                    let stride = n_keys + 3;
+                    let q = query(&mut rng, m * hd);
+                    let keys = halves(&mut rng, n_keys * hd, 4.0);
+                    let (mut got, mut want) = (vec![f32::NAN; m * stride], vec![0.0; m * stride]);
+                    attn::f16_scores_many(&q, &keys, hd, order, 0.125, &mut got, stride);
+                    attn::f16_scores_many_scalar(&q, &keys, hd, order, 0.125, &mut want, stride);
+                    for i in 0..m {
+                        let (g, w) = (&got[i * stride..][..n_keys], &want[i * stride..][..n_keys]);
+                        assert_eq!(bits(g), bits(w), "{order:?} hd {hd} m {m} keys {n_keys}");
+                        // Each row is the single-query kernel's.
+                        let mut one = vec![0.0; n_keys];
+                        attn::f16_scores_scalar(&q[i * hd..][..hd], &keys, order, 0.125, &mut one);
+                        assert_eq!(bits(g), bits(&one));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn accumulate_with_per_query_rows_matches_weighted_sum_bit_for_bit() {
+    // Causal and sliding-window masks: each query adds its own range of the shared
+    // value rows; the result is the one-query weighted sum over that range.
+    let mut rng = Rng(16);
+    for order in [F16Sum::TinyBlas, F16Sum::VecDot] {
+        let lanes = order.lanes();
+        for hd in [8usize, 64, 256] {
+            for (n, first) in [(40, 0), (150, 9), (700, 3)] {
+                let rows: Vec<_> = [
+                    (0, n),
+                    (0, n - 1),
+                    (5, n - 20),
+                    (n / 2, n),
+                    (17, 18),
+                    (3, 3),
+                ]
+                .iter()
+                .map(|&(a, b)| a..b)
+                .collect();
+                let m = rows.len();
+                let mut w: Vec<f32> = (0..m * n).map(|_| rng.f32().abs()).collect();
+                for (row, r) in w.chunks_exact_mut(n).zip(&rows) {
+                    if !r.is_empty() {
+                        attn::softmax_scalar(&mut row[r.clone()]);
+                    }
+                }
+                attn::round_f16_slice_scalar(&mut w);
+                let vals = halves(&mut rng, n * hd, 2.0);
+                let qw = QueryWeights {
+                    w: &w,
+                    stride: n,
+                    rows: &rows,
+                };
+                let (mut acc, mut acc_ref) = (vec![0.0; m * lanes * hd], vec![0.0; m * lanes * hd]);
+                attn::f16_accumulate(&qw, &vals, hd, first, order, &mut acc);
+                attn::f16_accumulate_scalar(&qw, &vals, hd, first, order, &mut acc_ref);
+                assert_eq!(bits(&acc), bits(&acc_ref), "{order:?} hd {hd} n {n}");
+                for (i, r) in rows.iter().enumerate() {
+                    let mut got = vec![0.0; hd];
+                    attn::f16_reduce_lanes(&acc[i * lanes * hd..], order, &mut got);
+                    let (mut want, mut scratch) = (vec![0.0; hd], vec![0.0; lanes * hd]);
+                    attn::f16_weighted_sum_scalar(
+                        &w[i * n..][r.clone()],
+                        &vals[r.start * hd..r.end * hd],
+                        first + r.start,
+                        order,
+                        &mut scratch,
+                        &mut want,
+                    );
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "{order:?} hd {hd} n {n} rows {r:?}"
+                    );
+                }
             }
         }
     }
@@ -106,9 +200,15 @@ fn accumulate_over_split_ranges_matches_weighted_sum_bit_for_bit() {
                     let mut acc_ref = vec![0.0; m * lanes * hd];
                     for r in [0..split, split..n] {
                         let (wr, vr) = (&rounded[r.start..], &vals[r.start * hd..r.end * hd]);
-                        attn::f16_accumulate(wr, n, vr, hd, first + r.start, order, &mut acc);
+                        let rows = vec![0..r.len(); m];
+                        let qw = QueryWeights {
+                            w: wr,
+                            stride: n,
+                            rows: &rows,
+                        };
+                        attn::f16_accumulate(&qw, vr, hd, first + r.start, order, &mut acc);
                         let a = &mut acc_ref;
-                        attn::f16_accumulate_scalar(wr, n, vr, hd, first + r.start, order, a);
+                        attn::f16_accumulate_scalar(&qw, vr, hd, first + r.start, order, a);
                     }
                     assert_eq!(bits(&acc), bits(&acc_ref), "{order:?} hd {hd} n {n}");
                     for i in 0..m {
@@ -170,7 +270,7 @@ fn weighted_sum_uses_ggml_lane_order() {
 #[test]
 fn softmax_and_swiglu_match_scalar_bit_for_bit() {
     let mut rng = Rng(13);
-    for n in [1, 2, 7, 8, 9, 31, 64, 513] {
+    for n in [1, 2, 7, 8, 9, 31, 64, 79, 130, 513, 1221] {
         for scale in [0.1f32, 5.0, 60.0] {
             let x = rng.vec(n, scale);
             let (mut got, mut want) = (x.clone(), x.clone());
@@ -186,6 +286,10 @@ fn softmax_and_swiglu_match_scalar_bit_for_bit() {
                     bits(&want),
                     "softmax n {n} from slot {first_slot}"
                 );
+                let (mut got, mut want) = (x.clone(), x.clone());
+                attn::softmax_slots_f16(&mut got, first_slot);
+                attn::softmax_slots_f16_scalar(&mut want, first_slot);
+                assert_eq!(bits(&got), bits(&want), "rounded, n {n} slot {first_slot}");
             }
             let up = rng.vec(n, 2.0);
             let (mut got, mut want) = (x.clone(), x.clone());
@@ -209,6 +313,10 @@ fn softmax_and_swiglu_match_scalar_bit_for_bit() {
     let (mut got, mut want) = (x.clone(), x.clone());
     attn::softmax(&mut got);
     attn::softmax_scalar(&mut want);
+    assert_eq!(bits(&got), bits(&want));
+    let (mut got, mut want) = (x.clone(), x.clone());
+    attn::softmax_slots_f16(&mut got, 5);
+    attn::softmax_slots_f16_scalar(&mut want, 5);
     assert_eq!(bits(&got), bits(&want));
     let g = vec![-200.0, -100.0, -88.0, 0.0, 88.0, 100.0, 200.0, 1e-40];
     let (mut got, mut want) = (g.clone(), g.clone());

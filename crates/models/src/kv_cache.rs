@@ -264,16 +264,22 @@ pub(crate) struct Scratch {
     pub heads: Vec<Mutex<HeadScratch>>,
 }
 
+/// One attention task's buffers: a block of query rows (the query heads sharing one
+/// K/V head, for a block of tokens) over the block's span of cache positions.
 #[derive(Default)]
 pub(crate) struct HeadScratch {
-    /// One head's output for a block of query tokens, `tokens × head_dim`.
+    /// The rows' outputs, `rows × head_dim`.
     pub out: Vec<f32>,
-    /// Attention scores of one query.
+    /// Scores, then probabilities, `rows × span`.
     pub scores: Vec<f32>,
-    /// Lane accumulators of the weighted sum of values, `lanes × head_dim`.
+    /// Lane accumulators of the weighted sums of values, `rows × lanes × head_dim`.
     pub acc: Vec<f32>,
-    /// One query rounded through f16.
+    /// The query rows rounded through f16, `rows × head_dim`.
     pub query: Vec<f32>,
+    /// Each row's unmasked positions, relative to the span's start.
+    pub rows: Vec<std::ops::Range<usize>>,
+    /// The same clipped to one part of the span (stored prefix or own cache).
+    pub part_rows: Vec<std::ops::Range<usize>>,
 }
 
 impl Scratch {

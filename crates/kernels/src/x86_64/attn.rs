@@ -7,7 +7,7 @@ use core::arch::x86_64::*;
 
 use half::f16;
 
-use crate::attn::{EXP_C, EXP_LN2_HI, EXP_LN2_LO, EXP_LOG2E, EXP_ROUND, F16Sum};
+use crate::attn::{EXP_C, EXP_LN2_HI, EXP_LN2_LO, EXP_LOG2E, EXP_ROUND, F16Sum, QueryWeights};
 
 /// 8 f16 at `p` → f32.
 #[inline]
@@ -216,30 +216,27 @@ pub unsafe fn reduce_lanes(a: *const f32, hd: usize, order: F16Sum, out: &mut [f
 /// See `crate::attn::f16_accumulate`.
 ///
 /// # Safety
-/// AVX2, FMA and F16C must be available; `hd` is a multiple of 8, `vals` holds whole
-/// rows of `hd`, `acc` whole blocks of `lanes * hd` (one per query) and `w` row `i`
-/// of `vals.len() / hd` weights at `i * w_stride` for each of them.
+/// AVX2, FMA and F16C must be available; `hd` is a multiple of 8, and `vals`, `acc`
+/// and the weights hold what `crate::attn::f16_accumulate` checks.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn f16_accumulate(
-    w: &[f32],
-    w_stride: usize,
+    qw: &QueryWeights<'_>,
     vals: &[f16],
     hd: usize,
     first_slot: usize,
     lanes: usize,
     acc: &mut [f32],
 ) {
-    let m = acc.len() / (lanes * hd);
-    let a = acc.as_mut_ptr();
     let v = vals.as_ptr();
-    let mut slot = first_slot % lanes;
-    for j in 0..vals.len() / hd {
-        for i in 0..m {
-            // SAFETY: weight i * w_stride + j is inside `w`, row j inside `vals`, query
-            // i < m and slot < lanes inside `acc`, d + 8 <= hd (checked by the caller).
+    for (i, r) in qw.rows.iter().enumerate() {
+        let a = acc[i * lanes * hd..].as_mut_ptr();
+        let mut slot = (first_slot + r.start) % lanes;
+        for j in r.clone() {
+            // SAFETY: weight i * stride + j is inside the weights, row j inside `vals`,
+            // query i's lane `slot` inside `acc`, d + 8 <= hd (checked by the caller).
             unsafe {
-                let wv = _mm256_set1_ps(*w.as_ptr().add(i * w_stride + j));
-                let dst = a.add((i * lanes + slot) * hd);
+                let wv = _mm256_set1_ps(*qw.w.as_ptr().add(i * qw.stride + j));
+                let dst = a.add(slot * hd);
                 let src = v.add(j * hd);
                 for d in (0..hd).step_by(8) {
                     let p = dst.add(d);
@@ -249,10 +246,10 @@ pub unsafe fn f16_accumulate(
                     );
                 }
             }
-        }
-        slot += 1;
-        if slot == lanes {
-            slot = 0;
+            slot += 1;
+            if slot == lanes {
+                slot = 0;
+            }
         }
     }
 }
@@ -502,15 +499,159 @@ pub unsafe fn f16_scores_512(q: &[f32], keys: &[f16], order: F16Sum, scale: f32,
     }
 }
 
-/// Rows `0..w.len()` of one query, row `j` into lane `(slot + j) % lanes`.
+/// f32 values per block of K or V rows widened once and then read by every query of
+/// a task (32 KiB: stays in a 48 KiB L1 next to the query rows).
+const BLOCK_F32: usize = 8192;
+
+/// A block of widened rows, cache-line aligned so that no 64-byte load straddles two
+/// lines (rows are multiples of 16 values).
+#[repr(C, align(64))]
+struct Block([f32; BLOCK_F32]);
+
+/// Widens `n` f16 (a multiple of 16) at `src` into `dst`.
 ///
 /// # Safety
-/// `v` holds `w.len()` rows of `hd` f16 (a multiple of 16) and `acc` `lanes` × `hd` f32;
+/// `src` holds `n` readable f16 and `dst` room for `n` f32; AVX-512F available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn widen(src: *const f16, n: usize, dst: *mut f32) {
+    for i in (0..n).step_by(16) {
+        // SAFETY: i + 16 <= n (caller contract).
+        unsafe { _mm512_storeu_ps(dst.add(i), load_h16(src.add(i))) };
+    }
+}
+
+/// The sums of four 16-lane accumulators, each folded as [`reduce512`] folds one
+/// (halves 8, 4, 2, 1), by shuffling them against each other: ~4 operations per sum
+/// instead of ~9.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+fn reduce512x4(a: [__m512; 4]) -> __m128 {
+    // 8: lanes 0..8 of a0 and a1 against their lanes 8..16, likewise a2 and a3.
+    let s01 = _mm512_add_ps(
+        _mm512_shuffle_f32x4::<0x44>(a[0], a[1]),
+        _mm512_shuffle_f32x4::<0xEE>(a[0], a[1]),
+    );
+    let s23 = _mm512_add_ps(
+        _mm512_shuffle_f32x4::<0x44>(a[2], a[3]),
+        _mm512_shuffle_f32x4::<0xEE>(a[2], a[3]),
+    );
+    // 4: 128-bit lane k now holds accumulator k's four partial sums.
+    let u = _mm512_add_ps(
+        _mm512_shuffle_f32x4::<0x88>(s01, s23),
+        _mm512_shuffle_f32x4::<0xDD>(s01, s23),
+    );
+    // 2 and 1: (t0 + t2) + (t1 + t3) in element 0 of each 128-bit lane.
+    let v = _mm512_add_ps(u, _mm512_permute_ps::<0x4E>(u));
+    let r = _mm512_add_ps(v, _mm512_permute_ps::<0xB1>(v));
+    let pick = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    _mm512_castps512_ps128(_mm512_permutexvar_ps(pick, r))
+}
+
+/// Scores of `Q` queries (rows of `hd` at `q`) against 4 widened key rows at `k`, into
+/// `out` (row `i` at `i * stride`), tinyBLAS order.
+///
+/// # Safety
+/// `q` holds `Q` rows and `k` 4 rows of `hd` (a multiple of 16) f32, `out` room for
+/// `Q` rows of `stride` with 4 values each; AVX-512F available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn scores_tile<const Q: usize>(
+    q: *const f32,
+    k: *const f32,
+    hd: usize,
+    scale: f32,
+    out: *mut f32,
+    stride: usize,
+) {
+    let mut a = [[_mm512_setzero_ps(); 4]; Q];
+    for c in (0..hd).step_by(16) {
+        // SAFETY: c + 16 <= hd inside every row (caller contract).
+        unsafe {
+            let kr: [__m512; 4] = core::array::from_fn(|r| _mm512_loadu_ps(k.add(r * hd + c)));
+            for (i, ai) in a.iter_mut().enumerate() {
+                let qv = _mm512_loadu_ps(q.add(i * hd + c));
+                for (r, air) in ai.iter_mut().enumerate() {
+                    *air = _mm512_fmadd_ps(qv, kr[r], *air);
+                }
+            }
+        }
+    }
+    let sv = _mm_set1_ps(scale);
+    for (i, ai) in a.iter().enumerate() {
+        // SAFETY: 4 values of row i fit in `out` (caller contract).
+        unsafe { _mm_storeu_ps(out.add(i * stride), _mm_mul_ps(reduce512x4(*ai), sv)) };
+    }
+}
+
+/// See `crate::attn::f16_scores_many`, tinyBLAS order: key blocks are widened once
+/// and scored against every query, 4 queries × 4 keys per tile.
+///
+/// # Safety
+/// AVX-512F, AVX2, FMA and F16C must be available; `hd` is a multiple of 16 with
+/// `4 * hd <= 4096`, `q` and `keys` hold whole rows of `hd`, and `out` holds row `i`
+/// (one score per key) at `i * stride` for each query.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+pub unsafe fn f16_scores_many_512(
+    q: &[f32],
+    keys: &[f16],
+    hd: usize,
+    scale: f32,
+    out: &mut [f32],
+    stride: usize,
+) {
+    let (m, n) = (q.len() / hd, keys.len() / hd);
+    let per_block = (BLOCK_F32 / hd) & !3;
+    let mut block = Block([0.0; BLOCK_F32]);
+    let buf = &mut block.0;
+    let (qp, o) = (q.as_ptr(), out.as_mut_ptr());
+    for j0 in (0..n).step_by(per_block) {
+        let nb = per_block.min(n - j0);
+        // SAFETY: rows j0..j0 + nb are inside `keys` and nb * hd <= BLOCK_F32.
+        unsafe { widen(keys.as_ptr().add(j0 * hd), nb * hd, buf.as_mut_ptr()) };
+        let k = buf.as_ptr();
+        let whole = nb & !3;
+        let mut i = 0;
+        while i < m {
+            let rows = (m - i).min(4);
+            // SAFETY: queries i..i + rows and keys j0..j0 + nb are inside `q`, `buf` and
+            // `out` (caller contract); tiles cover keys in fours below `whole`.
+            unsafe {
+                let (qi, oi) = (qp.add(i * hd), o.add(i * stride + j0));
+                for j in (0..whole).step_by(4) {
+                    let (kj, oj) = (k.add(j * hd), oi.add(j));
+                    match rows {
+                        4 => scores_tile::<4>(qi, kj, hd, scale, oj, stride),
+                        3 => scores_tile::<3>(qi, kj, hd, scale, oj, stride),
+                        2 => scores_tile::<2>(qi, kj, hd, scale, oj, stride),
+                        _ => scores_tile::<1>(qi, kj, hd, scale, oj, stride),
+                    }
+                }
+                for r in 0..rows {
+                    for j in whole..nb {
+                        let mut a = _mm512_setzero_ps();
+                        for c in (0..hd).step_by(16) {
+                            let qv = _mm512_loadu_ps(qi.add(r * hd + c));
+                            a = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k.add(j * hd + c)), a);
+                        }
+                        *oi.add(r * stride + j) = reduce512(a) * scale;
+                    }
+                }
+            }
+            i += rows;
+        }
+    }
+}
+
+/// Rows `0..w.len()` of one query (widened, at `v`), row `j` into lane
+/// `(slot + j) % lanes`.
+///
+/// # Safety
+/// `v` holds `w.len()` rows of `hd` f32 (a multiple of 16) and `acc` `lanes` × `hd` f32;
 /// AVX-512F available.
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
 unsafe fn accumulate_rows(
     w: &[f32],
-    v: *const f16,
+    v: *const f32,
     hd: usize,
     mut slot: usize,
     lanes: usize,
@@ -526,7 +667,7 @@ unsafe fn accumulate_rows(
                 let p = dst.add(d);
                 _mm512_storeu_ps(
                     p,
-                    _mm512_fmadd_ps(wv, load_h16(src.add(d)), _mm512_loadu_ps(p)),
+                    _mm512_fmadd_ps(wv, _mm512_loadu_ps(src.add(d)), _mm512_loadu_ps(p)),
                 );
             }
         }
@@ -537,83 +678,293 @@ unsafe fn accumulate_rows(
     }
 }
 
-/// Rows `16 * groups` of one query, row `j` into lane `j % 16` (`acc`: `[16][hd]`):
-/// for each 16-wide column chunk the 16 lanes stay in registers over all rows, where
-/// [`accumulate_rows`] loads and stores them per row. Same FMAs in the same order.
+/// Rows `16 * groups` (widened, at `v`; row `j` feeds lane `j % 16`) of `Q` queries,
+/// lanes `l0..l0 + L` and 16-wide column chunks `c0..c0 + C` only: the `Q·L·C`
+/// accumulators stay in registers over all rows, each weight broadcast serves `C`
+/// chunks and each value load `Q` queries (one load per FMA instead of two). Each
+/// accumulator receives the same FMAs in the same order as row by row.
 ///
 /// # Safety
-/// `w` holds `16 * groups` weights, `v` that many rows of `hd` f16 (a multiple of 16)
-/// and `acc` 16 × `hd` f32; AVX-512F available.
+/// `w[q]` holds `16 * groups` weights, `v` that many rows of `hd` f32 (a multiple of
+/// 16, at least `16 * (c0 + C)`), and `acc[q]` 16 × `hd` f32; AVX-512F available.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
-unsafe fn accumulate_groups16(
-    w: *const f32,
-    v: *const f16,
+// Query, lane and chunk index the register tile together; iterators would hide that.
+#[allow(clippy::needless_range_loop)]
+unsafe fn groups_tile<const Q: usize, const L: usize, const C: usize>(
+    w: [*const f32; Q],
+    v: *const f32,
     hd: usize,
     groups: usize,
-    acc: *mut f32,
+    (l0, c0): (usize, usize),
+    acc: [*mut f32; Q],
 ) {
-    if groups == 0 {
-        return;
-    }
-    for c in (0..hd).step_by(16) {
-        // SAFETY: lane l's chunk c lies inside `acc` (caller contract).
-        let mut r: [__m512; 16] =
-            core::array::from_fn(|l| unsafe { _mm512_loadu_ps(acc.add(l * hd + c)) });
-        for g in 0..groups {
-            for (l, rl) in r.iter_mut().enumerate() {
-                let j = 16 * g + l;
-                // SAFETY: row j < 16 * groups of `w` and `v` (caller contract).
-                unsafe {
-                    *rl =
-                        _mm512_fmadd_ps(_mm512_set1_ps(*w.add(j)), load_h16(v.add(j * hd + c)), *rl)
-                };
+    let at = |l: usize, c: usize| (l0 + l) * hd + (c0 + c) * 16;
+    // SAFETY: every (lane, chunk) addressed lies inside each query's `acc`.
+    let mut a: [[[__m512; C]; L]; Q] = core::array::from_fn(|q| {
+        core::array::from_fn(|l| {
+            core::array::from_fn(|c| unsafe { _mm512_loadu_ps(acc[q].add(at(l, c))) })
+        })
+    });
+    for g in 0..groups {
+        for l in 0..L {
+            let j = 16 * g + l0 + l;
+            // SAFETY: row j < 16 * groups of every `w[q]` and of `v` (caller contract).
+            unsafe {
+                let wb: [__m512; Q] = core::array::from_fn(|q| _mm512_set1_ps(*w[q].add(j)));
+                for c in 0..C {
+                    let vv = _mm512_loadu_ps(v.add(j * hd + (c0 + c) * 16));
+                    for q in 0..Q {
+                        a[q][l][c] = _mm512_fmadd_ps(wb[q], vv, a[q][l][c]);
+                    }
+                }
             }
         }
-        for (l, rl) in r.iter().enumerate() {
-            // SAFETY: as above.
-            unsafe { _mm512_storeu_ps(acc.add(l * hd + c), *rl) };
+    }
+    for q in 0..Q {
+        for l in 0..L {
+            for c in 0..C {
+                // SAFETY: as above.
+                unsafe { _mm512_storeu_ps(acc[q].add(at(l, c)), a[q][l][c]) };
+            }
         }
     }
 }
 
-/// See `crate::attn::f16_accumulate`.
+/// Whole groups of 16 rows for `Q` queries (1 or 2): every lane and chunk, in tiles
+/// of at most 16 accumulators.
 ///
 /// # Safety
-/// As [`f16_accumulate`], with AVX-512F available and `hd` a multiple of 16.
+/// As [`groups_tile`], for all 16 lanes and `hd / 16` chunks.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn accumulate_groups<const Q: usize>(
+    w: [*const f32; Q],
+    v: *const f32,
+    hd: usize,
+    groups: usize,
+    acc: [*mut f32; Q],
+) {
+    if groups == 0 {
+        return;
+    }
+    let chunks = hd / 16;
+    // SAFETY (all arms): the tiles cover lanes 0..16 and chunks 0..hd / 16 (C divides
+    // `chunks`), inside what the caller guarantees.
+    macro_rules! tiles {
+        ($l:literal, $c:literal) => {
+            for l0 in (0..16).step_by($l) {
+                for c0 in (0..chunks).step_by($c) {
+                    unsafe { groups_tile::<Q, $l, $c>(w, v, hd, groups, (l0, c0), acc) };
+                }
+            }
+        };
+    }
+    match (Q, chunks % 4, chunks % 2) {
+        (1, 0, _) => tiles!(4, 4),
+        (1, _, 0) => tiles!(8, 2),
+        (1, _, _) => tiles!(16, 1),
+        (_, 0, _) => tiles!(2, 4),
+        (_, _, 0) => tiles!(4, 2),
+        _ => tiles!(8, 1),
+    }
+}
+
+/// See `crate::attn::f16_accumulate`: blocks of value rows are widened once and then
+/// added into every query whose rows include them. Blocks start at slot-group
+/// boundaries so that whole groups of 16 slots stay together.
+///
+/// # Safety
+/// As `crate::attn::f16_accumulate` checks, with AVX-512F available, `hd` a multiple
+/// of 16 and `16 * hd <= 4096`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
 pub unsafe fn f16_accumulate_512(
-    w: &[f32],
-    w_stride: usize,
+    qw: &QueryWeights<'_>,
     vals: &[f16],
     hd: usize,
     first_slot: usize,
     lanes: usize,
     acc: &mut [f32],
 ) {
-    let m = acc.len() / (lanes * hd);
-    let v = vals.as_ptr();
-    let slot = first_slot % lanes;
     let n = vals.len() / hd;
-    // Each query on its own (its lanes' sums do not depend on the other queries). In
-    // the 16-lane (batch) order, rows up to the next slot-0 boundary and after the
-    // last whole group of 16 go row by row; the groups in between keep all 16 lanes of
-    // a 16-wide column chunk in registers.
-    let (head, groups) = if lanes == 16 {
-        let head = ((16 - slot) % 16).min(n);
-        (head, (n - head) / 16)
-    } else {
-        (n, 0)
+    let per_block = (BLOCK_F32 / hd) & !15;
+    let mut block = Block([0.0; BLOCK_F32]);
+    let buf = &mut block.0;
+    // Rows before the first slot-0 boundary form the first block.
+    let head = ((16 - first_slot % 16) % 16).min(n);
+    let mut b0 = 0;
+    while b0 < n {
+        let b1 = if b0 < head {
+            head
+        } else {
+            (b0 + per_block).min(n)
+        };
+        // SAFETY: rows b0..b1 are inside `vals` and (b1 - b0) * hd <= BLOCK_F32.
+        unsafe { widen(vals.as_ptr().add(b0 * hd), (b1 - b0) * hd, buf.as_mut_ptr()) };
+        let clip = |r: &core::ops::Range<usize>| (r.start.max(b0), r.end.min(b1));
+        let acc_base = acc.as_mut_ptr();
+        let mut i = 0;
+        while i < qw.rows.len() {
+            let (r0, r1) = clip(&qw.rows[i]);
+            // Two queries with the same rows in this block share the value loads.
+            let q = if i + 1 < qw.rows.len() && clip(&qw.rows[i + 1]) == (r0, r1) {
+                2
+            } else {
+                1
+            };
+            if r0 < r1 {
+                let v = buf[(r0 - b0) * hd..].as_ptr();
+                let slot = (first_slot + r0) % lanes;
+                // In the 16-lane (batch) order, rows up to the next slot-0 boundary and
+                // after the last whole group go row by row; the groups in between go
+                // through register tiles.
+                let n = r1 - r0;
+                let (lead, groups) = if lanes == 16 {
+                    let lead = ((16 - slot) % 16).min(n);
+                    (lead, (n - lead) / 16)
+                } else {
+                    (n, 0)
+                };
+                let mid = lead + 16 * groups;
+                let w = |k: usize| &qw.w[(i + k) * qw.stride + r0..(i + k) * qw.stride + r1];
+                let a = |k: usize| acc_base.wrapping_add((i + k) * lanes * hd);
+                // SAFETY: rows [r0, r1) of queries i..i + q lie inside their weights,
+                // the widened block and their lanes (checked by `f16_accumulate`); the
+                // ranges [0, lead), [lead, mid), [mid, n) partition them and are added
+                // in that order (each lane receives its rows in order).
+                unsafe {
+                    for k in 0..q {
+                        accumulate_rows(&w(k)[..lead], v, hd, slot, lanes, a(k));
+                    }
+                    let gv = v.add(lead * hd);
+                    if q == 2 {
+                        let ws = [w(0).as_ptr().add(lead), w(1).as_ptr().add(lead)];
+                        accumulate_groups::<2>(ws, gv, hd, groups, [a(0), a(1)]);
+                    } else {
+                        let ws = [w(0).as_ptr().add(lead)];
+                        accumulate_groups::<1>(ws, gv, hd, groups, [a(0)]);
+                    }
+                    let tail = v.add(mid * hd);
+                    for k in 0..q {
+                        let slot = (slot + mid) % lanes;
+                        accumulate_rows(&w(k)[mid..], tail, hd, slot, lanes, a(k));
+                    }
+                }
+            }
+            i += q;
+        }
+        b0 = b1;
+    }
+}
+
+/// [`crate::attn::ggml_expf`] on 16 lanes: [`expf8`]'s operations, one zmm wide.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+fn expf16(x: __m512) -> __m512 {
+    let set = _mm512_set1_ps;
+    let round = set(EXP_ROUND);
+    let z = _mm512_fmadd_ps(x, set(EXP_LOG2E), round);
+    let n = _mm512_sub_ps(z, round);
+    let neg_n = _mm512_castsi512_ps(_mm512_xor_si512(
+        _mm512_castps_si512(n),
+        _mm512_set1_epi32(i32::MIN),
+    ));
+    let b = _mm512_fmadd_ps(
+        neg_n,
+        set(EXP_LN2_LO),
+        _mm512_fmadd_ps(neg_n, set(EXP_LN2_HI), x),
+    );
+    let u = _mm512_mul_ps(b, b);
+    let j = _mm512_fmadd_ps(
+        _mm512_fmadd_ps(
+            _mm512_fmadd_ps(set(EXP_C[0]), b, set(EXP_C[1])),
+            u,
+            _mm512_fmadd_ps(set(EXP_C[2]), b, set(EXP_C[3])),
+        ),
+        u,
+        _mm512_fmadd_ps(set(EXP_C[4]), b, set(1.0)),
+    );
+    let ni = _mm512_cvttps_epi32(n);
+    let a = _mm512_srai_epi32::<1>(_mm512_add_epi32(ni, _mm512_srli_epi32::<31>(ni)));
+    let pow2 = |k: __m512i| {
+        _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+            k,
+            _mm512_set1_epi32(127),
+        )))
     };
-    let mid = head + 16 * groups;
-    for (i, acc) in acc.chunks_exact_mut(lanes * hd).enumerate().take(m) {
-        let (w, a) = (&w[i * w_stride..][..n], acc.as_mut_ptr());
-        // SAFETY: the three calls cover rows [0, head), [head, mid) and [mid, n) of
-        // query i, inside `w` and `vals` (checked by `f16_accumulate`), and its lanes.
+    let r = _mm512_mul_ps(_mm512_mul_ps(j, pow2(a)), pow2(_mm512_sub_epi32(ni, a)));
+    let abs_n = _mm512_castsi512_ps(_mm512_and_si512(
+        _mm512_castps_si512(n),
+        _mm512_set1_epi32(i32::MAX),
+    ));
+    let big = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(abs_n, set(192.0));
+    let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(n, set(0.0));
+    let sat = _mm512_maskz_mov_ps(pos, set(f32::INFINITY));
+    _mm512_mask_blend_ps(big, r, sat)
+}
+
+/// See `crate::attn::softmax_slots`; with `round`, every probability is then rounded
+/// to f16 as `crate::attn::round_f16_slice` does (one pass fewer over the row).
+///
+/// # Safety
+/// AVX-512F, AVX2, FMA and F16C must be available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+pub unsafe fn softmax_512(x: &mut [f32], first_slot: usize, round: bool) {
+    let n = x.len();
+    let p = x.as_mut_ptr();
+    let tail = |i: usize| -> __mmask16 { ((1u32 << (n - i).min(16)) - 1) as __mmask16 };
+    // The max is exact in any order (NaNs aside, which poison every output either way).
+    let mut mv = _mm512_set1_ps(f32::NEG_INFINITY);
+    for i in (0..n).step_by(16) {
+        // SAFETY: the masked lanes are inside `x`.
+        mv = _mm512_max_ps(mv, unsafe { _mm512_mask_loadu_ps(mv, tail(i), p.add(i)) });
+    }
+    let maxv = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
+    for i in (0..n).step_by(16) {
+        // SAFETY: as above.
         unsafe {
-            accumulate_rows(&w[..head], v, hd, slot, lanes, a);
-            accumulate_groups16(w.as_ptr().add(head), v.add(head * hd), hd, groups, a);
-            let tail = v.add(mid * hd);
-            accumulate_rows(&w[mid..], tail, hd, (slot + mid) % lanes, lanes, a);
+            let e = expf16(_mm512_sub_ps(
+                _mm512_maskz_loadu_ps(tail(i), p.add(i)),
+                maxv,
+            ));
+            _mm512_mask_storeu_ps(p.add(i), tail(i), e);
+        }
+    }
+    // ggml's grouping of the sum: per aligned group of 16 cache slots the f32
+    // `_mm512_reduce_add_ps` (absent slots 0), then the groups in order in f64.
+    let head = ((16 - first_slot % 16) % 16).min(n);
+    let mut sum = 0.0f64;
+    if head > 0 {
+        sum += crate::attn::slot_sum(&x[..head], first_slot);
+    }
+    let mut i = head;
+    while i + 64 <= n {
+        // SAFETY: i + 64 <= n.
+        let g = unsafe { core::array::from_fn(|k| _mm512_loadu_ps(p.add(i + 16 * k))) };
+        let mut s4 = [0.0f32; 4];
+        // SAFETY: 4 f32 of stack.
+        unsafe { _mm_storeu_ps(s4.as_mut_ptr(), reduce512x4(g)) };
+        for s in s4 {
+            sum += f64::from(s);
+        }
+        i += 64;
+    }
+    while i + 16 <= n {
+        // SAFETY: i + 16 <= n.
+        sum += f64::from(reduce512(unsafe { _mm512_loadu_ps(p.add(i)) }));
+        i += 16;
+    }
+    if i < n {
+        sum += crate::attn::slot_sum(&x[i..], first_slot + i);
+    }
+    let invv = _mm512_set1_ps((1.0 / sum) as f32);
+    for i in (0..n).step_by(16) {
+        // SAFETY: the masked lanes are inside `x`.
+        unsafe {
+            let mut y = _mm512_mul_ps(_mm512_maskz_loadu_ps(tail(i), p.add(i)), invv);
+            if round {
+                y = _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(y));
+            }
+            _mm512_mask_storeu_ps(p.add(i), tail(i), y);
         }
     }
 }
