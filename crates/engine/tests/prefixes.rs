@@ -55,6 +55,35 @@ fn check(name: &str) {
         .unwrap()
     };
     assert!(reference.prefixes().is_empty());
+    // The thawed engine takes the stored prefixes' ids for the chat text they cover
+    // instead of tokenizing it again: the ids are the GGUF engine's, for chats that
+    // start with a stored prefix, leave it part-way, or never meet it.
+    let j = |role: &str, content: &str| serde_json::json!({"role": role, "content": content});
+    for (sys, user) in [
+        (Some(system), "Do you sell rye bread?"),
+        (Some(system), ""),
+        (
+            Some(system),
+            " leading space\nand <|im_start|> <start_of_turn> text",
+        ),
+        (Some("You are a careful assistant"), "Hi"),
+        (Some(&system[..system.len() - 1]), "Hi"),
+        (None, "Why is the sky blue?"),
+    ] {
+        let mut m: Vec<_> = sys.map(|s| j("system", s)).into_iter().collect();
+        m.extend([
+            j("user", user),
+            j("assistant", "Sure."),
+            j("user", "And more?"),
+        ]);
+        for n in [m.len() - 2, m.len()] {
+            assert_eq!(
+                thawed.chat_tokens(&m[..n], true).unwrap(),
+                reference.chat_tokens(&m[..n], true).unwrap(),
+                "{sys:?} {user:?} {n} messages"
+            );
+        }
+    }
 
     let chat = |e: &Engine, user: &str| {
         e.chat_tokens(

@@ -141,32 +141,8 @@ impl Tokenizer {
                     .ok_or_else(|| TokenizerError::Invalid("add_bos set but no BOS".into()))?,
             );
         }
-        let spm = v.kind == ModelKind::SentencePiece;
-        // SentencePiece: a space is prepended to text at the start or after a special token.
-        let mut prev_special = true;
-        let mut buf = String::new();
-        for frag in self.special.partition(text, parse_special) {
-            match frag {
-                Fragment::Token(id) => {
-                    out.push(id);
-                    prev_special = true;
-                }
-                Fragment::Text { start, end } => {
-                    let piece = &text[start..end];
-                    if spm && v.add_space_prefix && prev_special {
-                        buf.clear();
-                        buf.push(' ');
-                        buf.push_str(piece);
-                        self.engine
-                            .encode_fragment(v, &self.index, &buf, &mut out)?;
-                    } else {
-                        self.engine
-                            .encode_fragment(v, &self.index, piece, &mut out)?;
-                    }
-                    prev_special = false;
-                }
-            }
-        }
+        let frags = self.special.partition(text, parse_special);
+        self.encode_fragments(text, &frags, true, &mut out)?;
         if add_special && v.add_eos {
             out.push(
                 v.eos
@@ -174,6 +150,132 @@ impl Tokenizer {
             );
         }
         Ok(out)
+    }
+
+    /// Tokenizes `frags` of `text` onto `out`; `prev_special` says whether what precedes
+    /// the first fragment is the text's start or a special token.
+    fn encode_fragments(
+        &self,
+        text: &str,
+        frags: &[Fragment],
+        mut prev_special: bool,
+        out: &mut Vec<u32>,
+    ) -> Result<(), TokenizerError> {
+        let v = &self.vocab;
+        let spm = v.kind == ModelKind::SentencePiece;
+        let mut buf = String::new();
+        for frag in frags {
+            match *frag {
+                Fragment::Token(id) => {
+                    out.push(id);
+                    prev_special = true;
+                }
+                Fragment::Text { start, end } => {
+                    let piece = &text[start..end];
+                    // SentencePiece: a space is prepended to text at the start or after a
+                    // special token.
+                    if spm && v.add_space_prefix && prev_special {
+                        buf.clear();
+                        buf.push(' ');
+                        buf.push_str(piece);
+                        self.engine.encode_fragment(v, &self.index, &buf, out)?;
+                    } else {
+                        self.engine.encode_fragment(v, &self.index, piece, out)?;
+                    }
+                    prev_special = false;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Tokenizer::encode`] of a text that may start with what one of `known` token
+    /// sequences stands for (stored prompt prefixes, each `encode`d with the same flags
+    /// from a text that starts the same way): the fragments up to the last special
+    /// token that such a sequence covers are taken from it instead of being tokenized
+    /// again. The ids are `encode`'s, token for token: text is tokenized fragment by
+    /// fragment between special tokens, so fragments before a special token do not
+    /// depend on what follows it. Returns the ids and how many were reused.
+    pub fn encode_with_known(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+        known: &[&[u32]],
+    ) -> Result<(Vec<u32>, usize), TokenizerError> {
+        let v = &self.vocab;
+        let frags = self.special.partition(text, parse_special);
+        // (known sequence, tokens reused, fragments they cover)
+        let mut best: Option<(&[u32], usize, usize)> = None;
+        for k in known {
+            if let Some((n, f)) = self.known_cover(text, &frags, add_special, k)
+                && best.is_none_or(|(_, bn, _)| n > bn)
+            {
+                best = Some((k, n, f));
+            }
+        }
+        let Some((k, n, f)) = best else {
+            return Ok((self.encode(text, add_special, parse_special)?, 0));
+        };
+        let mut out = Vec::with_capacity(n + text.len() / 3 + 2);
+        out.extend_from_slice(&k[..n]);
+        self.encode_fragments(text, &frags[f..], true, &mut out)?;
+        if add_special && v.add_eos {
+            out.push(
+                v.eos
+                    .ok_or_else(|| TokenizerError::Invalid("add_eos set but no EOS".into()))?,
+            );
+        }
+        Ok((out, n))
+    }
+
+    /// How much of `known` can stand for the start of `text`: the number of its tokens
+    /// that end exactly after a special-token fragment of `frags` (that token being
+    /// that special token) with every byte before matching, and the number of
+    /// fragments they cover; `None` if not even one.
+    fn known_cover(
+        &self,
+        text: &str,
+        frags: &[Fragment],
+        add_special: bool,
+        known: &[u32],
+    ) -> Option<(usize, usize)> {
+        let v = &self.vocab;
+        // A space SentencePiece prepends is in the ids but not in the text.
+        if v.kind == ModelKind::SentencePiece && v.add_space_prefix {
+            return None;
+        }
+        // The BOS `encode` adds comes first in `known` too.
+        let lead = usize::from(add_special && v.add_bos);
+        if lead == 1 && known.first().copied() != v.bos {
+            return None;
+        }
+        let bytes = text.as_bytes();
+        let (mut off, mut i) = (0, lead);
+        let mut best = None;
+        let mut pos = 0;
+        for (fi, frag) in frags.iter().enumerate() {
+            match *frag {
+                Fragment::Text { end, .. } => pos = end,
+                Fragment::Token(id) => {
+                    pos += self.token_text(id).len();
+                    // Advance through `known` up to this special token's end.
+                    while off < pos && i < known.len() {
+                        let b = self.token_bytes(known[i]);
+                        if b.is_empty() || !bytes[off..].starts_with(&b) {
+                            return best;
+                        }
+                        off += b.len();
+                        i += 1;
+                    }
+                    if off != pos || known[i - 1] != id {
+                        return best;
+                    }
+                    best = Some((i, fi + 1));
+                }
+            }
+        }
+        best
     }
 
     /// Token ids to text. With `skip_special`, control tokens (BOS, `<|im_end|>`, ...)

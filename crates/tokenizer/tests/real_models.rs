@@ -221,3 +221,64 @@ fn gemma3_frozen_roundtrip() {
         frozen_roundtrip(&tok);
     }
 }
+
+/// A stored prompt prefix (the common ids of two chats with the same system message,
+/// as `thaw snapshot build --prefix` stores it) reused by `encode_with_known`: the ids
+/// are `encode`'s for any continuation, and the reuse reaches at least its last special token.
+fn known_prefix_reuse_matches_encode(tok: &Tokenizer, open: &str, close: &str) {
+    let sys = format!(
+        "{open}system\nYou are a careful assistant. Rules:\n1. Be brief.\n2. Cite units.{close}\n{open}user\n"
+    );
+    let mut lines = common::corpus();
+    lines.extend(SAMPLES.iter().map(|s| s.to_string()));
+    for add_special in [false, true] {
+        let enc = |t: &str| tok.encode(t, add_special, true).unwrap();
+        let (a, b) = (enc(&format!("{sys}Hello")), enc(&format!("{sys}What")));
+        let n = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+        let known = &a[..n];
+        let other = enc(&format!("{open}system\nSomething else entirely.{close}\n"));
+        let last_special = known
+            .iter()
+            .rposition(|&id| tok.token_text(id) == open)
+            .expect("the prefix holds the user turn's opening token");
+        for line in &lines {
+            let text = format!("{sys}{line}{close}\n{open}assistant\n");
+            let (got, reused) = tok
+                .encode_with_known(&text, add_special, true, &[&other, known])
+                .unwrap();
+            assert_eq!(got, enc(&text), "{line:?}");
+            // User-defined tokens (Gemma's whitespace runs) are fragments of their own
+            // and may carry the reuse past the opening token.
+            assert!(
+                (last_special + 1..=n).contains(&reused),
+                "{line:?}: {reused}"
+            );
+        }
+        // Texts that leave the prefix early, or never share it: the same ids as ever.
+        for text in [
+            format!("{open}system\nYou are a careful{close}\n{open}user\nHi"),
+            format!("{open}system\nYou are a careful assistant. Rules:\n1. Be brief."),
+            "no special tokens at all".to_string(),
+            String::new(),
+        ] {
+            let (got, _) = tok
+                .encode_with_known(&text, add_special, true, &[known])
+                .unwrap();
+            assert_eq!(got, enc(&text), "{text:?}");
+        }
+    }
+}
+
+#[test]
+fn smollm2_reuses_a_known_prefix() {
+    if let Some((_g, tok)) = common::load("smollm2") {
+        known_prefix_reuse_matches_encode(&tok, "<|im_start|>", "<|im_end|>");
+    }
+}
+
+#[test]
+fn gemma3_reuses_a_known_prefix() {
+    if let Some((_g, tok)) = common::load("gemma3-270m") {
+        known_prefix_reuse_matches_encode(&tok, "<start_of_turn>", "<end_of_turn>");
+    }
+}
