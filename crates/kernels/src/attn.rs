@@ -138,7 +138,7 @@ pub fn f16_scores_many(
         out.len()
     );
     #[cfg(target_arch = "x86_64")]
-    if avx512() && order == F16Sum::TinyBlas && 4 * hd <= 4096 {
+    if avx512() && order == F16Sum::TinyBlas && 4 * hd <= 8192 {
         // SAFETY: the AVX-512 set is active only after AVX-512F, AVX2, FMA and F16C were
         // detected; shapes were checked above.
         unsafe { crate::x86_64::attn::f16_scores_many_512(q, keys, hd, scale, out, stride) };
@@ -271,7 +271,7 @@ pub fn f16_accumulate(
         );
     }
     #[cfg(target_arch = "x86_64")]
-    if avx512() && hd.is_multiple_of(16) && 16 * hd <= 4096 {
+    if avx512() && hd.is_multiple_of(16) {
         // SAFETY: as in `f16_scores`; shapes were checked above.
         unsafe { crate::x86_64::attn::f16_accumulate_512(qw, vals, hd, first_slot, lanes, acc) };
         return;

@@ -271,14 +271,22 @@ pub fn attention(
     // One task per (K/V head, block of query tokens) covers the `group` query heads
     // that share the K/V head, so each key and value row is widened once for all of
     // their queries. Blocks hold at most ATTN_ROWS query rows.
-    let per_kv = (ATTN_TASKS_PER_THREAD * pool.n_threads()).div_ceil(s.n_head_kv);
-    let block = n.div_ceil(per_kv).clamp(1, (ATTN_ROWS / group).max(1));
+    let target = ATTN_TASKS_PER_THREAD * pool.n_threads();
+    let block = n
+        .div_ceil(target.div_ceil(s.n_head_kv))
+        .clamp(1, (ATTN_ROWS / group).max(1));
     let n_chunks = n.div_ceil(block);
+    // Too few tasks that way (a decode step, few K/V heads: Gemma 3 has one) leaves
+    // threads idle: then a group's heads are split across tasks.
+    let per_task = group.div_ceil(target.div_ceil(s.n_head_kv * n_chunks).clamp(1, group));
+    let splits = group.div_ceil(per_task);
     let out = Mutex::new(out);
-    pool.run(s.n_head_kv * n_chunks, |i| {
+    pool.run(s.n_head_kv * splits * n_chunks, |i| {
         // Later blocks attend to more positions: hand them out first.
-        let chunk = n_chunks - 1 - i / s.n_head_kv;
-        let kvh = i % s.n_head_kv;
+        let chunk = n_chunks - 1 - i / (s.n_head_kv * splits);
+        let (kvh, part) = (i % (s.n_head_kv * splits) / splits, i % splits);
+        let mine = part * per_task..((part + 1) * per_task).min(group);
+        let gh = mine.len();
         let ts = chunk * block..((chunk + 1) * block).min(n);
         let mut local = None;
         let mut guard = free_scratch(heads);
@@ -286,8 +294,9 @@ pub fn attention(
             Some(sc) => sc,
             None => local.insert(HeadScratch::default()),
         };
-        // Query rows token-major: row (ti, g) is token ts.start + ti, head kvh·group + g.
-        let m = ts.len() * group;
+        // Query rows token-major: row (ti, g) is token ts.start + ti, head
+        // kvh·group + mine.start + g.
+        let m = ts.len() * gh;
         let span = |t: usize| {
             let pos = s.pos0 + t;
             s.window.map_or(0, |w| (pos + 1).saturating_sub(w))..pos + 1
@@ -301,9 +310,9 @@ pub fn attention(
         sc.out.resize(m * hd, 0.0);
         sc.rows.clear();
         for (ti, t) in ts.clone().enumerate() {
-            for g in 0..group {
-                let h = kvh * group + g;
-                let row = &mut sc.query[(ti * group + g) * hd..][..hd];
+            for g in 0..gh {
+                let h = kvh * group + mine.start + g;
+                let row = &mut sc.query[(ti * gh + g) * hd..][..hd];
                 for (d, &v) in row.iter_mut().zip(&q[t * q_dim + h * hd..][..hd]) {
                     *d = round_f16(v);
                 }
@@ -360,8 +369,8 @@ pub fn attention(
         }
         let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
         for (ti, t) in ts.enumerate() {
-            let dst = &mut out[t * q_dim + kvh * group * hd..][..group * hd];
-            dst.copy_from_slice(&sc.out[ti * group * hd..][..group * hd]);
+            let dst = &mut out[t * q_dim + (kvh * group + mine.start) * hd..][..gh * hd];
+            dst.copy_from_slice(&sc.out[ti * gh * hd..][..gh * hd]);
         }
     });
 }
@@ -581,7 +590,9 @@ mod tests {
         let pool = ThreadPool::new(2);
         let mut st = 7u64;
         // head_dim 40 is not a whole number of lanes (the reference path itself).
-        for (n_head, n_head_kv, hd) in [(4, 2, 64), (3, 1, 256), (2, 2, 40), (9, 3, 64)] {
+        for (n_head, n_head_kv, hd) in
+            [(4, 2, 64), (3, 1, 256), (4, 1, 256), (2, 2, 40), (9, 3, 64)]
+        {
             let n_ctx = 90;
             for (pos0, n, window) in [
                 (0, 1, None),

@@ -499,8 +499,8 @@ pub unsafe fn f16_scores_512(q: &[f32], keys: &[f16], order: F16Sum, scale: f32,
     }
 }
 
-/// f32 values per block of K or V rows widened once and then read by every query of
-/// a task (32 KiB: stays in a 48 KiB L1 next to the query rows).
+/// f32 values per block of key rows widened once and then read by every query of a
+/// task (32 KiB: stays in a 48 KiB L1 next to the query rows).
 const BLOCK_F32: usize = 8192;
 
 /// A block of widened rows, cache-line aligned so that no 64-byte load straddles two
@@ -555,9 +555,9 @@ fn reduce512x4(a: [__m512; 4]) -> __m128 {
 /// `Q` rows of `stride` with 4 values each; AVX-512F available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
-unsafe fn scores_tile<const Q: usize>(
+unsafe fn scores_tile<const Q: usize, const HALF: bool>(
     q: *const f32,
-    k: *const f32,
+    k: *const u8,
     hd: usize,
     scale: f32,
     out: *mut f32,
@@ -567,7 +567,7 @@ unsafe fn scores_tile<const Q: usize>(
     for c in (0..hd).step_by(16) {
         // SAFETY: c + 16 <= hd inside every row (caller contract).
         unsafe {
-            let kr: [__m512; 4] = core::array::from_fn(|r| _mm512_loadu_ps(k.add(r * hd + c)));
+            let kr: [__m512; 4] = core::array::from_fn(|r| load16::<HALF>(k, r * hd + c));
             for (i, ai) in a.iter_mut().enumerate() {
                 let qv = _mm512_loadu_ps(q.add(i * hd + c));
                 for (r, air) in ai.iter_mut().enumerate() {
@@ -576,6 +576,20 @@ unsafe fn scores_tile<const Q: usize>(
             }
         }
     }
+    if Q == 4 {
+        let r = _mm512_mul_ps(
+            reduce512x16(core::array::from_fn(|i| a[i % 4][i / 4])),
+            _mm512_set1_ps(scale),
+        );
+        // SAFETY: 4 values of rows 0..4 fit in `out` (caller contract).
+        unsafe {
+            _mm_storeu_ps(out, _mm512_castps512_ps128(r));
+            _mm_storeu_ps(out.add(stride), _mm512_extractf32x4_ps::<1>(r));
+            _mm_storeu_ps(out.add(2 * stride), _mm512_extractf32x4_ps::<2>(r));
+            _mm_storeu_ps(out.add(3 * stride), _mm512_extractf32x4_ps::<3>(r));
+        }
+        return;
+    }
     let sv = _mm_set1_ps(scale);
     for (i, ai) in a.iter().enumerate() {
         // SAFETY: 4 values of row i fit in `out` (caller contract).
@@ -583,12 +597,49 @@ unsafe fn scores_tile<const Q: usize>(
     }
 }
 
+/// The sums of sixteen 16-lane accumulators `x[4e + k]`, each folded as
+/// [`reduce512`] folds one, into element `e` of 128-bit lane `k` (~3 operations per
+/// sum): [`reduce512x4`]'s first two steps, then the last two across accumulators too.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+fn reduce512x16(x: [__m512; 16]) -> __m512 {
+    // 8: lanes 0..8 of each pair against their lanes 8..16.
+    let p: [__m512; 8] = core::array::from_fn(|i| {
+        let (a, b) = (x[2 * i], x[2 * i + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x44>(a, b),
+            _mm512_shuffle_f32x4::<0xEE>(a, b),
+        )
+    });
+    // 4: u[i]'s 128-bit lane k holds accumulator 4i + k's partial sums t0..t3.
+    let u: [__m512; 4] = core::array::from_fn(|i| {
+        let (a, b) = (p[2 * i], p[2 * i + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x88>(a, b),
+            _mm512_shuffle_f32x4::<0xDD>(a, b),
+        )
+    });
+    // 2: per 128-bit lane [t0 + t2, t1 + t3] of u[2i] and then of u[2i + 1].
+    let s: [__m512; 2] = core::array::from_fn(|i| {
+        let (a, b) = (u[2 * i], u[2 * i + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_ps::<0x44>(a, b),
+            _mm512_shuffle_ps::<0xEE>(a, b),
+        )
+    });
+    // 1: (t0 + t2) + (t1 + t3) of u[0], u[1], u[2], u[3] in elements 0..4.
+    _mm512_add_ps(
+        _mm512_shuffle_ps::<0x88>(s[0], s[1]),
+        _mm512_shuffle_ps::<0xDD>(s[0], s[1]),
+    )
+}
+
 /// See `crate::attn::f16_scores_many`, tinyBLAS order: key blocks are widened once
 /// and scored against every query, 4 queries × 4 keys per tile.
 ///
 /// # Safety
 /// AVX-512F, AVX2, FMA and F16C must be available; `hd` is a multiple of 16 with
-/// `4 * hd <= 4096`, `q` and `keys` hold whole rows of `hd`, and `out` holds row `i`
+/// `4 * hd <= 8192`, `q` and `keys` hold whole rows of `hd`, and `out` holds row `i`
 /// (one score per key) at `i * stride` for each query.
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
 pub unsafe fn f16_scores_many_512(
@@ -601,57 +652,104 @@ pub unsafe fn f16_scores_many_512(
 ) {
     let (m, n) = (q.len() / hd, keys.len() / hd);
     let per_block = (BLOCK_F32 / hd) & !3;
+    // Widening a key block once pays from ~8 queries on (measured: `bench grouped`);
+    // fewer convert each key chunk where they read it.
+    let widened = m >= 8;
     let mut block = Block([0.0; BLOCK_F32]);
     let buf = &mut block.0;
-    let (qp, o) = (q.as_ptr(), out.as_mut_ptr());
     for j0 in (0..n).step_by(per_block) {
         let nb = per_block.min(n - j0);
-        // SAFETY: rows j0..j0 + nb are inside `keys` and nb * hd <= BLOCK_F32.
-        unsafe { widen(keys.as_ptr().add(j0 * hd), nb * hd, buf.as_mut_ptr()) };
-        let k = buf.as_ptr();
-        let whole = nb & !3;
-        let mut i = 0;
-        while i < m {
-            let rows = (m - i).min(4);
-            // SAFETY: queries i..i + rows and keys j0..j0 + nb are inside `q`, `buf` and
-            // `out` (caller contract); tiles cover keys in fours below `whole`.
-            unsafe {
-                let (qi, oi) = (qp.add(i * hd), o.add(i * stride + j0));
-                for j in (0..whole).step_by(4) {
-                    let (kj, oj) = (k.add(j * hd), oi.add(j));
-                    match rows {
-                        4 => scores_tile::<4>(qi, kj, hd, scale, oj, stride),
-                        3 => scores_tile::<3>(qi, kj, hd, scale, oj, stride),
-                        2 => scores_tile::<2>(qi, kj, hd, scale, oj, stride),
-                        _ => scores_tile::<1>(qi, kj, hd, scale, oj, stride),
-                    }
-                }
-                for r in 0..rows {
-                    for j in whole..nb {
-                        let mut a = _mm512_setzero_ps();
-                        for c in (0..hd).step_by(16) {
-                            let qv = _mm512_loadu_ps(qi.add(r * hd + c));
-                            a = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k.add(j * hd + c)), a);
-                        }
-                        *oi.add(r * stride + j) = reduce512(a) * scale;
-                    }
-                }
+        let keys_here = j0..j0 + nb;
+        // SAFETY: rows j0..j0 + nb are inside `keys` and nb * hd <= BLOCK_F32; the
+        // widened block holds them.
+        unsafe {
+            let src = keys.as_ptr().add(j0 * hd);
+            if widened {
+                widen(src, nb * hd, buf.as_mut_ptr());
+                let k = buf.as_ptr().cast();
+                scores_block::<false>(q, k, keys_here, hd, scale, out, stride);
+            } else {
+                scores_block::<true>(q, src.cast(), keys_here, hd, scale, out, stride);
             }
-            i += rows;
         }
     }
 }
 
-/// Rows `0..w.len()` of one query (widened, at `v`), row `j` into lane
-/// `(slot + j) % lanes`.
+/// Scores of every query against keys `keys` (key `keys.start` at `k`, see [`load16`]).
 ///
 /// # Safety
-/// `v` holds `w.len()` rows of `hd` f32 (a multiple of 16) and `acc` `lanes` × `hd` f32;
-/// AVX-512F available.
+/// As [`f16_scores_many_512`], with `k` holding those keys.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn scores_block<const HALF: bool>(
+    q: &[f32],
+    k: *const u8,
+    keys: core::ops::Range<usize>,
+    hd: usize,
+    scale: f32,
+    out: &mut [f32],
+    stride: usize,
+) {
+    let (m, nb, j0) = (q.len() / hd, keys.len(), keys.start);
+    let width = if HALF { 2 } else { 4 };
+    let (qp, o) = (q.as_ptr(), out.as_mut_ptr());
+    let whole = nb & !3;
+    let mut i = 0;
+    while i < m {
+        let rows = (m - i).min(4);
+        // SAFETY: queries i..i + rows and the block's keys are inside `q`, `k` and `out`
+        // (caller contract); tiles cover keys in fours below `whole`.
+        unsafe {
+            let (qi, oi) = (qp.add(i * hd), o.add(i * stride + j0));
+            for j in (0..whole).step_by(4) {
+                let (kj, oj) = (k.add(j * hd * width), oi.add(j));
+                match rows {
+                    4 => scores_tile::<4, HALF>(qi, kj, hd, scale, oj, stride),
+                    3 => scores_tile::<3, HALF>(qi, kj, hd, scale, oj, stride),
+                    2 => scores_tile::<2, HALF>(qi, kj, hd, scale, oj, stride),
+                    _ => scores_tile::<1, HALF>(qi, kj, hd, scale, oj, stride),
+                }
+            }
+            for r in 0..rows {
+                for j in whole..nb {
+                    let mut a = _mm512_setzero_ps();
+                    for c in (0..hd).step_by(16) {
+                        let qv = _mm512_loadu_ps(qi.add(r * hd + c));
+                        a = _mm512_fmadd_ps(qv, load16::<HALF>(k, j * hd + c), a);
+                    }
+                    *oi.add(r * stride + j) = reduce512(a) * scale;
+                }
+            }
+        }
+        i += rows;
+    }
+}
+
+/// 16 values at element `i` of key rows held as f16 (`HALF`) or widened to f32.
+///
+/// # Safety
+/// 16 values of that type are readable at element `i` of `p`; AVX-512F available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn load16<const HALF: bool>(p: *const u8, i: usize) -> __m512 {
+    // SAFETY: caller contract.
+    unsafe {
+        if HALF {
+            load_h16(p.cast::<f16>().add(i))
+        } else {
+            _mm512_loadu_ps(p.cast::<f32>().add(i))
+        }
+    }
+}
+
+/// Rows `0..w.len()` of one query, row `j` into lane `(slot + j) % lanes`.
+///
+/// # Safety
+/// `v` holds `w.len()` rows of `hd` f16 (a multiple of 16) and `acc` `lanes` × `hd`
+/// f32; AVX-512F available.
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
 unsafe fn accumulate_rows(
     w: &[f32],
-    v: *const f32,
+    v: *const f16,
     hd: usize,
     mut slot: usize,
     lanes: usize,
@@ -662,13 +760,10 @@ unsafe fn accumulate_rows(
         // SAFETY: row j and lane `slot` are inside `v` and `acc` (caller contract).
         unsafe {
             let dst = acc.add(slot * hd);
-            let src = v.add(j * hd);
             for d in (0..hd).step_by(16) {
                 let p = dst.add(d);
-                _mm512_storeu_ps(
-                    p,
-                    _mm512_fmadd_ps(wv, _mm512_loadu_ps(src.add(d)), _mm512_loadu_ps(p)),
-                );
+                let x = load_h16(v.add(j * hd + d));
+                _mm512_storeu_ps(p, _mm512_fmadd_ps(wv, x, _mm512_loadu_ps(p)));
             }
         }
         slot += 1;
@@ -678,14 +773,14 @@ unsafe fn accumulate_rows(
     }
 }
 
-/// Rows `16 * groups` (widened, at `v`; row `j` feeds lane `j % 16`) of `Q` queries,
+/// Rows `16 * groups` (row `j` feeds lane `j % 16`) of `Q` queries,
 /// lanes `l0..l0 + L` and 16-wide column chunks `c0..c0 + C` only: the `Q·L·C`
 /// accumulators stay in registers over all rows, each weight broadcast serves `C`
 /// chunks and each value load `Q` queries (one load per FMA instead of two). Each
 /// accumulator receives the same FMAs in the same order as row by row.
 ///
 /// # Safety
-/// `w[q]` holds `16 * groups` weights, `v` that many rows of `hd` f32 (a multiple of
+/// `w[q]` holds `16 * groups` weights, `v` that many rows of `hd` f16 (a multiple of
 /// 16, at least `16 * (c0 + C)`), and `acc[q]` 16 × `hd` f32; AVX-512F available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
@@ -693,7 +788,7 @@ unsafe fn accumulate_rows(
 #[allow(clippy::needless_range_loop)]
 unsafe fn groups_tile<const Q: usize, const L: usize, const C: usize>(
     w: [*const f32; Q],
-    v: *const f32,
+    v: *const f16,
     hd: usize,
     groups: usize,
     (l0, c0): (usize, usize),
@@ -713,7 +808,7 @@ unsafe fn groups_tile<const Q: usize, const L: usize, const C: usize>(
             unsafe {
                 let wb: [__m512; Q] = core::array::from_fn(|q| _mm512_set1_ps(*w[q].add(j)));
                 for c in 0..C {
-                    let vv = _mm512_loadu_ps(v.add(j * hd + (c0 + c) * 16));
+                    let vv = load_h16(v.add(j * hd + (c0 + c) * 16));
                     for q in 0..Q {
                         a[q][l][c] = _mm512_fmadd_ps(wb[q], vv, a[q][l][c]);
                     }
@@ -739,7 +834,7 @@ unsafe fn groups_tile<const Q: usize, const L: usize, const C: usize>(
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
 unsafe fn accumulate_groups<const Q: usize>(
     w: [*const f32; Q],
-    v: *const f32,
+    v: *const f16,
     hd: usize,
     groups: usize,
     acc: [*mut f32; Q],
@@ -769,13 +864,14 @@ unsafe fn accumulate_groups<const Q: usize>(
     }
 }
 
-/// See `crate::attn::f16_accumulate`: blocks of value rows are widened once and then
-/// added into every query whose rows include them. Blocks start at slot-group
-/// boundaries so that whole groups of 16 slots stay together.
+/// See `crate::attn::f16_accumulate`. The f16 rows are read in place: with two
+/// queries per value load, converting as they are read measured faster than widening
+/// blocks of rows first (`bench grouped`: 1.6 against 1.8–2.5 ns per row·position at
+/// 6–18 query rows).
 ///
 /// # Safety
-/// As `crate::attn::f16_accumulate` checks, with AVX-512F available, `hd` a multiple
-/// of 16 and `16 * hd <= 4096`.
+/// As `crate::attn::f16_accumulate` checks, with AVX-512F available and `hd` a
+/// multiple of 16.
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
 pub unsafe fn f16_accumulate_512(
     qw: &QueryWeights<'_>,
@@ -785,74 +881,57 @@ pub unsafe fn f16_accumulate_512(
     lanes: usize,
     acc: &mut [f32],
 ) {
-    let n = vals.len() / hd;
-    let per_block = (BLOCK_F32 / hd) & !15;
-    let mut block = Block([0.0; BLOCK_F32]);
-    let buf = &mut block.0;
-    // Rows before the first slot-0 boundary form the first block.
-    let head = ((16 - first_slot % 16) % 16).min(n);
-    let mut b0 = 0;
-    while b0 < n {
-        let b1 = if b0 < head {
-            head
+    let v = vals.as_ptr();
+    let acc_base = acc.as_mut_ptr();
+    let mut i = 0;
+    while i < qw.rows.len() {
+        let (r0, r1) = (qw.rows[i].start, qw.rows[i].end);
+        // Two queries with the same rows share the value loads.
+        let q = if i + 1 < qw.rows.len() && qw.rows[i + 1] == qw.rows[i] {
+            2
         } else {
-            (b0 + per_block).min(n)
+            1
         };
-        // SAFETY: rows b0..b1 are inside `vals` and (b1 - b0) * hd <= BLOCK_F32.
-        unsafe { widen(vals.as_ptr().add(b0 * hd), (b1 - b0) * hd, buf.as_mut_ptr()) };
-        let clip = |r: &core::ops::Range<usize>| (r.start.max(b0), r.end.min(b1));
-        let acc_base = acc.as_mut_ptr();
-        let mut i = 0;
-        while i < qw.rows.len() {
-            let (r0, r1) = clip(&qw.rows[i]);
-            // Two queries with the same rows in this block share the value loads.
-            let q = if i + 1 < qw.rows.len() && clip(&qw.rows[i + 1]) == (r0, r1) {
-                2
+        if r0 < r1 {
+            let v = v.wrapping_add(r0 * hd);
+            let slot = (first_slot + r0) % lanes;
+            // In the 16-lane (batch) order, rows up to the next slot-0 boundary and
+            // after the last whole group go row by row; the groups in between go
+            // through register tiles.
+            let n = r1 - r0;
+            let (lead, groups) = if lanes == 16 {
+                let lead = ((16 - slot) % 16).min(n);
+                (lead, (n - lead) / 16)
             } else {
-                1
+                (n, 0)
             };
-            if r0 < r1 {
-                let v = buf[(r0 - b0) * hd..].as_ptr();
-                let slot = (first_slot + r0) % lanes;
-                // In the 16-lane (batch) order, rows up to the next slot-0 boundary and
-                // after the last whole group go row by row; the groups in between go
-                // through register tiles.
-                let n = r1 - r0;
-                let (lead, groups) = if lanes == 16 {
-                    let lead = ((16 - slot) % 16).min(n);
-                    (lead, (n - lead) / 16)
+            let mid = lead + 16 * groups;
+            let w = |k: usize| &qw.w[(i + k) * qw.stride + r0..(i + k) * qw.stride + r1];
+            let a = |k: usize| acc_base.wrapping_add((i + k) * lanes * hd);
+            // SAFETY: rows [r0, r1) of queries i..i + q lie inside their weights, the
+            // value rows and their lanes (checked by `f16_accumulate`); the ranges
+            // [0, lead), [lead, mid), [mid, n) partition them and are added in that
+            // order (each lane receives its rows in order).
+            unsafe {
+                for k in 0..q {
+                    accumulate_rows(&w(k)[..lead], v, hd, slot, lanes, a(k));
+                }
+                let gv = v.add(lead * hd);
+                if q == 2 {
+                    let ws = [w(0).as_ptr().add(lead), w(1).as_ptr().add(lead)];
+                    accumulate_groups::<2>(ws, gv, hd, groups, [a(0), a(1)]);
                 } else {
-                    (n, 0)
-                };
-                let mid = lead + 16 * groups;
-                let w = |k: usize| &qw.w[(i + k) * qw.stride + r0..(i + k) * qw.stride + r1];
-                let a = |k: usize| acc_base.wrapping_add((i + k) * lanes * hd);
-                // SAFETY: rows [r0, r1) of queries i..i + q lie inside their weights,
-                // the widened block and their lanes (checked by `f16_accumulate`); the
-                // ranges [0, lead), [lead, mid), [mid, n) partition them and are added
-                // in that order (each lane receives its rows in order).
-                unsafe {
-                    for k in 0..q {
-                        accumulate_rows(&w(k)[..lead], v, hd, slot, lanes, a(k));
-                    }
-                    let gv = v.add(lead * hd);
-                    if q == 2 {
-                        let ws = [w(0).as_ptr().add(lead), w(1).as_ptr().add(lead)];
-                        accumulate_groups::<2>(ws, gv, hd, groups, [a(0), a(1)]);
-                    } else {
-                        let ws = [w(0).as_ptr().add(lead)];
-                        accumulate_groups::<1>(ws, gv, hd, groups, [a(0)]);
-                    }
-                    let tail = v.add(mid * hd);
-                    for k in 0..q {
-                        let slot = (slot + mid) % lanes;
-                        accumulate_rows(&w(k)[mid..], tail, hd, slot, lanes, a(k));
-                    }
+                    let ws = [w(0).as_ptr().add(lead)];
+                    accumulate_groups::<1>(ws, gv, hd, groups, [a(0)]);
+                }
+                let tail = v.add(mid * hd);
+                for k in 0..q {
+                    let slot = (slot + mid) % lanes;
+                    accumulate_rows(&w(k)[mid..], tail, hd, slot, lanes, a(k));
                 }
             }
-            i += q;
         }
-        b0 = b1;
+        i += q;
     }
 }
 
