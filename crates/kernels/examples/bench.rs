@@ -30,6 +30,17 @@ fn weights(seed: &mut u64, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
 
 /// Fastest single call out of `iters * 3`: on a shared machine the minimum is the
 /// most repeatable figure (interference only ever adds time).
+/// `n` f16 values uniform in [-1, 1).
+fn halves(seed: &mut u64, n: usize) -> Vec<half::f16> {
+    (0..n)
+        .map(|_| {
+            *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let z = (*seed ^ (*seed >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            half::f16::from_f32(((z >> 40) as f32 / (1u64 << 23) as f32) - 1.0)
+        })
+        .collect()
+}
+
 fn time<F: FnMut()>(iters: usize, mut f: F) -> f64 {
     f();
     let mut best = f64::MAX;
@@ -258,16 +269,8 @@ fn main() {
         use thaw_kernels::attn::{self, F16Sum};
         for hd in [64usize, 256] {
             let n = 512;
-            let mut next = || {
-                seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let z = (seed ^ (seed >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                ((z >> 40) as f32 / (1u64 << 23) as f32) - 1.0
-            };
-            let k: Vec<half::f16> = (0..n * hd).map(|_| half::f16::from_f32(next())).collect();
-            let v: Vec<half::f16> = (0..n * hd).map(|_| half::f16::from_f32(next())).collect();
-            let q: Vec<f32> = (0..hd)
-                .map(|_| half::f16::from_f32(next()).to_f32())
-                .collect();
+            let (k, v) = (halves(&mut seed, n * hd), halves(&mut seed, n * hd));
+            let q: Vec<f32> = halves(&mut seed, hd).iter().map(|h| h.to_f32()).collect();
             let (mut sc, mut acc, mut o) = (vec![0.0f32; n], vec![0.0f32; 16 * hd], vec![0.0; hd]);
             let mut run = |simd: bool| {
                 for t in 0..n {
@@ -312,16 +315,11 @@ fn main() {
         // head_dim 64, one thread; ns per (query row, position) for each step.
         use thaw_kernels::attn::{self, F16Sum, QueryWeights};
         let (n, hd) = (1221usize, 64usize);
-        let mut next = || {
-            seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let z = (seed ^ (seed >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            ((z >> 40) as f32 / (1u64 << 23) as f32) - 1.0
-        };
-        let k: Vec<half::f16> = (0..n * hd).map(|_| half::f16::from_f32(next())).collect();
-        let v: Vec<half::f16> = (0..n * hd).map(|_| half::f16::from_f32(next())).collect();
+        let (k, v) = (halves(&mut seed, n * hd), halves(&mut seed, n * hd));
         for m in [1usize, 6, 18, 33] {
-            let q: Vec<f32> = (0..m * hd)
-                .map(|_| half::f16::from_f32(next()).to_f32())
+            let q: Vec<f32> = halves(&mut seed, m * hd)
+                .iter()
+                .map(|h| h.to_f32())
                 .collect();
             let mut sc = vec![0.0f32; m * n];
             let mut acc = vec![0.0f32; m * 16 * hd];

@@ -144,12 +144,13 @@ pub fn f16_scores_many(
         unsafe { crate::x86_64::attn::f16_scores_many_512(q, keys, hd, scale, out, stride) };
         return;
     }
-    for (i, qi) in q.chunks_exact(hd).enumerate() {
-        f16_scores(qi, keys, order, scale, &mut out[i * stride..][..n]);
+    let rows = q.chunks_exact(hd).zip(out.chunks_mut(stride));
+    for (qi, oi) in rows {
+        f16_scores(qi, keys, order, scale, &mut oi[..n]);
     }
 }
 
-/// The scalar reference of [`f16_scores_many`].
+/// The scalar reference of [`f16_scores_many`]: [`f16_scores_scalar`] per query.
 pub fn f16_scores_many_scalar(
     q: &[f32],
     keys: &[f16],
@@ -160,9 +161,8 @@ pub fn f16_scores_many_scalar(
     stride: usize,
 ) {
     let n = keys.len() / hd;
-    for (i, qi) in q.chunks_exact(hd).enumerate() {
-        f16_scores_scalar(qi, keys, order, scale, &mut out[i * stride..][..n]);
-    }
+    let rows = q.chunks_exact(hd).zip(out.chunks_mut(stride));
+    rows.for_each(|(qi, oi)| f16_scores_scalar(qi, keys, order, scale, &mut oi[..n]));
 }
 
 /// The attention output of one query: `out[d] = Σ_j round_f16(w[j]) · vals[j][d]`,
