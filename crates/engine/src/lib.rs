@@ -120,13 +120,24 @@ impl Engine {
         };
         // A snapshot: its GGUF section holds no tokenizer arrays (cheap to parse) and
         // the tokenizer is thawed from its TOKENIZER section, not rebuilt.
+        // Byte-level tokenizers compile a shared regex on first use: on another core,
+        // while the rest loads.
+        let warm = |gguf: &GgufFile| {
+            let kind = gguf
+                .get_str("tokenizer.ggml.model")
+                .unwrap_or("")
+                .to_string();
+            std::thread::spawn(move || thaw_tokenizer::warm_up(&kind));
+        };
         let (gguf, tokenizer, snapshot) = if thaw_snapshot::is_snapshot(&path) {
             let snap = Arc::new(thaw_snapshot::Snapshot::open(&path)?);
             let gguf = snap.gguf()?;
+            warm(&gguf);
             timings.map = lap();
             (gguf, snap.tokenizer()?, Some(snap))
         } else {
             let gguf = GgufFile::open(&path)?;
+            warm(&gguf);
             timings.map = lap();
             let tokenizer =
                 Tokenizer::from_gguf(&gguf).map_err(|source| EngineError::Tokenizer {

@@ -43,6 +43,20 @@ use models::{Engine, SPM_SPACE};
 use special::{Fragment, SpecialMatcher};
 use vocab::{Vocab, attr};
 
+/// Compiles what byte-level BPE tokenizers share process-wide and build lazily on their
+/// first `encode` (GPT-2's split rule inside the `tokenizers` crate's byte-level
+/// pre-tokenizer: ~2 ms of Unicode-class regex compilation). Run it on another thread
+/// while the rest of a model loads, and a cold start's first prompt does not wait for
+/// it. `tokenizer_model` is the GGUF's `tokenizer.ggml.model`; others need nothing.
+pub fn warm_up(tokenizer_model: &str) {
+    use tokenizers::{PreTokenizedString, PreTokenizer};
+    if tokenizer_model == "gpt2" {
+        let mut s = PreTokenizedString::from("warm up 1");
+        // The result is irrelevant: compiling the shared rule is the point.
+        let _ = tokenizers::pre_tokenizers::byte_level::ByteLevel::default().pre_tokenize(&mut s);
+    }
+}
+
 /// Errors from building a tokenizer or encoding text.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
