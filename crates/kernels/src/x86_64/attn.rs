@@ -881,57 +881,115 @@ pub unsafe fn f16_accumulate_512(
     lanes: usize,
     acc: &mut [f32],
 ) {
-    let v = vals.as_ptr();
-    let acc_base = acc.as_mut_ptr();
+    let rows = qw.rows;
     let mut i = 0;
-    while i < qw.rows.len() {
-        let (r0, r1) = (qw.rows[i].start, qw.rows[i].end);
-        // Two queries with the same rows share the value loads.
-        let q = if i + 1 < qw.rows.len() && qw.rows[i + 1] == qw.rows[i] {
-            2
-        } else {
-            1
-        };
-        if r0 < r1 {
-            let v = v.wrapping_add(r0 * hd);
-            let slot = (first_slot + r0) % lanes;
-            // In the 16-lane (batch) order, rows up to the next slot-0 boundary and
-            // after the last whole group go row by row; the groups in between go
-            // through register tiles.
-            let n = r1 - r0;
-            let (lead, groups) = if lanes == 16 {
-                let lead = ((16 - slot) % 16).min(n);
-                (lead, (n - lead) / 16)
+    while i < rows.len() {
+        let (a, b) = (&rows[i], rows.get(i + 1));
+        // Two queries share the value loads over the rows they both add (the same
+        // rows for the heads of one token, all but the last few for consecutive
+        // tokens); each adds the rest on its own, in order: before, shared, after.
+        let shared = b.map_or(0..0, |b| a.start.max(b.start)..a.end.min(b.end));
+        // SAFETY (all calls): the ranges lie inside each query's rows (checked by
+        // `f16_accumulate`) and are added in increasing order per query.
+        unsafe {
+            if shared.len() >= 16 {
+                for k in [i, i + 1] {
+                    add_rows(
+                        qw,
+                        &[k],
+                        rows[k].start..shared.start,
+                        vals,
+                        hd,
+                        first_slot,
+                        lanes,
+                        acc,
+                    );
+                }
+                add_rows(
+                    qw,
+                    &[i, i + 1],
+                    shared.clone(),
+                    vals,
+                    hd,
+                    first_slot,
+                    lanes,
+                    acc,
+                );
+                for k in [i, i + 1] {
+                    add_rows(
+                        qw,
+                        &[k],
+                        shared.end..rows[k].end,
+                        vals,
+                        hd,
+                        first_slot,
+                        lanes,
+                        acc,
+                    );
+                }
+                i += 2;
             } else {
-                (n, 0)
-            };
-            let mid = lead + 16 * groups;
-            let w = |k: usize| &qw.w[(i + k) * qw.stride + r0..(i + k) * qw.stride + r1];
-            let a = |k: usize| acc_base.wrapping_add((i + k) * lanes * hd);
-            // SAFETY: rows [r0, r1) of queries i..i + q lie inside their weights, the
-            // value rows and their lanes (checked by `f16_accumulate`); the ranges
-            // [0, lead), [lead, mid), [mid, n) partition them and are added in that
-            // order (each lane receives its rows in order).
-            unsafe {
-                for k in 0..q {
-                    accumulate_rows(&w(k)[..lead], v, hd, slot, lanes, a(k));
-                }
-                let gv = v.add(lead * hd);
-                if q == 2 {
-                    let ws = [w(0).as_ptr().add(lead), w(1).as_ptr().add(lead)];
-                    accumulate_groups::<2>(ws, gv, hd, groups, [a(0), a(1)]);
-                } else {
-                    let ws = [w(0).as_ptr().add(lead)];
-                    accumulate_groups::<1>(ws, gv, hd, groups, [a(0)]);
-                }
-                let tail = v.add(mid * hd);
-                for k in 0..q {
-                    let slot = (slot + mid) % lanes;
-                    accumulate_rows(&w(k)[mid..], tail, hd, slot, lanes, a(k));
-                }
+                add_rows(qw, &[i], a.clone(), vals, hd, first_slot, lanes, acc);
+                i += 1;
             }
         }
-        i += q;
+    }
+}
+
+/// Value rows `r` into the accumulators of queries `qs` (one or two): rows up to the
+/// next slot-0 boundary and after the last whole group of 16 go row by row (and so
+/// every row in the 64-lane order); the groups in between through register tiles.
+///
+/// # Safety
+/// As [`f16_accumulate_512`], with `r` inside the rows of every query in `qs`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn add_rows(
+    qw: &QueryWeights<'_>,
+    qs: &[usize],
+    r: core::ops::Range<usize>,
+    vals: &[f16],
+    hd: usize,
+    first_slot: usize,
+    lanes: usize,
+    acc: &mut [f32],
+) {
+    if r.is_empty() {
+        return;
+    }
+    let (r0, n) = (r.start, r.len());
+    let v = vals[r0 * hd..].as_ptr();
+    let slot = (first_slot + r0) % lanes;
+    let (lead, groups) = if lanes == 16 {
+        let lead = ((16 - slot) % 16).min(n);
+        (lead, (n - lead) / 16)
+    } else {
+        (n, 0)
+    };
+    let mid = lead + 16 * groups;
+    let w = |q: usize| &qw.w[q * qw.stride + r0..q * qw.stride + r.end];
+    let acc_base = acc.as_mut_ptr();
+    let a = |q: usize| acc_base.wrapping_add(q * lanes * hd);
+    // SAFETY: rows [r0, r.end) of each query lie inside its weights, the value rows
+    // and its lanes (caller contract); [0, lead), [lead, mid), [mid, n) partition
+    // them and are added in that order.
+    unsafe {
+        for &q in qs {
+            accumulate_rows(&w(q)[..lead], v, hd, slot, lanes, a(q));
+        }
+        let gv = v.add(lead * hd);
+        if let [q0, q1] = *qs {
+            let ws = [w(q0).as_ptr().add(lead), w(q1).as_ptr().add(lead)];
+            accumulate_groups::<2>(ws, gv, hd, groups, [a(q0), a(q1)]);
+        } else {
+            let ws = [w(qs[0]).as_ptr().add(lead)];
+            accumulate_groups::<1>(ws, gv, hd, groups, [a(qs[0])]);
+        }
+        let tail = v.add(mid * hd);
+        for &q in qs {
+            let slot = (slot + mid) % lanes;
+            accumulate_rows(&w(q)[mid..], tail, hd, slot, lanes, a(q));
+        }
     }
 }
 
