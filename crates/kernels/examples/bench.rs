@@ -110,7 +110,7 @@ fn main() {
         .collect();
     drop(layer);
     let emb = weights(&mut seed, GgmlType::Q8_0, 49152, 576);
-    let x: Vec<f32> = (0..1536 * 512)
+    let x: Vec<f32> = (0..2048 * 512)
         .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
         .collect();
     let mut out = vec![0.0f32; 49152 * 4];

@@ -25,6 +25,22 @@ pub struct GemmTile {
     pub f: GemmFn,
 }
 
+/// A prefill tile on a packed copy of the weights: the driver packs each chunk's rows
+/// in groups of `rows` (`pack(cols, rows_data, k, dst)` for the k ≤ `rows` rows present,
+/// into `group_bytes(cols)` bytes), then `f(cols, packed_group, a, out)` computes
+/// `rows × tokens` results like `GemmFn`. For every (row, token) the result is
+/// bit-identical to the type's `gemm` tile, so it replaces that tile for whole
+/// `tokens`-token tiles of batches of at least `min_tokens` (where packing pays off).
+#[derive(Clone, Copy)]
+pub struct PackedGemm {
+    pub rows: usize,
+    pub tokens: usize,
+    pub min_tokens: usize,
+    pub group_bytes: fn(usize) -> usize,
+    pub pack: fn(usize, &[u8], usize, &mut [u8]),
+    pub f: GemmFn,
+}
+
 /// How one weight type is multiplied: activations are converted to `act_type` first.
 /// `gemm`, when present, is used for batches of at least `gemm_min_tokens` (≥ 2) tokens
 /// and `gemv` (a tile of one token) for single tokens and smaller batches; both give
@@ -38,6 +54,7 @@ pub struct TypeKernels {
     pub gemm: Option<GemmTile>,
     pub gemv: Option<GemmTile>,
     pub gemm_min_tokens: usize,
+    pub packed: Option<PackedGemm>,
 }
 
 /// A complete set of kernels for one instruction set.
@@ -89,6 +106,7 @@ const fn tk(act_type: GgmlType, quantize: QuantizeFn, dot: DotFn) -> TypeKernels
         gemm: None,
         gemv: None,
         gemm_min_tokens: 2,
+        packed: None,
     }
 }
 
@@ -108,6 +126,7 @@ const fn q4_k_kernels(dot: DotFn, gemm: GemmFn) -> TypeKernels {
         }),
         gemv: None,
         gemm_min_tokens: 2,
+        packed: None,
     }
 }
 
@@ -127,6 +146,7 @@ const fn q6_k_kernels(dot: DotFn, gemm: GemmFn) -> TypeKernels {
         }),
         gemv: None,
         gemm_min_tokens: kquants::Q6_K_BATCH_TOKENS,
+        packed: None,
     }
 }
 
@@ -155,6 +175,7 @@ const fn tkg(
             None => None,
         },
         gemm_min_tokens: 2,
+        packed: None,
     }
 }
 
@@ -238,6 +259,7 @@ static AVX512: KernelSet = with_wide_tiles(simd_set!("avx512", crate::x86_64::av
 #[cfg(target_arch = "x86_64")]
 const fn with_wide_tiles(mut s: KernelSet) -> KernelSet {
     use crate::x86_64::gemv512 as g;
+    use crate::x86_64::packed as p;
     const fn tile(rows: usize, tokens: usize, f: GemmFn) -> Option<GemmTile> {
         Some(GemmTile { rows, tokens, f })
     }
@@ -247,8 +269,40 @@ const fn with_wide_tiles(mut s: KernelSet) -> KernelSet {
     s.q4_1.gemm = tile(g::ROWS, g::TOKENS, g::gemm_q4_1_q8_1);
     s.q5_0.gemv = tile(g::ROWS, 1, g::gemv_q5_0_q8_0);
     s.q5_0.gemm = tile(g::ROWS, g::TOKENS, g::gemm_q5_0_q8_0);
+    s.q4_k.packed = Some(packed(
+        p::gemm_q4_k_packed,
+        p::q4_k_group_bytes,
+        p::pack_q4_k,
+    ));
+    s.q6_k.packed = Some(packed(
+        p::gemm_q6_k_packed,
+        p::q6_k_group_bytes,
+        p::pack_q6_k,
+    ));
     s
 }
+
+/// The AVX-512 K-quant prefill tiles on row-interleaved copies of the weights.
+#[cfg(target_arch = "x86_64")]
+const fn packed(
+    f: GemmFn,
+    group_bytes: fn(usize) -> usize,
+    pack: fn(usize, &[u8], usize, &mut [u8]),
+) -> PackedGemm {
+    use crate::x86_64::packed as p;
+    PackedGemm {
+        rows: p::ROWS,
+        tokens: p::TOKENS,
+        min_tokens: PACKED_MIN_TOKENS,
+        group_bytes,
+        pack,
+        f,
+    }
+}
+
+/// Batches from which packing the K-quant weights pays for itself.
+#[cfg(target_arch = "x86_64")]
+const PACKED_MIN_TOKENS: usize = 16;
 
 #[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {

@@ -34,6 +34,8 @@ thread_local! {
     /// Reused activation buffer of the calling thread (taken out during a call, so a
     /// re-entrant call just allocates its own).
     static ACT_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Packed weight rows of the chunk a thread is working on (same take/put pattern).
+    static PACK_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// `out` pointers shared with tasks that write disjoint elements.
@@ -280,18 +282,47 @@ unsafe fn run_chunk(m: &Mat<'_>, acts: &[u8], n: usize, r0: usize, r1: usize, ou
         unsafe { *out.add(t * rows + r) = v };
     };
     let gemm = k.gemm.filter(|_| n > 1 && n >= k.gemm_min_tokens);
+    // The packed tile stands in for the gemm tile (same bits) on whole token tiles.
+    let packed = k.packed.filter(|p| gemm.is_some() && n >= p.min_tokens);
+    let mut pbuf = PACK_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    if let Some(p) = packed {
+        let gb = (p.group_bytes)(w.cols);
+        pbuf.clear();
+        pbuf.resize((r1 - r0).div_ceil(p.rows) * gb, 0);
+        for (g0, dst) in (r0..r1).step_by(p.rows).zip(pbuf.chunks_exact_mut(gb)) {
+            let kr = (r1 - g0).min(p.rows);
+            (p.pack)(w.cols, &w.data[g0 * rb..][..kr * rb], kr, dst);
+        }
+    }
     if gemm.is_some() || k.gemv.is_some() {
         let mut tile = [0.0f32; 64];
         for t0 in (0..n).step_by(GEMM_TOKEN_BLOCK) {
             let t1 = (t0 + GEMM_TOKEN_BLOCK).min(n);
+            // Tokens t0..tp through the packed tile, all rows of the chunk.
+            let mut tp = t0;
+            if let Some(p) = packed {
+                tp = t0 + (t1 - t0) / p.tokens * p.tokens;
+                let gb = (p.group_bytes)(w.cols);
+                for (g0, pg) in (r0..r1).step_by(p.rows).zip(pbuf.chunks_exact(gb)) {
+                    let kr = (r1 - g0).min(p.rows);
+                    for t in (t0..tp).step_by(p.tokens) {
+                        (p.f)(w.cols, pg, &acts[t * ar..][..p.tokens * ar], &mut tile);
+                        for i in 0..kr {
+                            for j in 0..p.tokens {
+                                put(t + j, g0 + i, tile[i * p.tokens + j]);
+                            }
+                        }
+                    }
+                }
+            }
             // Whole token tiles with the gemm tile, rows r0.. in tiles of its height.
-            let mut full_t = t0;
+            let mut full_t = tp;
             if let Some(g) = gemm {
-                full_t = t0 + (t1 - t0) / g.tokens * g.tokens;
+                full_t = tp + (t1 - tp) / g.tokens * g.tokens;
                 let mut r = r0;
-                while full_t > t0 && r + g.rows <= r1 {
+                while full_t > tp && r + g.rows <= r1 {
                     let wr = &w.data[r * rb..][..g.rows * rb];
-                    for t in (t0..full_t).step_by(g.tokens) {
+                    for t in (tp..full_t).step_by(g.tokens) {
                         (g.f)(w.cols, wr, &acts[t * ar..][..g.tokens * ar], &mut tile);
                         for i in 0..g.rows {
                             for j in 0..g.tokens {
@@ -303,7 +334,7 @@ unsafe fn run_chunk(m: &Mat<'_>, acts: &[u8], n: usize, r0: usize, r1: usize, ou
                 }
                 for r in r..r1 {
                     let wr = &w.data[r * rb..][..rb];
-                    for t in t0..full_t {
+                    for t in tp..full_t {
                         put(t, r, (k.dot)(w.cols, wr, &acts[t * ar..][..ar]));
                     }
                 }
@@ -326,6 +357,7 @@ unsafe fn run_chunk(m: &Mat<'_>, acts: &[u8], n: usize, r0: usize, r1: usize, ou
                 }
             }
         }
+        PACK_BUF.with(|b| *b.borrow_mut() = pbuf);
         return;
     }
     for t0 in (0..n).step_by(TOKEN_TILE) {

@@ -389,3 +389,44 @@ fn f32_vector_helpers() {
     // Lengths differ: the common prefix is used.
     assert_eq!(thaw_kernels::dot_f32(&[1.0, 2.0, 3.0], &[4.0, 5.0]), 14.0);
 }
+
+/// The packed K-quant prefill tiles (AVX-512) reproduce the scalar reference's order bit
+/// for bit through the whole driver: Q4_K's 4-token gemm order for the first n − n % 4
+/// tokens and the gemv order for the rest, Q6_K's batch order for every token. Odd row
+/// counts leave partial 16-row groups, one thread and two cut the rows differently.
+#[test]
+fn packed_k_quant_prefill_is_bit_exact() {
+    let mut rng = Rng(23);
+    let pools = [ThreadPool::new(1), ThreadPool::new(2)];
+    for ty in [GgmlType::Q4K, GgmlType::Q6K] {
+        for &(rows, blocks) in &[(1usize, 1usize), (8, 2), (17, 1), (40, 3), (66, 2)] {
+            let cols = cols_for(ty, blocks);
+            let data = random_rows(&mut rng, ty, rows, cols);
+            let w = QMatrix {
+                ty,
+                rows,
+                cols,
+                data: &data,
+            };
+            for n in [16usize, 17, 19, 35, 64, 67, 130] {
+                let x = rng.vec(n * cols, 1.5);
+                let mut want = vec![f32::NAN; n * rows];
+                matmul_with(scalar(), &pools[0], &w, &x, n, &mut want).unwrap();
+                for set in available_kernel_sets() {
+                    for pool in &pools {
+                        let mut out = vec![f32::NAN; n * rows];
+                        matmul_with(set, pool, &w, &x, n, &mut out).unwrap();
+                        for (i, (a, b)) in out.iter().zip(&want).enumerate() {
+                            assert_eq!(
+                                a.to_bits(),
+                                b.to_bits(),
+                                "{} {ty} {rows}x{cols} n={n} [{i}]: {a} vs scalar {b}",
+                                set.name()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
