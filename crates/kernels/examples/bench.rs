@@ -355,7 +355,7 @@ fn main() {
 
     if what == "all" || what == "prefill" {
         for n in [128usize, 512] {
-            let mut o = vec![0.0f32; 1536 * n];
+            let mut o = vec![0.0f32; 2048 * n];
             let l = &layers[0];
             let s = time(3, || {
                 for (d, r, c) in l {
@@ -389,22 +389,25 @@ fn main() {
                 s * 1e6,
                 2.0 * (1536 * 576 * n) as f64 / s / 1e9
             );
-            // Gemma 3 270M's ffn_down shape in its two K-quant types.
-            for ty in [GgmlType::Q4K, GgmlType::Q6K] {
-                let d = weights(&mut seed, ty, 640, 2048);
+            // Gemma 3 270M's ffn_down shape in its two K-quant types, and its gate/up
+            // shape in Q5_0.
+            for (ty, r, c) in [
+                (GgmlType::Q4K, 640, 2048),
+                (GgmlType::Q6K, 640, 2048),
+                (GgmlType::Q5_0, 2048, 640),
+            ] {
+                let d = weights(&mut seed, ty, r, c);
                 let w = QMatrix {
                     ty,
-                    rows: 640,
-                    cols: 2048,
+                    rows: r,
+                    cols: c,
                     data: &d,
                 };
-                let s = time(3, || {
-                    matmul(&pool, &w, &x[..2048 * n], n, &mut o[..640 * n])
-                });
+                let s = time(3, || matmul(&pool, &w, &x[..c * n], n, &mut o[..r * n]));
                 println!(
-                    "prefill n={n} {ty} 640x2048: {:.1} us  {:.1} GFLOP/s",
+                    "prefill n={n} {ty} {r}x{c}: {:.1} us  {:.1} GFLOP/s",
                     s * 1e6,
-                    2.0 * (640 * 2048 * n) as f64 / s / 1e9
+                    2.0 * (r * c * n) as f64 / s / 1e9
                 );
             }
         }

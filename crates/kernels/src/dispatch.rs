@@ -31,6 +31,7 @@ pub struct GemmTile {
 /// `rows × tokens` results like `GemmFn`. For every (row, token) the result is
 /// bit-identical to the type's `gemm` tile, so it replaces that tile for whole
 /// `tokens`-token tiles of batches of at least `min_tokens` (where packing pays off).
+/// With `prep`, `f` reads prepared activation rows instead of the quantized ones.
 #[derive(Clone, Copy)]
 pub struct PackedGemm {
     pub rows: usize,
@@ -39,6 +40,16 @@ pub struct PackedGemm {
     pub group_bytes: fn(usize) -> usize,
     pub pack: fn(usize, &[u8], usize, &mut [u8]),
     pub f: GemmFn,
+    pub prep: Option<ActPrep>,
+}
+
+/// A per-call transform of each quantized activation row (`f(cols, row, dst)`, into
+/// `row_bytes(cols)` bytes) for a packed tile: work that depends on the token only,
+/// done once per call rather than once per row tile.
+#[derive(Clone, Copy)]
+pub struct ActPrep {
+    pub row_bytes: fn(usize) -> usize,
+    pub f: fn(usize, &[u8], &mut [u8]),
 }
 
 /// How one weight type is multiplied: activations are converted to `act_type` first.
@@ -269,6 +280,18 @@ const fn with_wide_tiles(mut s: KernelSet) -> KernelSet {
     s.q4_1.gemm = tile(g::ROWS, g::TOKENS, g::gemm_q4_1_q8_1);
     s.q5_0.gemv = tile(g::ROWS, 1, g::gemv_q5_0_q8_0);
     s.q5_0.gemm = tile(g::ROWS, g::TOKENS, g::gemm_q5_0_q8_0);
+    s.q5_0.packed = Some(PackedGemm {
+        rows: g::ROWS,
+        tokens: g::TOKENS,
+        min_tokens: PACKED_MIN_TOKENS,
+        group_bytes: g::q5_0_group_bytes,
+        pack: g::pack_q5_0,
+        f: g::gemm_q5_0_packed,
+        prep: Some(ActPrep {
+            row_bytes: g::q8_0_prep_bytes,
+            f: g::prep_q8_0_for_q5_0,
+        }),
+    });
     s.q4_k.packed = Some(packed(
         p::gemm_q4_k_packed,
         p::q4_k_group_bytes,
@@ -297,6 +320,7 @@ const fn packed(
         group_bytes,
         pack,
         f,
+        prep: None,
     }
 }
 

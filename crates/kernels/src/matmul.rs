@@ -4,7 +4,10 @@
 //! handed to the pool in ONE `run`. Inside a chunk, tokens are walked in tiles: with a
 //! GEMM tile kernel (n ≥ the type's `gemm_min_tokens`) each weight block is unpacked once per R rows × T tokens
 //! (single tokens and token tails use the R × 1 `gemv` tile), otherwise each weight
-//! row is reused for a few tokens while it is in L1.
+//! row is reused for a few tokens while it is in L1. Types with a packed tile (AVX-512:
+//! Q5_0, Q4_K, Q6_K) have each chunk's rows repacked once per call for batches of
+//! ≥ `min_tokens`, and their activations prepared once per call where the tile wants
+//! that; the packed tile gives the gemm tile's bits.
 //!
 //! Chunk boundaries are multiples of the tile height and tiles start at row 0 of each
 //! matrix, so every output element is computed by the same kernel whatever the thread
@@ -12,7 +15,7 @@
 
 use std::cell::RefCell;
 
-use crate::dispatch::{KernelSet, TypeKernels};
+use crate::dispatch::{KernelSet, PackedGemm, TypeKernels};
 use crate::{GgmlType, KernelError, QMatrix, ThreadPool};
 
 /// Tokens per tile for the per-row dot path: 8 activation rows of a few hundred bytes
@@ -36,6 +39,14 @@ thread_local! {
     static ACT_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// Packed weight rows of the chunk a thread is working on (same take/put pattern).
     static PACK_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Prepared activations of the calling thread's call (same take/put pattern).
+    static PREP_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The packed tile `k` runs a batch of `n` tokens with, if any.
+fn packed_for(k: &TypeKernels, n: usize) -> Option<PackedGemm> {
+    let gemm = k.gemm.is_some() && n > 1 && n >= k.gemm_min_tokens;
+    k.packed.filter(|p| gemm && n >= p.min_tokens)
 }
 
 /// `out` pointers shared with tasks that write disjoint elements.
@@ -121,6 +132,9 @@ struct Mat<'a> {
     /// Offset of this matrix's activation format in the activation buffer.
     act_off: usize,
     act_row: usize,
+    /// Offset and row size of this matrix's prepared activations (packed tile only).
+    prep_off: usize,
+    prep_row: usize,
     /// Rows per chunk and first task index.
     chunk: usize,
     first_task: usize,
@@ -168,6 +182,8 @@ pub fn matmul_many_with(
             row_bytes,
             act_off,
             act_row,
+            prep_off: 0,
+            prep_row: 0,
             chunk: 0,
             first_task: 0,
         });
@@ -186,6 +202,8 @@ pub fn matmul_many_with(
     act.clear();
     act.resize(act_len, 0);
     quantize_activations(pool, &mats, &formats, x, n, cols, &mut act);
+    let mut prep = PREP_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    prepare_activations(pool, &mut mats, &act, n, cols, &mut prep);
 
     // Chunking: about CHUNKS_PER_THREAD equal-work chunks per thread over all matrices.
     let threads = pool.n_threads();
@@ -212,6 +230,7 @@ pub fn matmul_many_with(
 
     let outp = OutPtrs(outs.iter_mut().map(|o| o.as_mut_ptr()).collect());
     let act_ref = &act;
+    let prep_ref = &prep;
     let mats_ref = &mats;
     pool.run(n_tasks, |task| {
         let mi = mats_ref.partition_point(|m| m.first_task <= task) - 1;
@@ -219,11 +238,13 @@ pub fn matmul_many_with(
         let r0 = (task - m.first_task) * m.chunk;
         let r1 = (r0 + m.chunk).min(m.w.rows);
         let acts = &act_ref[m.act_off..][..m.act_row * n];
+        let preps = &prep_ref[m.prep_off..][..m.prep_row * n];
         // SAFETY: rows r0..r1 of matrix mi belong to this task only, and `outs[mi]`
         // holds n * rows values (checked above) that outlive `run`.
-        unsafe { run_chunk(m, acts, n, r0, r1, outp.get(mi)) };
+        unsafe { run_chunk(m, acts, preps, n, r0, r1, outp.get(mi)) };
     });
     ACT_BUF.with(|b| *b.borrow_mut() = act);
+    PREP_BUF.with(|b| *b.borrow_mut() = prep);
     Ok(())
 }
 
@@ -268,13 +289,71 @@ fn quantize_activations(
     }
 }
 
+/// Fills `prep` with the prepared activations of every matrix whose packed tile wants
+/// them (one pass per distinct activation format and transform) and records where.
+fn prepare_activations(
+    pool: &ThreadPool,
+    mats: &mut [Mat<'_>],
+    act: &[u8],
+    n: usize,
+    cols: usize,
+    prep: &mut Vec<u8>,
+) {
+    // (transform, source offset, source row, offset, row bytes)
+    type Job = (fn(usize, &[u8], &mut [u8]), usize, usize, usize, usize);
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut len = 0;
+    for m in mats.iter_mut() {
+        let Some(pr) = packed_for(&m.k, n).and_then(|p| p.prep) else {
+            continue;
+        };
+        let same = |j: &&Job| j.0 as usize == pr.f as usize && j.1 == m.act_off;
+        let (off, row) = match jobs.iter().find(same) {
+            Some(j) => (j.3, j.4),
+            None => {
+                let row = (pr.row_bytes)(cols);
+                jobs.push((pr.f, m.act_off, m.act_row, len, row));
+                len += row * n;
+                (len - row * n, row)
+            }
+        };
+        (m.prep_off, m.prep_row) = (off, row);
+    }
+    prep.clear();
+    if jobs.is_empty() {
+        return;
+    }
+    prep.resize(len, 0);
+    let base = BytePtr(prep.as_mut_ptr());
+    let one = |ji: usize, t: usize| {
+        let (f, src, src_row, off, row) = jobs[ji];
+        // SAFETY: (ji, t) writes only its own row [off + t * row, off + (t + 1) * row)
+        // of `prep`, which outlives this function.
+        let dst = unsafe { std::slice::from_raw_parts_mut(base.get().add(off + t * row), row) };
+        f(cols, &act[src + t * src_row..][..src_row], dst);
+    };
+    if pool.n_threads() > 1 {
+        pool.run(jobs.len() * n, |j| one(j / n, j % n));
+    } else {
+        (0..jobs.len() * n).for_each(|j| one(j / n, j % n));
+    }
+}
+
 /// Computes rows r0..r1 of one matrix for all n tokens into `out` (n × rows, row-major
 /// by token).
 ///
 /// # Safety
 /// `out` must point to n * m.w.rows writable f32 that no other thread writes in
 /// rows r0..r1.
-unsafe fn run_chunk(m: &Mat<'_>, acts: &[u8], n: usize, r0: usize, r1: usize, out: *mut f32) {
+unsafe fn run_chunk(
+    m: &Mat<'_>,
+    acts: &[u8],
+    preps: &[u8],
+    n: usize,
+    r0: usize,
+    r1: usize,
+    out: *mut f32,
+) {
     let (w, k, rb, ar) = (m.w, &m.k, m.row_bytes, m.act_row);
     let rows = w.rows;
     let put = |t: usize, r: usize, v: f32| {
@@ -283,7 +362,12 @@ unsafe fn run_chunk(m: &Mat<'_>, acts: &[u8], n: usize, r0: usize, r1: usize, ou
     };
     let gemm = k.gemm.filter(|_| n > 1 && n >= k.gemm_min_tokens);
     // The packed tile stands in for the gemm tile (same bits) on whole token tiles.
-    let packed = k.packed.filter(|p| gemm.is_some() && n >= p.min_tokens);
+    let packed = packed_for(k, n);
+    // Prepared activation rows, if the packed tile reads those.
+    let (pacts, par) = match m.prep_row {
+        0 => (acts, ar),
+        row => (preps, row),
+    };
     let mut pbuf = PACK_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
     if let Some(p) = packed {
         let gb = (p.group_bytes)(w.cols);
@@ -306,7 +390,7 @@ unsafe fn run_chunk(m: &Mat<'_>, acts: &[u8], n: usize, r0: usize, r1: usize, ou
                 for (g0, pg) in (r0..r1).step_by(p.rows).zip(pbuf.chunks_exact(gb)) {
                     let kr = (r1 - g0).min(p.rows);
                     for t in (t0..tp).step_by(p.tokens) {
-                        (p.f)(w.cols, pg, &acts[t * ar..][..p.tokens * ar], &mut tile);
+                        (p.f)(w.cols, pg, &pacts[t * par..][..p.tokens * par], &mut tile);
                         for i in 0..kr {
                             for j in 0..p.tokens {
                                 put(t + j, g0 + i, tile[i * p.tokens + j]);

@@ -430,3 +430,68 @@ fn packed_k_quant_prefill_is_bit_exact() {
         }
     }
 }
+
+/// Q5_0 prefill (the packed 8 × 4 tile on AVX-512 from 16 tokens, the 8 × 4 tile
+/// otherwise) gives, for every element, the bits of the set's per-row dot (ggml's
+/// `vec_dot_q5_0_q8_0` order), with one thread or two and for row counts that leave
+/// partial 8-row groups; `matmul_many` shares the prepared activations.
+#[test]
+fn q5_0_prefill_equals_the_dot_bit_for_bit() {
+    let mut rng = Rng(24);
+    let pools = [ThreadPool::new(1), ThreadPool::new(2)];
+    let ty = GgmlType::Q5_0;
+    for set in available_kernel_sets()
+        .into_iter()
+        .filter(|s| s.name() != "scalar")
+    {
+        let k = set.for_type(ty).unwrap();
+        for &(rows, blocks) in &[(1usize, 1usize), (8, 2), (13, 20), (40, 3), (66, 7)] {
+            let cols = 32 * blocks;
+            let (d1, d2) = (
+                random_rows(&mut rng, ty, rows, cols),
+                random_rows(&mut rng, ty, rows + 8, cols),
+            );
+            let w1 = QMatrix {
+                ty,
+                rows,
+                cols,
+                data: &d1,
+            };
+            let w2 = QMatrix {
+                ty,
+                rows: rows + 8,
+                cols,
+                data: &d2,
+            };
+            for n in [4usize, 15, 16, 17, 35, 64, 67, 130] {
+                let x = rng.vec(n * cols, 1.5);
+                let ar = k.act_type.row_bytes(cols).unwrap();
+                let mut act = vec![0u8; ar * n];
+                for (xr, a) in x.chunks_exact(cols).zip(act.chunks_exact_mut(ar)) {
+                    (k.quantize)(xr, a);
+                }
+                for pool in &pools {
+                    let mut o1 = vec![f32::NAN; n * rows];
+                    let mut o2 = vec![f32::NAN; n * (rows + 8)];
+                    matmul_many_with(set, pool, &[&w1, &w2], &x, n, &mut [&mut o1, &mut o2])
+                        .unwrap();
+                    for (w, out) in [(&w1, &o1), (&w2, &o2)] {
+                        for t in 0..n {
+                            for r in 0..w.rows {
+                                let want = (k.dot)(cols, w.row(r), &act[t * ar..][..ar]);
+                                let got = out[t * w.rows + r];
+                                assert_eq!(
+                                    got.to_bits(),
+                                    want.to_bits(),
+                                    "{} {}x{cols} n={n} [{t},{r}]: {got} vs dot {want}",
+                                    set.name(),
+                                    w.rows
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
