@@ -353,6 +353,30 @@ fn main() {
         }
     }
 
+    if let Some(ty) = what.strip_prefix("gemma-") {
+        // One Gemma 3 270M prefill matrix at n = 512, a fixed number of times (for
+        // `perf stat -e cycles:u`, which a shared core does not disturb): q5_0 (gate/up
+        // 2048x640), q4k or q6k (ffn_down 640x2048).
+        let (ty, r, c) = match ty {
+            "q5_0" => (GgmlType::Q5_0, 2048, 640),
+            "q4k" => (GgmlType::Q4K, 640, 2048),
+            _ => (GgmlType::Q6K, 640, 2048),
+        };
+        let n = 512;
+        let d = weights(&mut seed, ty, r, c);
+        let w = QMatrix {
+            ty,
+            rows: r,
+            cols: c,
+            data: &d,
+        };
+        let mut o = vec![0.0f32; r * n];
+        for _ in 0..20 {
+            matmul(&pool, &w, &x[..c * n], n, &mut o);
+        }
+        return;
+    }
+
     if what == "all" || what == "prefill" {
         for n in [128usize, 512] {
             let mut o = vec![0.0f32; 2048 * n];

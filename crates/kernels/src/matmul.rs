@@ -43,6 +43,16 @@ thread_local! {
     static PREP_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Makes `buf` hold at least `len` bytes from a 64-byte boundary (packed tiles load
+/// whole cache lines; a split load costs two) and returns where that boundary is.
+/// Contents are left as they are: every byte used is written before it is read.
+fn aligned(buf: &mut Vec<u8>, len: usize) -> usize {
+    if buf.len() < len + 64 {
+        buf.resize(len + 64, 0);
+    }
+    buf.as_ptr().align_offset(64)
+}
+
 /// The packed tile `k` runs a batch of `n` tokens with, if any.
 fn packed_for(k: &TypeKernels, n: usize) -> Option<PackedGemm> {
     let gemm = k.gemm.is_some() && n > 1 && n >= k.gemm_min_tokens;
@@ -319,11 +329,16 @@ fn prepare_activations(
         };
         (m.prep_off, m.prep_row) = (off, row);
     }
-    prep.clear();
     if jobs.is_empty() {
         return;
     }
-    prep.resize(len, 0);
+    let start = aligned(prep, len);
+    for m in mats.iter_mut().filter(|m| m.prep_row > 0) {
+        m.prep_off += start;
+    }
+    for j in &mut jobs {
+        j.3 += start;
+    }
     let base = BytePtr(prep.as_mut_ptr());
     let one = |ji: usize, t: usize| {
         let (f, src, src_row, off, row) = jobs[ji];
@@ -371,9 +386,12 @@ unsafe fn run_chunk(
     let mut pbuf = PACK_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
     if let Some(p) = packed {
         let gb = (p.group_bytes)(w.cols);
-        pbuf.clear();
-        pbuf.resize((r1 - r0).div_ceil(p.rows) * gb, 0);
-        for (g0, dst) in (r0..r1).step_by(p.rows).zip(pbuf.chunks_exact_mut(gb)) {
+        let len = (r1 - r0).div_ceil(p.rows) * gb;
+        let start = aligned(&mut pbuf, len);
+        for (g0, dst) in (r0..r1)
+            .step_by(p.rows)
+            .zip(pbuf[start..][..len].chunks_exact_mut(gb))
+        {
             let kr = (r1 - g0).min(p.rows);
             (p.pack)(w.cols, &w.data[g0 * rb..][..kr * rb], kr, dst);
         }
@@ -387,7 +405,8 @@ unsafe fn run_chunk(
             if let Some(p) = packed {
                 tp = t0 + (t1 - t0) / p.tokens * p.tokens;
                 let gb = (p.group_bytes)(w.cols);
-                for (g0, pg) in (r0..r1).step_by(p.rows).zip(pbuf.chunks_exact(gb)) {
+                let start = pbuf.as_ptr().align_offset(64);
+                for (g0, pg) in (r0..r1).step_by(p.rows).zip(pbuf[start..].chunks_exact(gb)) {
                     let kr = (r1 - g0).min(p.rows);
                     for t in (t0..tp).step_by(p.tokens) {
                         (p.f)(w.cols, pg, &pacts[t * par..][..p.tokens * par], &mut tile);
