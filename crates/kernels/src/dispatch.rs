@@ -25,10 +25,33 @@ pub struct GemmTile {
     pub f: GemmFn,
 }
 
+/// Where a packed tile writes: (row i, token j) at `ptr + j * ld + i`, for rows
+/// i < `rows` (a partial group writes only its rows; other threads write the rest).
+#[derive(Clone, Copy)]
+pub struct TileOut {
+    pub ptr: *mut f32,
+    pub ld: usize,
+    pub rows: usize,
+}
+
+impl TileOut {
+    /// The address of (row i, token j).
+    pub fn at(self, i: usize, j: usize) -> *mut f32 {
+        self.ptr.wrapping_add(j * self.ld + i)
+    }
+}
+
+/// `f(cols, packed_group, a, out)`: a packed tile writing straight into the output.
+///
+/// # Safety
+/// `out` must be valid for writes at every (row < out.rows, token < tokens), and no
+/// other thread may access those elements during the call.
+pub type PackedFn = unsafe fn(usize, &[u8], &[u8], TileOut);
+
 /// A prefill tile on a packed copy of the weights: the driver packs each chunk's rows
 /// in groups of `rows` (`pack(cols, rows_data, k, dst)` for the k ≤ `rows` rows present,
 /// into `group_bytes(cols)` bytes), then `f(cols, packed_group, a, out)` computes
-/// `rows × tokens` results like `GemmFn`. For every (row, token) the result is
+/// `rows × tokens` results (see [`PackedFn`]). For every (row, token) the result is
 /// bit-identical to the type's `gemm` tile, so it replaces that tile for whole
 /// `tokens`-token tiles of batches of at least `min_tokens` (where packing pays off).
 /// With `prep`, `f` reads prepared activation rows instead of the quantized ones.
@@ -39,7 +62,7 @@ pub struct PackedGemm {
     pub min_tokens: usize,
     pub group_bytes: fn(usize) -> usize,
     pub pack: fn(usize, &[u8], usize, &mut [u8]),
-    pub f: GemmFn,
+    pub f: PackedFn,
     pub prep: Option<ActPrep>,
 }
 
@@ -308,7 +331,7 @@ const fn with_wide_tiles(mut s: KernelSet) -> KernelSet {
 /// The AVX-512 K-quant prefill tiles on row-interleaved copies of the weights.
 #[cfg(target_arch = "x86_64")]
 const fn packed(
-    f: GemmFn,
+    f: PackedFn,
     group_bytes: fn(usize) -> usize,
     pack: fn(usize, &[u8], usize, &mut [u8]),
 ) -> PackedGemm {

@@ -26,8 +26,8 @@ mod vec;
 mod x86_64;
 
 pub use dispatch::{
-    ActPrep, DotFn, GemmFn, GemmTile, KernelSet, PackedGemm, QuantizeFn, TypeKernels,
-    available_kernel_sets, kernel_set, select_kernels,
+    ActPrep, DotFn, GemmFn, GemmTile, KernelSet, PackedFn, PackedGemm, QuantizeFn, TileOut,
+    TypeKernels, available_kernel_sets, kernel_set, select_kernels,
 };
 pub use matmul::{matmul_many_with, matmul_with};
 pub use pool::ThreadPool;

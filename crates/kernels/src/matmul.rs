@@ -15,7 +15,7 @@
 
 use std::cell::RefCell;
 
-use crate::dispatch::{KernelSet, PackedGemm, TypeKernels};
+use crate::dispatch::{KernelSet, PackedGemm, TileOut, TypeKernels};
 use crate::{GgmlType, KernelError, QMatrix, ThreadPool};
 
 /// Tokens per tile for the per-row dot path: 8 activation rows of a few hundred bytes
@@ -409,12 +409,15 @@ unsafe fn run_chunk(
                 for (g0, pg) in (r0..r1).step_by(p.rows).zip(pbuf[start..].chunks_exact(gb)) {
                     let kr = (r1 - g0).min(p.rows);
                     for t in (t0..tp).step_by(p.tokens) {
-                        (p.f)(w.cols, pg, &pacts[t * par..][..p.tokens * par], &mut tile);
-                        for i in 0..kr {
-                            for j in 0..p.tokens {
-                                put(t + j, g0 + i, tile[i * p.tokens + j]);
-                            }
-                        }
+                        let o = TileOut {
+                            ptr: out.wrapping_add(t * rows + g0),
+                            ld: rows,
+                            rows: kr,
+                        };
+                        // SAFETY: (row g0 + i, token t + j) for i < kr ≤ r1 - g0 and
+                        // j < p.tokens ≤ n - t are inside `out` and belong to this
+                        // chunk's rows (caller contract).
+                        unsafe { (p.f)(w.cols, pg, &pacts[t * par..][..p.tokens * par], o) };
                     }
                 }
             }

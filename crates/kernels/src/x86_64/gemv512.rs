@@ -13,6 +13,7 @@
 use core::arch::x86_64::*;
 
 use super::avx512::hsum_f32;
+use crate::dispatch::TileOut;
 use crate::reference::q4::Q4_1_BYTES;
 use crate::reference::q5::Q5_0_BYTES;
 use crate::reference::q8::{Q8_0_BYTES, Q8_1_BYTES};
@@ -395,7 +396,7 @@ unsafe fn q5_0_packed_rows8<const T: usize>(
     p: *const u8,
     a: *const u8,
     as_: usize,
-    out: &mut [f32],
+    out: TileOut,
 ) {
     let mut acc = [[_mm512_setzero_ps(); T]; ROWS / 2];
     for b in 0..nb {
@@ -416,21 +417,33 @@ unsafe fn q5_0_packed_rows8<const T: usize>(
             }
         }
     }
-    store_pairs(&acc, |_, _| 0.0, out);
+    let mut tile = [0.0f32; ROWS * TOKENS];
+    store_pairs(&acc, |_, _| 0.0, &mut tile);
+    const { assert!(T <= TOKENS) };
+    for i in 0..out.rows {
+        for t in 0..T {
+            // SAFETY: row i < out.rows, token t < T (caller contract).
+            unsafe { *out.at(i, t) = tile[i * T + t] };
+        }
+    }
 }
 
-/// 8 packed Q5_0 rows × TOKENS prepared activation rows.
-pub(crate) fn gemm_q5_0_packed(cols: usize, p: &[u8], a: &[u8], out: &mut [f32]) {
+/// 8 packed Q5_0 rows × TOKENS prepared activation rows → `out.at(i, j)`, i < out.rows.
+///
+/// # Safety
+/// `out` is valid for TOKENS tokens and `out.rows` (≤ 8) rows.
+pub(crate) unsafe fn gemm_q5_0_packed(cols: usize, p: &[u8], a: &[u8], out: TileOut) {
     let nb = cols / 32;
     let as_ = nb * Q8_0_PREP;
     assert!(
         cols.is_multiple_of(32)
             && p.len() >= nb * Q5_0_PACKED
             && a.len() >= TOKENS * as_
-            && out.len() >= ROWS * TOKENS,
+            && out.rows <= ROWS,
         "packed tile operands too short for {cols} columns"
     );
     // SAFETY: the AVX-512 set is only built after its features were detected; the
     // lengths were checked above.
+    // (`out` per the caller contract.)
     unsafe { q5_0_packed_rows8::<TOKENS>(nb, p.as_ptr(), a.as_ptr(), as_, out) }
 }

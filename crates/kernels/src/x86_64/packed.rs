@@ -21,6 +21,7 @@
 
 use core::arch::x86_64::*;
 
+use crate::dispatch::TileOut;
 use crate::reference::f16_at;
 use crate::reference::kquants::{
     Q4_K_BYTES, Q6_K_BYTES, Q8_K_BSUMS, Q8_K_BYTES, Q8_K_QS, scales_mins,
@@ -150,7 +151,7 @@ unsafe fn q4_k_tile<const T: usize>(
     p: *const u8,
     a: *const u8,
     as_: usize,
-    out: &mut [f32],
+    out: TileOut,
 ) {
     let mut acc = [_mm512_setzero_ps(); T];
     let mut accm = [_mm512_setzero_ps(); T];
@@ -212,10 +213,13 @@ unsafe fn q4_k_tile<const T: usize>(
             }
         }
     }
-    store_rows::<T>(
-        core::array::from_fn(|t| _mm512_sub_ps(acc[t], accm[t])),
-        out,
-    );
+    // SAFETY: caller contract of the entry point.
+    unsafe {
+        store_rows::<T>(
+            core::array::from_fn(|t| _mm512_sub_ps(acc[t], accm[t])),
+            out,
+        )
+    };
 }
 
 /// 16 packed Q6_K rows × T tokens in the batch order (one FMA per super-block).
@@ -225,7 +229,7 @@ unsafe fn q6_k_tile<const T: usize>(
     p: *const u8,
     a: *const u8,
     as_: usize,
-    out: &mut [f32],
+    out: TileOut,
 ) {
     let mut acc = [_mm512_setzero_ps(); T];
     for sb in 0..nb {
@@ -267,36 +271,43 @@ unsafe fn q6_k_tile<const T: usize>(
             acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum[t]), dw), d8, acc[t]);
         }
     }
-    store_rows(acc, out);
+    // SAFETY: caller contract of the entry point.
+    unsafe { store_rows(acc, out) };
 }
 
-/// Writes lane i of `v[t]` to `out[i * T + t]`.
+/// Writes lanes i < `out.rows` of `v[t]` to `out.at(i, t)`.
+///
+/// # Safety
+/// `out` is valid for T tokens and `out.rows` rows.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn store_rows<const T: usize>(v: [__m512; T], out: &mut [f32]) {
-    let mut buf = [[0.0f32; ROWS]; T];
-    for (b, x) in buf.iter_mut().zip(v) {
-        // SAFETY: `b` is 16 writable f32.
-        unsafe { _mm512_storeu_ps(b.as_mut_ptr(), x) };
-    }
-    for i in 0..ROWS {
-        for t in 0..T {
-            out[i * T + t] = buf[t][i];
-        }
+unsafe fn store_rows<const T: usize>(v: [__m512; T], out: TileOut) {
+    let mask = if out.rows >= ROWS {
+        u16::MAX
+    } else {
+        (1u16 << out.rows) - 1
+    };
+    for (t, x) in v.into_iter().enumerate() {
+        // SAFETY: rows i < out.rows of token t (caller contract); masked lanes are
+        // neither read nor written.
+        unsafe { _mm512_mask_storeu_ps(out.at(0, t), mask, x) };
     }
 }
 
 macro_rules! packed_entry {
     ($name:ident, $bytes:ident, $kern:ident) => {
-        /// `out[i * TOKENS + j]` = row i of the packed group · activation row j.
-        pub(crate) fn $name(cols: usize, p: &[u8], a: &[u8], out: &mut [f32]) {
+        /// Row i of the packed group · activation row j → `out.at(i, j)`, i < out.rows.
+        ///
+        /// # Safety
+        /// `out` is valid for TOKENS tokens and `out.rows` (≤ 16) rows.
+        pub(crate) unsafe fn $name(cols: usize, p: &[u8], a: &[u8], out: TileOut) {
             let nb = cols / 256;
             let as_ = nb * Q8_K_BYTES;
             assert!(
                 cols.is_multiple_of(256)
                     && p.len() >= $bytes(cols)
                     && a.len() >= TOKENS * as_
-                    && out.len() >= ROWS * TOKENS,
+                    && out.rows <= ROWS,
                 "packed tile operands too short for {cols} columns"
             );
             // SAFETY: the AVX-512 set is only built after its features were detected;
