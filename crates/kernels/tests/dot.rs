@@ -281,3 +281,45 @@ fn q6_k_orders_bit_identical_and_switch_at_8_tokens() {
         }
     }
 }
+
+/// Every set's Q8_K quantizer (AVX-512 has its own) writes the reference's bytes: random
+/// rows at several scales, largest magnitudes tied with opposite signs, values on
+/// rounding ties, zero blocks, and blocks with inf / NaN.
+#[test]
+fn q8_k_quantizers_are_byte_identical() {
+    use thaw_kernels::reference::kquants::{Q8_K_BYTES, quantize_q8_k};
+    let mut rng = Rng(31);
+    let mut rows: Vec<Vec<f32>> = (0..40)
+        .map(|i| rng.vec(512, [1e-3, 1.0, 37.0, 1e4][i % 4]))
+        .collect();
+    // Ties: -a first then +a (the first one decides the sign), and the reverse.
+    let mut tie = rng.vec(256, 1.0);
+    (tie[7], tie[200]) = (-3.0, 3.0);
+    rows.push(tie.clone());
+    (tie[7], tie[200]) = (3.0, -3.0);
+    rows.push(tie);
+    // Values landing on .5 after scaling (max 127 → scale exactly -1).
+    let mut halves: Vec<f32> = (0..256).map(|i| (i as f32 - 128.0) + 0.5).collect();
+    halves[0] = -127.0;
+    halves[255] = 126.5;
+    rows.push(halves);
+    rows.push(vec![0.0; 256]);
+    let mut z = vec![0.0f32; 256];
+    z[3] = -0.0;
+    rows.push(z);
+    for bad in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
+        let mut r = rng.vec(256, 1.0);
+        r[17] = bad;
+        rows.push(r);
+    }
+    for set in available_kernel_sets() {
+        let k = set.for_type(GgmlType::Q4K).unwrap();
+        for (i, x) in rows.iter().enumerate() {
+            let nb = x.len() / 256;
+            let (mut want, mut got) = (vec![0u8; nb * Q8_K_BYTES], vec![1u8; nb * Q8_K_BYTES]);
+            quantize_q8_k(x, &mut want);
+            (k.quantize)(x, &mut got);
+            assert_eq!(got, want, "{} row {i}", set.name());
+        }
+    }
+}

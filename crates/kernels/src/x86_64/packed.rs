@@ -318,3 +318,77 @@ macro_rules! packed_entry {
 }
 packed_entry!(gemm_q4_k_packed, q4_k_group_bytes, q4_k_tile);
 packed_entry!(gemm_q6_k_packed, q6_k_group_bytes, q6_k_tile);
+
+/// `reference::kquants::quantize_q8_k`, 16 values per instruction: the same largest
+/// magnitude (first one on ties), the same `iscale` and `nearest_int(iscale · x)` (the
+/// same 1.5·2^23 trick), the same block sums, so the same bytes. Blocks whose largest
+/// magnitude is not finite go through the reference (its integer conversion of NaN
+/// products is a bit trick, not an instruction's).
+pub(crate) fn quantize_q8_k(x: &[f32], dst: &mut [u8]) {
+    let nb = x.len() / 256;
+    assert!(dst.len() >= nb * Q8_K_BYTES);
+    for (xb, b) in x.chunks_exact(256).zip(dst.chunks_exact_mut(Q8_K_BYTES)) {
+        // SAFETY: the AVX-512 set is only built after its features were detected; `xb`
+        // is 256 values and `b` one whole Q8_K block.
+        if !unsafe { quantize_q8_k_block(xb, b) } {
+            crate::reference::kquants::quantize_q8_k(xb, b);
+        }
+    }
+}
+
+/// One block; false (nothing written) if its largest magnitude is not finite.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn quantize_q8_k_block(xb: &[f32], b: &mut [u8]) -> bool {
+    let xs = xb.as_ptr();
+    // SAFETY (loads): 16 vectors of 16 inside the 256 values of `xb`.
+    let v: [__m512; 16] = core::array::from_fn(|j| unsafe { _mm512_loadu_ps(xs.add(16 * j)) });
+    // max(|v|, acc) keeps acc when |v| is NaN, as the reference's `>` skips NaN.
+    let mut m = _mm512_setzero_ps();
+    for vj in &v {
+        m = _mm512_max_ps(_mm512_abs_ps(*vj), m);
+    }
+    let amax = _mm512_reduce_max_ps(m);
+    if !amax.is_finite() {
+        return false;
+    }
+    if amax == 0.0 {
+        b.fill(0);
+        return true;
+    }
+    // The first value of largest magnitude.
+    let a = _mm512_set1_ps(amax);
+    let (j, mask) = v
+        .iter()
+        .enumerate()
+        .map(|(j, vj)| (j, _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(*vj), a)))
+        .find(|&(_, k)| k != 0)
+        .expect("the largest magnitude is one of the values");
+    let max = xb[16 * j + mask.trailing_zeros() as usize];
+    let iscale = -127.0f32 / max;
+    let is = _mm512_set1_ps(iscale);
+    let magic = _mm512_set1_ps(12_582_912.0);
+    let (lo, half) = (
+        _mm512_set1_epi32(0x007f_ffff),
+        _mm512_set1_epi32(0x0040_0000),
+    );
+    let mut sums = [0i16; 16];
+    for (j, vj) in v.iter().enumerate() {
+        // nearest_int(iscale * v), capped at 127, truncated to i8 like `as i8`.
+        let bits = _mm512_castps_si512(_mm512_add_ps(_mm512_mul_ps(is, *vj), magic));
+        let q = _mm512_sub_epi32(_mm512_and_si512(bits, lo), half);
+        let q = _mm512_min_epi32(q, _mm512_set1_epi32(127));
+        sums[j] = _mm512_reduce_add_epi32(q) as i16;
+        // SAFETY: the 16 quant bytes of group j inside the block.
+        unsafe {
+            _mm_storeu_si128(
+                b.as_mut_ptr().add(Q8_K_QS + 16 * j).cast(),
+                _mm512_cvtepi32_epi8(q),
+            )
+        };
+    }
+    for (j, s) in sums.iter().enumerate() {
+        b[Q8_K_BSUMS + 2 * j..][..2].copy_from_slice(&s.to_le_bytes());
+    }
+    b[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+    true
+}
