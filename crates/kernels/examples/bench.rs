@@ -371,7 +371,8 @@ fn main() {
             data: &d,
         };
         let mut o = vec![0.0f32; r * n];
-        for _ in 0..20 {
+        let iters = std::env::var("ITERS").map_or(20, |v| v.parse().unwrap_or(20));
+        for _ in 0..iters {
             matmul(&pool, &w, &x[..c * n], n, &mut o);
         }
         return;

@@ -305,18 +305,26 @@ const fn with_wide_tiles(mut s: KernelSet) -> KernelSet {
     s.q4_1.gemm = tile(g::ROWS, g::TOKENS, g::gemm_q4_1_q8_1);
     s.q5_0.gemv = tile(g::ROWS, 1, g::gemv_q5_0_q8_0);
     s.q5_0.gemm = tile(g::ROWS, g::TOKENS, g::gemm_q5_0_q8_0);
-    s.q5_0.packed = Some(PackedGemm {
-        rows: g::ROWS,
-        tokens: g::TOKENS,
-        min_tokens: PACKED_MIN_TOKENS,
-        group_bytes: g::q5_0_group_bytes,
-        pack: g::pack_q5_0,
-        f: g::gemm_q5_0_packed,
-        prep: Some(ActPrep {
-            row_bytes: g::q8_0_prep_bytes,
-            f: g::prep_q8_0_for_q5_0,
-        }),
-    });
+    const fn rows8(
+        pack: fn(usize, &[u8], usize, &mut [u8]),
+        f: PackedFn,
+        prep: fn(usize, &[u8], &mut [u8]),
+    ) -> Option<PackedGemm> {
+        Some(PackedGemm {
+            rows: g::ROWS,
+            tokens: g::TOKENS,
+            min_tokens: PACKED_MIN_TOKENS,
+            group_bytes: g::rows8_group_bytes,
+            pack,
+            f,
+            prep: Some(ActPrep {
+                row_bytes: g::q8_0_prep_bytes,
+                f: prep,
+            }),
+        })
+    }
+    s.q5_0.packed = rows8(g::pack_q5_0, g::gemm_q5_0_packed, g::prep_q8_0_for_q5_0);
+    s.q8_0.packed = rows8(g::pack_q8_0, g::gemm_q8_0_packed, g::prep_q8_0_for_q8_0);
     // Q8_K activations in SIMD (byte-identical to the reference quantizer).
     s.q4_k.quantize = p::quantize_q8_k;
     s.q5_k.quantize = p::quantize_q8_k;

@@ -431,25 +431,32 @@ fn packed_k_quant_prefill_is_bit_exact() {
     }
 }
 
-/// Q5_0 prefill (the packed 8 × 4 tile on AVX-512 from 16 tokens, the 8 × 4 tile
-/// otherwise) gives, for every element, the bits of the set's per-row dot (ggml's
-/// `vec_dot_q5_0_q8_0` order), with one thread or two and for row counts that leave
-/// partial 8-row groups; `matmul_many` shares the prepared activations.
+/// Q5_0 and Q8_0 prefill (the packed 8 × 4 tiles on AVX-512 from 16 tokens, the
+/// 8 × 4 tiles otherwise) give, for every element, the bits of the set's per-row dot
+/// (ggml's `vec_dot_q5_0_q8_0` / `_q8_0_q8_0` order), with one thread or two and for
+/// row counts that leave partial 8-row groups; `matmul_many` shares the quantized
+/// activations and keeps one prepared copy per weight type.
 #[test]
-fn q5_0_prefill_equals_the_dot_bit_for_bit() {
+fn q5_0_q8_0_prefill_equals_the_dot_bit_for_bit() {
     let mut rng = Rng(24);
     let pools = [ThreadPool::new(1), ThreadPool::new(2)];
-    let ty = GgmlType::Q5_0;
-    for set in available_kernel_sets()
+    let sets: Vec<_> = available_kernel_sets()
         .into_iter()
         .filter(|s| s.name() != "scalar")
-    {
+        .collect();
+    for (set, ty, ty2) in sets.iter().flat_map(|s| {
+        [
+            (s, GgmlType::Q5_0, GgmlType::Q5_0),
+            (s, GgmlType::Q8_0, GgmlType::Q8_0),
+            (s, GgmlType::Q5_0, GgmlType::Q8_0),
+        ]
+    }) {
         let k = set.for_type(ty).unwrap();
         for &(rows, blocks) in &[(1usize, 1usize), (8, 2), (13, 20), (40, 3), (66, 7)] {
             let cols = 32 * blocks;
             let (d1, d2) = (
                 random_rows(&mut rng, ty, rows, cols),
-                random_rows(&mut rng, ty, rows + 8, cols),
+                random_rows(&mut rng, ty2, rows + 8, cols),
             );
             let w1 = QMatrix {
                 ty,
@@ -458,7 +465,7 @@ fn q5_0_prefill_equals_the_dot_bit_for_bit() {
                 data: &d1,
             };
             let w2 = QMatrix {
-                ty,
+                ty: ty2,
                 rows: rows + 8,
                 cols,
                 data: &d2,
@@ -476,6 +483,7 @@ fn q5_0_prefill_equals_the_dot_bit_for_bit() {
                     matmul_many_with(set, pool, &[&w1, &w2], &x, n, &mut [&mut o1, &mut o2])
                         .unwrap();
                     for (w, out) in [(&w1, &o1), (&w2, &o2)] {
+                        let k = set.for_type(w.ty).unwrap();
                         for t in 0..n {
                             for r in 0..w.rows {
                                 let want = (k.dot)(cols, w.row(r), &act[t * ar..][..ar]);
@@ -483,8 +491,9 @@ fn q5_0_prefill_equals_the_dot_bit_for_bit() {
                                 assert_eq!(
                                     got.to_bits(),
                                     want.to_bits(),
-                                    "{} {}x{cols} n={n} [{t},{r}]: {got} vs dot {want}",
+                                    "{} {} {}x{cols} n={n} [{t},{r}]: {got} vs dot {want}",
                                     set.name(),
+                                    w.ty,
                                     w.rows
                                 );
                             }

@@ -293,16 +293,18 @@ rows8_entry!(gemm_q8_0_q8_0, TOKENS, Q8_0_BYTES, Q8_0_BYTES, q8_0_rows8);
 rows8_entry!(gemm_q4_1_q8_1, TOKENS, Q4_1_BYTES, Q8_1_BYTES, q4_1_rows8);
 rows8_entry!(gemm_q5_0_q8_0, TOKENS, Q5_0_BYTES, Q8_0_BYTES, q5_0_rows8);
 
-/// Packed Q5_0 group of 8 rows, per block: the 4 pair registers of quants (5-bit,
-/// unsigned, as `q5_0_rows8` builds them) then the 4 pairs' spread f32 scales.
-const Q5_0_PACKED: usize = 8 * 64;
-/// Prepared Q8_0 activation block: -16 · the 8 lane sums of 4 quants (i32), the 32
-/// quants, the scale as f32, 4 bytes of padding.
-const Q8_0_PREP: usize = 72;
+/// Packed Q5_0 / Q8_0 group of 8 rows, per block: the 4 pair registers of unsigned
+/// quants (`q5_0_rows8`'s 5-bit values, `q8_0_rows8`'s w + 128), then the 4 pairs'
+/// spread f32 scales.
+const PACKED_BLOCK: usize = 8 * 64;
+/// Prepared Q8_0 activation block: -off · the 8 lane sums of 4 quants (i32; off = 16
+/// for Q5_0 weights, 128 for Q8_0), the 32 quants, the scale as f32, padding to 96
+/// bytes (so no 32-byte load crosses a cache line).
+const Q8_0_PREP: usize = 96;
 
-/// Packed bytes of a group of 8 Q5_0 rows of `cols` values.
-pub(crate) fn q5_0_group_bytes(cols: usize) -> usize {
-    cols / 32 * Q5_0_PACKED
+/// Packed bytes of a group of 8 Q5_0 or Q8_0 rows of `cols` values.
+pub(crate) fn rows8_group_bytes(cols: usize) -> usize {
+    cols / 32 * PACKED_BLOCK
 }
 
 /// Prepared bytes of one Q8_0 activation row of `cols` values.
@@ -310,27 +312,45 @@ pub(crate) fn q8_0_prep_bytes(cols: usize) -> usize {
     cols / 32 * Q8_0_PREP
 }
 
-/// Packs `k` (≤ 8) consecutive Q5_0 rows: the weight side of `q5_0_rows8`, done once
-/// per prefill chunk instead of once per 4 tokens. Missing rows are zero.
-pub(crate) fn pack_q5_0(cols: usize, w: &[u8], k: usize, dst: &mut [u8]) {
+/// Packs `k` (≤ 8) consecutive rows of `wbytes`-byte blocks with `f(nb, w, ws, dst)`
+/// (8 whole rows); missing rows are zero.
+fn pack_rows8(
+    cols: usize,
+    w: &[u8],
+    k: usize,
+    dst: &mut [u8],
+    wbytes: usize,
+    f: unsafe fn(usize, *const u8, usize, &mut [u8]),
+) {
     let nb = cols / 32;
-    let ws = nb * Q5_0_BYTES;
-    assert!(k <= ROWS && w.len() >= k * ws && dst.len() >= nb * Q5_0_PACKED);
+    let ws = nb * wbytes;
+    assert!(k <= ROWS && w.len() >= k * ws && dst.len() >= nb * PACKED_BLOCK);
     if k < ROWS {
         let mut full = vec![0u8; ROWS * ws];
         full[..k * ws].copy_from_slice(&w[..k * ws]);
-        return pack_q5_0(cols, &full, ROWS, dst);
+        return pack_rows8(cols, &full, ROWS, dst, wbytes, f);
     }
     // SAFETY: the AVX-512 set is only built after its features were detected; the
     // lengths were checked above.
-    unsafe { pack_q5_0_rows8(nb, w.as_ptr(), ws, dst) }
+    unsafe { f(nb, w.as_ptr(), ws, dst) }
+}
+
+/// Packs `k` (≤ 8) consecutive Q5_0 rows: the weight side of `q5_0_rows8`, done once
+/// per prefill chunk instead of once per 4 tokens.
+pub(crate) fn pack_q5_0(cols: usize, w: &[u8], k: usize, dst: &mut [u8]) {
+    pack_rows8(cols, w, k, dst, Q5_0_BYTES, pack_q5_0_rows8);
+}
+
+/// Packs `k` (≤ 8) consecutive Q8_0 rows: the weight side of `q8_0_rows8`.
+pub(crate) fn pack_q8_0(cols: usize, w: &[u8], k: usize, dst: &mut [u8]) {
+    pack_rows8(cols, w, k, dst, Q8_0_BYTES, pack_q8_0_rows8);
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn pack_q5_0_rows8(nb: usize, w: *const u8, ws: usize, dst: &mut [u8]) {
     let idx: [__m512i; ROWS / 2] = core::array::from_fn(|p| pair_index(p, 1));
     let sixteen = _mm512_set1_epi8(16);
-    for (b, o) in dst.chunks_exact_mut(Q5_0_PACKED).take(nb).enumerate() {
+    for (b, o) in dst.chunks_exact_mut(PACKED_BLOCK).take(nb).enumerate() {
         // SAFETY: block b of the 8 rows (caller contract).
         let x = unsafe { w.add(b * Q5_0_BYTES) };
         let dws = unsafe { pair_scales(x, ws, &idx) };
@@ -355,43 +375,79 @@ unsafe fn pack_q5_0_rows8(nb: usize, w: *const u8, ws: usize, dst: &mut [u8]) {
     }
 }
 
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn pack_q8_0_rows8(nb: usize, w: *const u8, ws: usize, dst: &mut [u8]) {
+    let idx: [__m512i; ROWS / 2] = core::array::from_fn(|p| pair_index(p, 1));
+    let bias = _mm512_set1_epi8(-128);
+    for (b, o) in dst.chunks_exact_mut(PACKED_BLOCK).take(nb).enumerate() {
+        // SAFETY: block b of the 8 rows (caller contract).
+        let x = unsafe { w.add(b * Q8_0_BYTES) };
+        let dws = unsafe { pair_scales(x, ws, &idx) };
+        for (p, dw) in dws.iter().enumerate() {
+            // SAFETY: as above, the 32 quants of rows 2p and 2p + 1.
+            let (w0, w1) = unsafe {
+                (
+                    _mm256_loadu_si256(x.add(2 * p * ws + 2).cast()),
+                    _mm256_loadu_si256(x.add((2 * p + 1) * ws + 2).cast()),
+                )
+            };
+            let wq = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1), bias);
+            // SAFETY: `o` is 512 writable bytes: pair p's quants, then its scales.
+            unsafe {
+                _mm512_storeu_si512(o.as_mut_ptr().add(64 * p).cast(), wq);
+                _mm512_storeu_ps(o.as_mut_ptr().add(256 + 64 * p).cast(), *dw);
+            }
+        }
+    }
+}
+
 /// Prepares one Q8_0 activation row for the packed Q5_0 tile: the scale widened and
 /// the `-16 · Σy` lane offsets formed once per call instead of once per 8 rows.
 pub(crate) fn prep_q8_0_for_q5_0(cols: usize, a: &[u8], dst: &mut [u8]) {
+    prep_q8_0(cols, a, dst, 16);
+}
+
+/// The same for the packed Q8_0 tile (`-128 · Σy`).
+pub(crate) fn prep_q8_0_for_q8_0(cols: usize, a: &[u8], dst: &mut [u8]) {
+    prep_q8_0(cols, a, dst, -128);
+}
+
+fn prep_q8_0(cols: usize, a: &[u8], dst: &mut [u8], off: i8) {
     let nb = cols / 32;
     assert!(a.len() >= nb * Q8_0_BYTES && dst.len() >= nb * Q8_0_PREP);
-    // SAFETY: as in pack_q5_0; lengths checked above.
-    unsafe { prep_q8_0_row(nb, a.as_ptr(), dst) }
+    // SAFETY: as in pack_rows8; lengths checked above.
+    unsafe { prep_q8_0_row(nb, a.as_ptr(), dst, off) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn prep_q8_0_row(nb: usize, a: *const u8, dst: &mut [u8]) {
-    let sixteen = _mm256_set1_epi8(16);
+unsafe fn prep_q8_0_row(nb: usize, a: *const u8, dst: &mut [u8], off: i8) {
+    // `off` as an unsigned byte: 16, or 128 (the bit pattern of -128).
+    let off = _mm256_set1_epi8(off);
     for (b, o) in dst.chunks_exact_mut(Q8_0_PREP).take(nb).enumerate() {
-        // SAFETY: block b of the row (caller contract); `o` is 72 writable bytes.
+        // SAFETY: block b of the row (caller contract); `o` is 96 writable bytes.
         unsafe {
             let y = a.add(b * Q8_0_BYTES);
             let qy = _mm256_loadu_si256(y.add(2).cast());
             let base = _mm256_sub_epi32(
                 _mm256_setzero_si256(),
-                _mm256_dpbusd_epi32(_mm256_setzero_si256(), sixteen, qy),
+                _mm256_dpbusd_epi32(_mm256_setzero_si256(), off, qy),
             );
             let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
                 y.cast::<u16>().read_unaligned(),
             ))));
             _mm256_storeu_si256(o.as_mut_ptr().cast(), base);
             _mm256_storeu_si256(o.as_mut_ptr().add(32).cast(), qy);
+            _mm256_storeu_si256(o.as_mut_ptr().add(64).cast(), _mm256_setzero_si256());
             o.as_mut_ptr().add(64).cast::<f32>().write_unaligned(d);
-            o.as_mut_ptr().add(68).cast::<f32>().write_unaligned(0.0);
         }
     }
 }
 
-/// `q5_0_rows8` on a packed group and prepared activations: per (pair, token, block)
+/// `q5_0_rows8` / `q8_0_rows8` on a packed group and prepared activations: per (pair, token, block)
 /// only the `vpdpbusd`, the scale product, the conversion and the FMA remain, in the
 /// same order, so the results are the same bits.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q5_0_packed_rows8<const T: usize>(
+unsafe fn offset_packed_rows8<const T: usize>(
     nb: usize,
     p: *const u8,
     a: *const u8,
@@ -402,7 +458,7 @@ unsafe fn q5_0_packed_rows8<const T: usize>(
     for b in 0..nb {
         // SAFETY (whole loop body): block b of the packed group and of the T prepared
         // activation rows are inside the slices (checked by the entry wrapper).
-        let pb = unsafe { p.add(b * Q5_0_PACKED) };
+        let pb = unsafe { p.add(b * PACKED_BLOCK) };
         let wq: [__m512i; ROWS / 2] =
             core::array::from_fn(|q| unsafe { _mm512_loadu_si512(pb.add(64 * q).cast()) });
         for t in 0..T {
@@ -437,7 +493,7 @@ pub(crate) unsafe fn gemm_q5_0_packed(cols: usize, p: &[u8], a: &[u8], out: Tile
     let as_ = nb * Q8_0_PREP;
     assert!(
         cols.is_multiple_of(32)
-            && p.len() >= nb * Q5_0_PACKED
+            && p.len() >= nb * PACKED_BLOCK
             && a.len() >= TOKENS * as_
             && out.rows <= ROWS,
         "packed tile operands too short for {cols} columns"
@@ -445,5 +501,25 @@ pub(crate) unsafe fn gemm_q5_0_packed(cols: usize, p: &[u8], a: &[u8], out: Tile
     // SAFETY: the AVX-512 set is only built after its features were detected; the
     // lengths were checked above.
     // (`out` per the caller contract.)
-    unsafe { q5_0_packed_rows8::<TOKENS>(nb, p.as_ptr(), a.as_ptr(), as_, out) }
+    unsafe { offset_packed_rows8::<TOKENS>(nb, p.as_ptr(), a.as_ptr(), as_, out) }
+}
+
+/// 8 packed Q8_0 rows × TOKENS prepared activation rows → `out.at(i, j)`, i < out.rows.
+///
+/// # Safety
+/// `out` is valid for TOKENS tokens and `out.rows` (≤ 8) rows.
+pub(crate) unsafe fn gemm_q8_0_packed(cols: usize, p: &[u8], a: &[u8], out: TileOut) {
+    let nb = cols / 32;
+    let as_ = nb * Q8_0_PREP;
+    assert!(
+        cols.is_multiple_of(32)
+            && p.len() >= nb * PACKED_BLOCK
+            && a.len() >= TOKENS * as_
+            && out.rows <= ROWS,
+        "packed tile operands too short for {cols} columns"
+    );
+    // SAFETY: the AVX-512 set is only built after its features were detected; the
+    // lengths were checked above.
+    // (`out` per the caller contract.)
+    unsafe { offset_packed_rows8::<TOKENS>(nb, p.as_ptr(), a.as_ptr(), as_, out) }
 }
