@@ -24,6 +24,9 @@ const TOKEN_TILE: usize = 8;
 /// Tokens per block for the GEMM path: a block of activations (≤ 64 rows) stays in L2
 /// while the chunk's weight rows (L1) are swept over it.
 const GEMM_TOKEN_BLOCK: usize = 64;
+/// Packed weights are made and used in pieces of about this many bytes per thread, so
+/// that a piece stays in L2 while all tokens sweep it.
+const PACK_PIECE_BYTES: usize = 256 * 1024;
 /// Chunks per thread: slack for dynamic balancing when a core is shared, without so
 /// many tiny chunks that claiming them costs more than it balances.
 const CHUNKS_PER_THREAD: usize = 4;
@@ -383,52 +386,56 @@ unsafe fn run_chunk(
         0 => (acts, ar),
         row => (preps, row),
     };
-    let mut pbuf = PACK_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    // Tokens 0..np (whole tiles) through the packed tile: the chunk's rows are packed
+    // in pieces of about PACK_PIECE_BYTES (an L2-sized scratch, whatever the matrix),
+    // each swept over all tokens in blocks of GEMM_TOKEN_BLOCK. GEMM_TOKEN_BLOCK is a
+    // multiple of every tile's tokens, so this covers the tokens the gemm tiles would.
+    let np = packed.map_or(0, |p| n / p.tokens * p.tokens);
     if let Some(p) = packed {
+        let mut pbuf = PACK_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
         let gb = (p.group_bytes)(w.cols);
-        let len = (r1 - r0).div_ceil(p.rows) * gb;
-        let start = aligned(&mut pbuf, len);
-        for (g0, dst) in (r0..r1)
-            .step_by(p.rows)
-            .zip(pbuf[start..][..len].chunks_exact_mut(gb))
-        {
-            let kr = (r1 - g0).min(p.rows);
-            (p.pack)(w.cols, &w.data[g0 * rb..][..kr * rb], kr, dst);
-        }
-    }
-    if gemm.is_some() || k.gemv.is_some() {
-        let mut tile = [0.0f32; 64];
-        for t0 in (0..n).step_by(GEMM_TOKEN_BLOCK) {
-            let t1 = (t0 + GEMM_TOKEN_BLOCK).min(n);
-            // Tokens t0..tp through the packed tile, all rows of the chunk.
-            let mut tp = t0;
-            if let Some(p) = packed {
-                tp = t0 + (t1 - t0) / p.tokens * p.tokens;
-                let gb = (p.group_bytes)(w.cols);
-                let start = pbuf.as_ptr().align_offset(64);
-                for (g0, pg) in (r0..r1).step_by(p.rows).zip(pbuf[start..].chunks_exact(gb)) {
-                    let kr = (r1 - g0).min(p.rows);
-                    for t in (t0..tp).step_by(p.tokens) {
+        let piece = (PACK_PIECE_BYTES / gb).max(1) * p.rows;
+        for pr0 in (r0..r1).step_by(piece) {
+            let pr1 = (pr0 + piece).min(r1);
+            let len = (pr1 - pr0).div_ceil(p.rows) * gb;
+            let start = aligned(&mut pbuf, len);
+            let groups = &mut pbuf[start..][..len];
+            for (g0, dst) in (pr0..pr1).step_by(p.rows).zip(groups.chunks_exact_mut(gb)) {
+                let kr = (pr1 - g0).min(p.rows);
+                (p.pack)(w.cols, &w.data[g0 * rb..][..kr * rb], kr, dst);
+            }
+            for t0 in (0..np).step_by(GEMM_TOKEN_BLOCK) {
+                let t1 = (t0 + GEMM_TOKEN_BLOCK).min(np);
+                for (g0, pg) in (pr0..pr1).step_by(p.rows).zip(groups.chunks_exact(gb)) {
+                    let kr = (pr1 - g0).min(p.rows);
+                    for t in (t0..t1).step_by(p.tokens) {
                         let o = TileOut {
                             ptr: out.wrapping_add(t * rows + g0),
                             ld: rows,
                             rows: kr,
                         };
                         // SAFETY: (row g0 + i, token t + j) for i < kr ≤ r1 - g0 and
-                        // j < p.tokens ≤ n - t are inside `out` and belong to this
+                        // j < p.tokens ≤ np - t are inside `out` and belong to this
                         // chunk's rows (caller contract).
                         unsafe { (p.f)(w.cols, pg, &pacts[t * par..][..p.tokens * par], o) };
                     }
                 }
             }
+        }
+        PACK_BUF.with(|b| *b.borrow_mut() = pbuf);
+    }
+    if gemm.is_some() || k.gemv.is_some() {
+        let mut tile = [0.0f32; 64];
+        for t0 in (np..n).step_by(GEMM_TOKEN_BLOCK) {
+            let t1 = (t0 + GEMM_TOKEN_BLOCK).min(n);
             // Whole token tiles with the gemm tile, rows r0.. in tiles of its height.
-            let mut full_t = tp;
+            let mut full_t = t0;
             if let Some(g) = gemm {
-                full_t = tp + (t1 - tp) / g.tokens * g.tokens;
+                full_t = t0 + (t1 - t0) / g.tokens * g.tokens;
                 let mut r = r0;
-                while full_t > tp && r + g.rows <= r1 {
+                while full_t > t0 && r + g.rows <= r1 {
                     let wr = &w.data[r * rb..][..g.rows * rb];
-                    for t in (tp..full_t).step_by(g.tokens) {
+                    for t in (t0..full_t).step_by(g.tokens) {
                         (g.f)(w.cols, wr, &acts[t * ar..][..g.tokens * ar], &mut tile);
                         for i in 0..g.rows {
                             for j in 0..g.tokens {
@@ -440,7 +447,7 @@ unsafe fn run_chunk(
                 }
                 for r in r..r1 {
                     let wr = &w.data[r * rb..][..rb];
-                    for t in tp..full_t {
+                    for t in t0..full_t {
                         put(t, r, (k.dot)(w.cols, wr, &acts[t * ar..][..ar]));
                     }
                 }
@@ -463,7 +470,6 @@ unsafe fn run_chunk(
                 }
             }
         }
-        PACK_BUF.with(|b| *b.borrow_mut() = pbuf);
         return;
     }
     for t0 in (0..n).step_by(TOKEN_TILE) {

@@ -399,7 +399,15 @@ fn packed_k_quant_prefill_is_bit_exact() {
     let mut rng = Rng(23);
     let pools = [ThreadPool::new(1), ThreadPool::new(2)];
     for ty in [GgmlType::Q4K, GgmlType::Q6K] {
-        for &(rows, blocks) in &[(1usize, 1usize), (8, 2), (17, 1), (40, 3), (66, 2)] {
+        // 200 x 8 blocks: the driver packs a chunk in several pieces.
+        for &(rows, blocks) in &[
+            (1usize, 1usize),
+            (8, 2),
+            (17, 1),
+            (40, 3),
+            (66, 2),
+            (200, 8),
+        ] {
             let cols = cols_for(ty, blocks);
             let data = random_rows(&mut rng, ty, rows, cols);
             let w = QMatrix {
@@ -452,7 +460,15 @@ fn q5_0_q8_0_prefill_equals_the_dot_bit_for_bit() {
         ]
     }) {
         let k = set.for_type(ty).unwrap();
-        for &(rows, blocks) in &[(1usize, 1usize), (8, 2), (13, 20), (40, 3), (66, 7)] {
+        // 600 x 20 blocks: the driver packs a chunk in several pieces.
+        for &(rows, blocks) in &[
+            (1usize, 1usize),
+            (8, 2),
+            (13, 20),
+            (40, 3),
+            (66, 7),
+            (600, 20),
+        ] {
             let cols = 32 * blocks;
             let (d1, d2) = (
                 random_rows(&mut rng, ty, rows, cols),
