@@ -354,9 +354,10 @@ fn main() {
     }
 
     if let Some(ty) = what.strip_prefix("gemma-") {
-        // One Gemma 3 270M prefill matrix at n = 512, a fixed number of times (for
-        // `perf stat -e cycles:u`, which a shared core does not disturb): q5_0 (gate/up
-        // 2048x640), q4k or q6k (ffn_down 640x2048).
+        // One Gemma 3 270M prefill matrix at n = 512, ITERS (20) times, for A/B runs
+        // under `perf stat -e task-clock` (CPU time: unlike wall time it does not count
+        // the time another process holds the shared core; this VM has no cycle
+        // counters): q5_0 (gate/up 2048x640), q4k or q6k (ffn_down 640x2048).
         let (ty, r, c) = match ty {
             "q5_0" => (GgmlType::Q5_0, 2048, 640),
             "q4k" => (GgmlType::Q4K, 640, 2048),

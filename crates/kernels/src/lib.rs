@@ -12,7 +12,9 @@
 //! one input, e.g. Q/K/V or gate/up: one activation quantization, one pool dispatch).
 //! Single tokens use R-row `gemv` tiles and prompts use R-row × T-token `gemm` tiles
 //! where a kernel set has them (Q4_1, Q5_0, Q8_0 on AVX2/AVX-512), per-row dots
-//! elsewhere. [`dot_f32`] and [`axpy_f32`] are dispatched f32 helpers for attention.
+//! elsewhere; on AVX-512, prompts of 16+ tokens run Q5_0, Q8_0, Q4_K and Q6_K through
+//! packed tiles on weights repacked per call (same bits as the gemm tiles).
+//! [`dot_f32`] and [`axpy_f32`] are dispatched f32 helpers for attention.
 
 pub use thaw_gguf::GgmlType;
 

@@ -72,7 +72,10 @@ fn get_u32(src: &[u8], off: usize) -> u32 {
 pub(crate) fn pack_q4_k(cols: usize, w: &[u8], k: usize, dst: &mut [u8]) {
     let nb = cols / 256;
     assert!(k <= ROWS && w.len() >= k * nb * Q4_K_BYTES && dst.len() >= nb * Q4K_PACKED);
-    dst[..nb * Q4K_PACKED].fill(0);
+    if k < ROWS {
+        // Lanes of missing rows (all other bytes are written below).
+        dst[..nb * Q4K_PACKED].fill(0);
+    }
     for r in 0..k {
         for sb in 0..nb {
             let x = &w[(r * nb + sb) * Q4_K_BYTES..][..Q4_K_BYTES];
@@ -103,7 +106,10 @@ pub(crate) fn pack_q4_k(cols: usize, w: &[u8], k: usize, dst: &mut [u8]) {
 pub(crate) fn pack_q6_k(cols: usize, w: &[u8], k: usize, dst: &mut [u8]) {
     let nb = cols / 256;
     assert!(k <= ROWS && w.len() >= k * nb * Q6_K_BYTES && dst.len() >= nb * Q6K_PACKED);
-    dst[..nb * Q6K_PACKED].fill(0);
+    if k < ROWS {
+        // Lanes of missing rows (all other bytes are written below).
+        dst[..nb * Q6K_PACKED].fill(0);
+    }
     const LO: u32 = 0x0f0f_0f0f;
     const HI2: u32 = 0x0303_0303;
     for r in 0..k {
