@@ -323,8 +323,8 @@ const fn with_wide_tiles(mut s: KernelSet) -> KernelSet {
             }),
         })
     }
-    s.q5_0.packed = rows8(g::pack_q5_0, g::gemm_q5_0_packed, g::prep_q8_0_for_q5_0);
-    s.q8_0.packed = rows8(g::pack_q8_0, g::gemm_q8_0_packed, g::prep_q8_0_for_q8_0);
+    s.q5_0.packed = rows8(g::pack_q5_0, g::gemm_offset_packed, g::prep_q8_0_for_q5_0);
+    s.q8_0.packed = rows8(g::pack_q8_0, g::gemm_offset_packed, g::prep_q8_0_for_q8_0);
     // Q8_K activations in SIMD (byte-identical to the reference quantizer).
     s.q4_k.quantize = p::quantize_q8_k;
     s.q5_k.quantize = p::quantize_q8_k;

@@ -484,31 +484,12 @@ unsafe fn offset_packed_rows8<const T: usize>(
     }
 }
 
-/// 8 packed Q5_0 rows × TOKENS prepared activation rows → `out.at(i, j)`, i < out.rows.
+/// 8 packed Q5_0 or Q8_0 rows (`pack_q5_0` / `pack_q8_0` give both the same offset
+/// layout) × TOKENS prepared activation rows → `out.at(i, j)`, i < out.rows.
 ///
 /// # Safety
 /// `out` is valid for TOKENS tokens and `out.rows` (≤ 8) rows.
-pub(crate) unsafe fn gemm_q5_0_packed(cols: usize, p: &[u8], a: &[u8], out: TileOut) {
-    let nb = cols / 32;
-    let as_ = nb * Q8_0_PREP;
-    assert!(
-        cols.is_multiple_of(32)
-            && p.len() >= nb * PACKED_BLOCK
-            && a.len() >= TOKENS * as_
-            && out.rows <= ROWS,
-        "packed tile operands too short for {cols} columns"
-    );
-    // SAFETY: the AVX-512 set is only built after its features were detected; the
-    // lengths were checked above.
-    // (`out` per the caller contract.)
-    unsafe { offset_packed_rows8::<TOKENS>(nb, p.as_ptr(), a.as_ptr(), as_, out) }
-}
-
-/// 8 packed Q8_0 rows × TOKENS prepared activation rows → `out.at(i, j)`, i < out.rows.
-///
-/// # Safety
-/// `out` is valid for TOKENS tokens and `out.rows` (≤ 8) rows.
-pub(crate) unsafe fn gemm_q8_0_packed(cols: usize, p: &[u8], a: &[u8], out: TileOut) {
+pub(crate) unsafe fn gemm_offset_packed(cols: usize, p: &[u8], a: &[u8], out: TileOut) {
     let nb = cols / 32;
     let as_ = nb * Q8_0_PREP;
     assert!(
