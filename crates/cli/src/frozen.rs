@@ -3,26 +3,64 @@
 //! worker after that, so a deployment scaled to zero restarts from a snapshot even
 //! when its `source` names a GGUF.
 
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use thaw_engine::{PrefixSpec, SnapshotOptions, build_snapshot};
 
-/// Where the snapshot of `gguf` goes: keyed by its canonical path, size and mtime,
-/// so a replaced file gets a new snapshot, and by the system prompt stored in it.
-fn snapshot_path(gguf: &Path, system: Option<&str>) -> Result<PathBuf> {
+/// FNV-1a 64 of `bytes`: stable across builds and toolchains, so a compiler upgrade
+/// does not orphan every frozen snapshot (std's `DefaultHasher` promises no such thing).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The snapshot name of `gguf` with `system` stored,
+/// `{stem}-{source}-{file}-{system}.thaw`: `source` hashes the canonical path, `file`
+/// the file's size and mtime (a replaced file gets a new snapshot), `system` the
+/// stored system prompt. Returns the name and its `{stem}-{source}-{file}-` start.
+fn snapshot_name(gguf: &Path, system: Option<&str>) -> Result<(String, String)> {
     let meta =
         std::fs::metadata(gguf).with_context(|| format!("cannot read {}", gguf.display()))?;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    std::fs::canonicalize(gguf)?.hash(&mut h);
-    meta.len().hash(&mut h);
-    meta.modified().ok().hash(&mut h);
-    system.hash(&mut h);
+    let canonical = std::fs::canonicalize(gguf)?;
+    let source = fnv1a(canonical.as_os_str().as_encoded_bytes());
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let file = fnv1a(format!("{}:{mtime}", meta.len()).as_bytes());
+    // No system prompt and an empty one are different snapshots.
+    let system = system.map_or(0, |s| fnv1a(s.as_bytes()) | 1);
     let stem = gguf.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
-    Ok(thaw_hub::thaw_home()
-        .join("snapshots")
-        .join(format!("{stem}-{:016x}.thaw", h.finish())))
+    let start = format!("{stem}-{source:016x}-{file:016x}-");
+    Ok((format!("{start}{system:016x}.thaw"), start))
+}
+
+fn snapshot_path(gguf: &Path, system: Option<&str>) -> Result<PathBuf> {
+    let name = snapshot_name(gguf, system)?.0;
+    Ok(thaw_hub::thaw_home().join("snapshots").join(name))
+}
+
+/// Removes the snapshots in `dir` of `gguf` made from another version of the file
+/// (other size or mtime): nothing would thaw them again. Snapshots of the current
+/// file with other system prompts (other deployments) stay. Returns how many went.
+fn remove_stale(dir: &Path, gguf: &Path) -> Result<usize> {
+    let (_, current) = snapshot_name(gguf, None)?;
+    // `{stem}-{source}-`: the same source path.
+    let same_source = &current[..current.len() - 17];
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let stale =
+            name.starts_with(same_source) && !name.starts_with(&current) && name.ends_with(".thaw");
+        if stale && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 fn is_snapshot(p: &Path) -> bool {
@@ -68,5 +106,67 @@ pub fn freeze(source: &str, system: Option<&str>) -> Result<PathBuf> {
     };
     build_snapshot(&model, &out, &opts)
         .with_context(|| format!("freezing {} into {}", model.display(), out.display()))?;
+    match remove_stale(dir, &model) {
+        Ok(0) => {}
+        Ok(n) => eprintln!(
+            "removed {n} snapshot(s) of an earlier version of {}",
+            model.display()
+        ),
+        Err(e) => eprintln!(
+            "warning: cleaning up old snapshots in {}: {e:#}",
+            dir.display()
+        ),
+    }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_is_the_published_function() {
+        // Test vectors of FNV-1a 64 (Fowler, Noll, Vo): names must not change between
+        // builds, or every frozen snapshot would be made again.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn stale_snapshots_of_a_replaced_file_are_removed_and_others_kept() {
+        let dir = std::env::temp_dir().join(format!("thaw-frozen-{}", std::process::id()));
+        let snaps = dir.join("snapshots");
+        std::fs::create_dir_all(&snaps).unwrap();
+        let gguf = dir.join("model.gguf");
+        let other = dir.join("other.gguf");
+        std::fs::write(&gguf, b"version 1").unwrap();
+        std::fs::write(&other, b"another model").unwrap();
+        let touch = |name: &str| {
+            std::fs::write(snaps.join(name), b"x").unwrap();
+            snaps.join(name)
+        };
+        let name = |g: &Path, s: Option<&str>| snapshot_name(g, s).unwrap().0;
+        let old_plain = touch(&name(&gguf, None));
+        let old_sys = touch(&name(&gguf, Some("Be brief.")));
+        let other_snap = touch(&name(&other, None));
+        // Names differ by system prompt, including none against empty.
+        assert_ne!(name(&gguf, None), name(&gguf, Some("")));
+        assert_ne!(name(&gguf, Some("a")), name(&gguf, Some("b")));
+        // Nothing is stale while the file is unchanged.
+        assert_eq!(remove_stale(&snaps, &gguf).unwrap(), 0);
+        // Replace the file (another size): its new snapshots get new names...
+        std::fs::write(&gguf, b"version 2, longer").unwrap();
+        assert_ne!(
+            name(&gguf, None),
+            old_plain.file_name().unwrap().to_str().unwrap()
+        );
+        let new_plain = touch(&name(&gguf, None));
+        let new_sys = touch(&name(&gguf, Some("Other prompt")));
+        // ... and both old ones go, while the new ones and another model's stay.
+        assert_eq!(remove_stale(&snaps, &gguf).unwrap(), 2);
+        assert!(!old_plain.exists() && !old_sys.exists());
+        assert!(new_plain.exists() && new_sys.exists() && other_snap.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
