@@ -290,15 +290,13 @@ impl Scratch {
         seqs: &[crate::PassSeq<'_, '_>],
     ) -> usize {
         let n = seqs.iter().map(|q| q.tokens.len()).sum();
-        let n_ctx = seqs.iter().map(|q| q.cache.n_ctx).max().unwrap_or(0);
-        let longest = seqs.iter().map(|q| q.tokens.len()).max().unwrap_or(0);
-        self.prepare(c, n, longest, n_ctx);
+        self.prepare(c, n);
         n
     }
 
-    /// Size every buffer for a batch of `n` tokens, attention for at most
-    /// `per_seq` queries of one sequence over `n_ctx` positions.
-    pub fn prepare(&mut self, c: &ModelConfig, n: usize, per_seq: usize, n_ctx: usize) {
+    /// Size every buffer for a batch of `n` tokens. Attention tasks size their own
+    /// scratch (query rows × span, which only they know) and keep its capacity.
+    pub fn prepare(&mut self, c: &ModelConfig, n: usize) {
         self.x.resize(n * c.n_embd, 0.0);
         self.xb.resize(n * c.n_embd, 0.0);
         self.proj.resize(n * c.n_embd, 0.0);
@@ -313,13 +311,6 @@ impl Scratch {
             self.heads = (0..c.n_head)
                 .map(|_| Mutex::new(HeadScratch::default()))
                 .collect();
-        }
-        for h in &mut self.heads {
-            let h = h.get_mut().unwrap_or_else(|e| e.into_inner());
-            h.out.resize(per_seq * c.head_dim, 0.0);
-            h.scores.resize(n_ctx, 0.0);
-            h.acc.resize(64 * c.head_dim, 0.0);
-            h.query.resize(c.head_dim, 0.0);
         }
     }
 }
