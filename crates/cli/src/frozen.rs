@@ -18,7 +18,9 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// The snapshot name of `gguf` with `system` stored,
 /// `{stem}-{source}-{file}-{system}.thaw`: `source` hashes the canonical path, `file`
-/// the file's size and mtime (a replaced file gets a new snapshot), `system` the
+/// the file's size and mtime (a replaced file gets a new snapshot) and the kernel
+/// layout snapshots are written in (a thaw that writes another one freezes again and
+/// removes the old snapshot, which would thaw slower), `system` the
 /// stored system prompt. Returns the name and its `{stem}-{source}-{file}-` start.
 fn snapshot_name(gguf: &Path, system: Option<&str>) -> Result<(String, String)> {
     let meta =
@@ -30,7 +32,8 @@ fn snapshot_name(gguf: &Path, system: Option<&str>) -> Result<(String, String)> 
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
-    let file = fnv1a(format!("{}:{mtime}", meta.len()).as_bytes());
+    let layout = thaw_snapshot::KERNEL_LAYOUT;
+    let file = fnv1a(format!("{}:{mtime}:{layout}", meta.len()).as_bytes());
     // No system prompt and an empty one are different snapshots.
     let system = system.map_or(0, |s| fnv1a(s.as_bytes()) | 1);
     let stem = gguf.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
@@ -44,7 +47,7 @@ fn snapshot_path(gguf: &Path, system: Option<&str>) -> Result<PathBuf> {
 }
 
 /// Removes the snapshots in `dir` of `gguf` made from another version of the file
-/// (other size or mtime): nothing would thaw them again. Snapshots of the current
+/// (other size or mtime) or in an older kernel layout: nothing would thaw them again. Snapshots of the current
 /// file with other system prompts (other deployments) stay. Returns how many went.
 fn remove_stale(dir: &Path, gguf: &Path) -> Result<usize> {
     let (_, current) = snapshot_name(gguf, None)?;

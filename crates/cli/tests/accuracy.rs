@@ -119,5 +119,19 @@ fn perplexity_is_the_same_with_every_kernel_set() {
         (avx2 - scalar).abs() / avx2 < 0.03,
         "scalar {scalar} vs avx2 {avx2}"
     );
+    // A snapshot stores SmolLM2's Q4_1 matrices interleaved for the AVX-512 tiles; every
+    // set computes exactly what it does on the GGUF (sets without those tiles get the
+    // plain rows back at load).
+    let snap = dir.join("smollm2.thaw");
+    let o = Command::new(env!("CARGO_BIN_EXE_thaw"))
+        .args(["snapshot", "build", "smollm2", "-o", snap.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let snap = snap.to_str().unwrap();
+    for (kernels, from_gguf) in [("scalar", scalar), ("avx2", avx2), ("avx512", avx512)] {
+        let thawed = thaw_ppl(snap, file, 96, Some(kernels));
+        assert_eq!(thawed, from_gguf, "{kernels}: snapshot vs GGUF");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -19,11 +19,17 @@ pub enum GgmlType {
     Q6K,
     Q8K,
     BF16,
+    /// thaw's own: Q4_1 blocks with each group of 16 rows interleaved for the AVX-512
+    /// kernels (see `thaw_kernels::interleave`). Only snapshots store it.
+    Q4_1x16,
     /// Known to ggml but not to thaw; holds the raw id.
     Other(u32),
 }
 
 impl GgmlType {
+    /// Id of [`GgmlType::Q4_1x16`], far above ggml's own ids.
+    const Q4_1X16_ID: u32 = 1 << 16 | 3;
+
     pub fn from_id(id: u32) -> Self {
         match id {
             0 => Self::F32,
@@ -41,6 +47,7 @@ impl GgmlType {
             14 => Self::Q6K,
             15 => Self::Q8K,
             30 => Self::BF16,
+            Self::Q4_1X16_ID => Self::Q4_1x16,
             other => Self::Other(other),
         }
     }
@@ -62,6 +69,7 @@ impl GgmlType {
             Self::Q6K => 14,
             Self::Q8K => 15,
             Self::BF16 => 30,
+            Self::Q4_1x16 => Self::Q4_1X16_ID,
             Self::Other(id) => id,
         }
     }
@@ -72,7 +80,7 @@ impl GgmlType {
             Self::F32 => (1, 4),
             Self::F16 | Self::BF16 => (1, 2),
             Self::Q4_0 => (32, 18),
-            Self::Q4_1 => (32, 20),
+            Self::Q4_1 | Self::Q4_1x16 => (32, 20),
             Self::Q5_0 => (32, 22),
             Self::Q5_1 => (32, 24),
             Self::Q8_0 => (32, 34),

@@ -180,6 +180,56 @@ fn main() {
             layer_bytes as f64 / s / 1e9,
             30 * 7
         );
+        // The same layers interleaved by 16 rows (what snapshots store).
+        let packed: Vec<Vec<(Vec<u8>, usize, usize)>> = layers
+            .iter()
+            .map(|l| {
+                l.iter()
+                    .map(|(d, r, c)| {
+                        let mut p = vec![0u8; d.len()];
+                        thaw_kernels::interleave::pack_matrix(*c, *r, d, &mut p);
+                        (p, *r, *c)
+                    })
+                    .collect()
+            })
+            .collect();
+        let one_x16 = |out: &mut [f32]| {
+            for l in &packed {
+                for (d, r, c) in l {
+                    let w = QMatrix {
+                        ty: GgmlType::Q4_1x16,
+                        rows: *r,
+                        cols: *c,
+                        data: d,
+                    };
+                    matmul(&pool, &w, &x[..*c], 1, &mut out[..*r]);
+                }
+            }
+        };
+        let hot16 = |out: &mut [f32]| {
+            for _ in 0..30 {
+                for (d, r, c) in &packed[0] {
+                    let w = QMatrix {
+                        ty: GgmlType::Q4_1x16,
+                        rows: *r,
+                        cols: *c,
+                        data: d,
+                    };
+                    matmul(&pool, &w, &x[..*c], 1, &mut out[..*r]);
+                }
+            }
+        };
+        let s = time(50, || hot16(&mut out));
+        println!(
+            "decode layers, interleaved, one layer's weights (L2/L3-hot): {:.1} us/token",
+            s * 1e6
+        );
+        let s16 = time(50, || one_x16(&mut out));
+        println!(
+            "decode layers, interleaved: {:.1} us/token  {:.2} GB/s",
+            s16 * 1e6,
+            layer_bytes as f64 / s16 / 1e9,
+        );
         let w = QMatrix {
             ty: GgmlType::Q8_0,
             rows: 49152,

@@ -105,6 +105,8 @@ pub struct KernelSet {
     q4_k: TypeKernels,
     q5_k: TypeKernels,
     q6_k: TypeKernels,
+    /// Q4_1 interleaved by 16 rows, where this set has tiles for it.
+    q4_1x16: Option<TypeKernels>,
 }
 
 impl KernelSet {
@@ -127,6 +129,7 @@ impl KernelSet {
             GgmlType::Q4K => self.q4_k,
             GgmlType::Q5K => self.q5_k,
             GgmlType::Q6K => self.q6_k,
+            GgmlType::Q4_1x16 => self.q4_1x16.ok_or(KernelError::Unsupported(ty))?,
             other => return Err(KernelError::Unsupported(other)),
         })
     }
@@ -235,6 +238,7 @@ static SCALAR: KernelSet = KernelSet {
         kquants::dot_q5_k_q8_k,
     ),
     q6_k: q6_k_kernels(kquants::dot_q6_k_q8_k, kquants::gemm_q6_k_q8_k),
+    q4_1x16: None,
 };
 
 /// A SIMD set: the given module's dots where it has them, scalar elsewhere (Q5_1).
@@ -281,6 +285,7 @@ macro_rules! simd_set {
             q4_k: q4_k_kernels(k::dot_q4_k_q8_k, k::gemm_q4_k_q8_k),
             q5_k: tk(GgmlType::Q8K, kquants::quantize_q8_k, k::dot_q5_k_q8_k),
             q6_k: q6_k_kernels(k::dot_q6_k_q8_k, k::gemm_q6_k_q8_k),
+            q4_1x16: None,
         }
     }};
 }
@@ -305,6 +310,15 @@ const fn with_wide_tiles(mut s: KernelSet) -> KernelSet {
     s.q4_1.gemm = tile(g::ROWS, g::TOKENS, g::gemm_q4_1_q8_1);
     s.q5_0.gemv = tile(g::ROWS, 1, g::gemv_q5_0_q8_0);
     s.q5_0.gemm = tile(g::ROWS, g::TOKENS, g::gemm_q5_0_q8_0);
+    // Interleaved Q4_1: 16-row tiles over whole groups; the plain tail rows (rows past
+    // the last multiple of 16) go through the Q4_1 dot, which gives the same bits.
+    {
+        use crate::x86_64::q4_1x16 as x;
+        let mut k = s.q4_1;
+        k.gemv = tile(crate::interleave::ROWS, 1, x::gemv_q4_1x16_q8_1);
+        k.gemm = tile(crate::interleave::ROWS, x::TOKENS, x::gemm_q4_1x16_q8_1);
+        s.q4_1x16 = Some(k);
+    }
     const fn rows8(
         pack: fn(usize, &[u8], usize, &mut [u8]),
         f: PackedFn,
@@ -447,4 +461,11 @@ pub fn select_kernels() -> Result<&'static str, KernelError> {
 /// The kernel set in use.
 pub fn active() -> &'static KernelSet {
     selection().set
+}
+
+/// Whether the kernel set in use reads Q4_1 matrices interleaved by 16 rows
+/// ([`GgmlType::Q4_1x16`]): model loaders then interleave plain Q4_1 matrices, and
+/// otherwise restore interleaved ones to plain rows.
+pub fn reads_interleaved() -> bool {
+    active().q4_1x16.is_some()
 }

@@ -20,6 +20,7 @@ pub use thaw_gguf::GgmlType;
 
 pub mod attn;
 mod dispatch;
+pub mod interleave;
 mod matmul;
 mod pool;
 pub mod reference;
@@ -29,7 +30,7 @@ mod x86_64;
 
 pub use dispatch::{
     ActPrep, DotFn, GemmFn, GemmTile, KernelSet, PackedFn, PackedGemm, QuantizeFn, TileOut,
-    TypeKernels, available_kernel_sets, kernel_set, select_kernels,
+    TypeKernels, available_kernel_sets, kernel_set, reads_interleaved, select_kernels,
 };
 pub use matmul::{matmul_many_with, matmul_with};
 pub use pool::ThreadPool;
@@ -176,11 +177,14 @@ pub fn try_dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(
     Ok(())
 }
 
-/// Whether `ty` is supported by [`matmul`] and [`dequantize_row`].
+/// Whether `ty` is supported by [`matmul`] and [`dequantize_row`]. Q4_1x16 is the
+/// exception to both: only its plain tail rows dequantize (see [`interleave`]), and
+/// only kernel sets with [`reads_interleaved`] multiply it.
 pub fn is_supported(ty: GgmlType) -> bool {
     matches!(
         ty,
-        GgmlType::F32
+        GgmlType::Q4_1x16
+            | GgmlType::F32
             | GgmlType::F16
             | GgmlType::BF16
             | GgmlType::Q4_0

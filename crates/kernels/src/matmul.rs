@@ -32,9 +32,10 @@ const PACK_PIECE_BYTES: usize = 256 * 1024;
 const CHUNKS_PER_THREAD: usize = 4;
 /// Smallest chunk (in weight bytes × tokens) worth a task hand-off.
 const MIN_CHUNK_WORK: usize = 16 * 1024;
-/// Chunk row counts are multiples of this (every gemm and gemv tile height divides it),
-/// so tiles start at the same rows whatever the chunking.
-const ROW_ALIGN: usize = 8;
+/// Chunk row counts are multiples of this (every gemm and gemv tile height divides it,
+/// and so does an interleaved matrix's group height), so tiles start at the same rows
+/// whatever the chunking.
+const ROW_ALIGN: usize = 16;
 
 thread_local! {
     /// Reused activation buffer of the calling thread (taken out during a call, so a
@@ -137,11 +138,16 @@ pub fn matmul_with(
     matmul_many_with(set, pool, &[w], x, n, &mut [out])
 }
 
-/// One matrix of a call, resolved.
+/// One matrix of a call, resolved (an interleaved matrix with a plain tail is two).
 struct Mat<'a> {
-    w: &'a QMatrix<'a>,
+    w: QMatrix<'a>,
     k: TypeKernels,
     row_bytes: usize,
+    /// Which output this writes, from which row, and that output's row count (the
+    /// stride between tokens).
+    out_idx: usize,
+    out_row0: usize,
+    ld: usize,
     /// Offset of this matrix's activation format in the activation buffer.
     act_off: usize,
     act_row: usize,
@@ -151,6 +157,38 @@ struct Mat<'a> {
     /// Rows per chunk and first task index.
     chunk: usize,
     first_task: usize,
+}
+
+/// `w` as the parts the kernels run separately: an interleaved Q4_1 matrix's whole
+/// 16-row groups, and its plain tail rows as a Q4_1 matrix (so that they take the
+/// tiles and dots a plain matrix's rows there would), with the row each part starts at.
+fn parts<'a>(w: &QMatrix<'a>, row_bytes: usize) -> Vec<(QMatrix<'a>, usize)> {
+    let full = crate::interleave::interleaved_rows(w.rows);
+    if w.ty != GgmlType::Q4_1x16 || full == w.rows {
+        return vec![(*w, 0)];
+    }
+    let (head, tail) = w.data.split_at(full * row_bytes);
+    let mut v = Vec::with_capacity(2);
+    if full > 0 {
+        v.push((
+            QMatrix {
+                rows: full,
+                data: head,
+                ..*w
+            },
+            0,
+        ));
+    }
+    v.push((
+        QMatrix {
+            ty: GgmlType::Q4_1,
+            rows: w.rows - full,
+            data: tail,
+            ..*w
+        },
+        full,
+    ));
+    v
 }
 
 /// [`crate::matmul_many`] with an explicit kernel set, returning shape errors.
@@ -173,33 +211,38 @@ pub fn matmul_many_with(
     let mut formats: Vec<(GgmlType, usize, usize)> = Vec::new();
     let mut act_len = 0usize;
     let mut mats = Vec::with_capacity(ws.len());
-    for (w, out) in ws.iter().zip(outs.iter()) {
+    for (out_idx, (w, out)) in ws.iter().zip(outs.iter()).enumerate() {
         let row_bytes = check(w, x, n, out)?;
-        let k = set.for_type(w.ty)?;
-        let (act_off, act_row) = match formats.iter().find(|f| f.0 == k.act_type) {
-            Some(&(_, off, row)) => (off, row),
-            None => {
-                let row = k
-                    .act_type
-                    .row_bytes(w.cols)
-                    .expect("activation blocks divide weight blocks");
-                let off = act_len;
-                act_len += row * n;
-                formats.push((k.act_type, off, row));
-                (off, row)
-            }
-        };
-        mats.push(Mat {
-            w,
-            k,
-            row_bytes,
-            act_off,
-            act_row,
-            prep_off: 0,
-            prep_row: 0,
-            chunk: 0,
-            first_task: 0,
-        });
+        for (w, out_row0) in parts(w, row_bytes) {
+            let k = set.for_type(w.ty)?;
+            let (act_off, act_row) = match formats.iter().find(|f| f.0 == k.act_type) {
+                Some(&(_, off, row)) => (off, row),
+                None => {
+                    let row = k
+                        .act_type
+                        .row_bytes(w.cols)
+                        .expect("activation blocks divide weight blocks");
+                    let off = act_len;
+                    act_len += row * n;
+                    formats.push((k.act_type, off, row));
+                    (off, row)
+                }
+            };
+            mats.push(Mat {
+                w,
+                k,
+                row_bytes,
+                out_idx,
+                out_row0,
+                ld: out.len() / n.max(1),
+                act_off,
+                act_row,
+                prep_off: 0,
+                prep_row: 0,
+                chunk: 0,
+                first_task: 0,
+            });
+        }
     }
     if n == 0 || mats.iter().all(|m| m.w.rows == 0) {
         return Ok(());
@@ -252,9 +295,10 @@ pub fn matmul_many_with(
         let r1 = (r0 + m.chunk).min(m.w.rows);
         let acts = &act_ref[m.act_off..][..m.act_row * n];
         let preps = &prep_ref[m.prep_off..][..m.prep_row * n];
-        // SAFETY: rows r0..r1 of matrix mi belong to this task only, and `outs[mi]`
-        // holds n * rows values (checked above) that outlive `run`.
-        unsafe { run_chunk(m, acts, preps, n, r0, r1, outp.get(mi)) };
+        // SAFETY: rows r0..r1 of part mi belong to this task only, and its output
+        // holds n * ld values from row out_row0 + r (checked above) that outlive `run`.
+        let out = outp.get(m.out_idx).wrapping_add(m.out_row0);
+        unsafe { run_chunk(m, acts, preps, n, r0, r1, out) };
     });
     ACT_BUF.with(|b| *b.borrow_mut() = act);
     PREP_BUF.with(|b| *b.borrow_mut() = prep);
@@ -357,12 +401,12 @@ fn prepare_activations(
     }
 }
 
-/// Computes rows r0..r1 of one matrix for all n tokens into `out` (n × rows, row-major
-/// by token).
+/// Computes rows r0..r1 of one matrix for all n tokens into `out` (token t's row r at
+/// `t * m.ld + r`).
 ///
 /// # Safety
-/// `out` must point to n * m.w.rows writable f32 that no other thread writes in
-/// rows r0..r1.
+/// `out` must be valid for writes at `t * m.ld + r` for t < n, r0 <= r < r1, which no
+/// other thread writes.
 unsafe fn run_chunk(
     m: &Mat<'_>,
     acts: &[u8],
@@ -372,8 +416,8 @@ unsafe fn run_chunk(
     r1: usize,
     out: *mut f32,
 ) {
-    let (w, k, rb, ar) = (m.w, &m.k, m.row_bytes, m.act_row);
-    let rows = w.rows;
+    let (w, k, rb, ar) = (&m.w, &m.k, m.row_bytes, m.act_row);
+    let rows = m.ld;
     let put = |t: usize, r: usize, v: f32| {
         // SAFETY: t < n and r0 <= r < r1 <= rows (caller contract).
         unsafe { *out.add(t * rows + r) = v };

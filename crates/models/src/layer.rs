@@ -12,7 +12,7 @@ use crate::{ModelConfig, ModelError, PassSeq};
 /// Token embeddings and the output head (tied to the embeddings when the file has
 /// no `output.weight`).
 pub(crate) fn embeddings(c: &ModelConfig, l: &Loader<'_>) -> Result<(Tensor, Tensor), ModelError> {
-    let token_embd = l.matrix("token_embd.weight", c.n_vocab, c.n_embd)?;
+    let token_embd = l.matrix(crate::weights::EMBEDDINGS, c.n_vocab, c.n_embd)?;
     let output = l
         .opt_matrix("output.weight", c.n_vocab, c.n_embd)?
         .unwrap_or_else(|| token_embd.clone());

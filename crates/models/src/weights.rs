@@ -6,7 +6,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use thaw_gguf::{GgmlType, GgufFile};
-use thaw_kernels::QMatrix;
+use thaw_kernels::{QMatrix, interleave};
 
 use crate::ModelError;
 
@@ -29,6 +29,9 @@ impl Storage {
         &self.0
     }
 }
+
+/// `f(cols, rows, src, dst)`: a matrix's bytes in another layout.
+type Relayout = fn(usize, usize, &[u8], &mut [u8]);
 
 /// A `rows × cols` matrix of type `ty` at `offset..offset + len` of a [`Storage`].
 #[derive(Clone)]
@@ -127,7 +130,46 @@ impl Tensor {
     /// Dequantize row `r` (< rows) into `dst` (`cols` long).
     pub fn row_into(&self, r: usize, dst: &mut [f32]) {
         let rb = self.len / self.rows.max(1);
+        if self.ty == GgmlType::Q4_1x16 {
+            let mut row = vec![0u8; rb];
+            interleave::plain_row(self.cols, self.rows, self.bytes(), r, &mut row);
+            thaw_kernels::dequantize_row(GgmlType::Q4_1, &row, dst);
+            return;
+        }
         thaw_kernels::dequantize_row(self.ty, &self.bytes()[r * rb..(r + 1) * rb], dst);
+    }
+
+    /// This matrix in the Q4_1 layout the kernels in use read best: plain Q4_1
+    /// interleaved by 16 rows where the kernels read that, interleaved Q4_1 (from a
+    /// snapshot) back in plain rows where they do not; `None` when it already is.
+    /// Costs one copy of the matrix into memory of the process.
+    fn for_kernels(&self, name: &str) -> Result<Option<Self>, ModelError> {
+        let wants = thaw_kernels::reads_interleaved();
+        let (ty, convert): (GgmlType, Relayout) = match self.ty {
+            GgmlType::Q4_1 if wants && self.rows >= interleave::ROWS => {
+                (GgmlType::Q4_1x16, interleave::pack_matrix)
+            }
+            GgmlType::Q4_1x16 if !wants => (GgmlType::Q4_1, interleave::unpack_matrix),
+            _ => return Ok(None),
+        };
+        // 64-byte aligned, so that no 512-bit load of a group splits a cache line.
+        let mut buf = vec![0u8; self.len + 64];
+        let start = buf.as_ptr().align_offset(64);
+        convert(
+            self.cols,
+            self.rows,
+            self.bytes(),
+            &mut buf[start..start + self.len],
+        );
+        Self::new(
+            name,
+            Storage::from_vec(buf),
+            ty,
+            self.rows,
+            self.cols,
+            start,
+        )
+        .map(Some)
     }
 
     /// All elements as f32 (for small tensors).
@@ -139,6 +181,9 @@ impl Tensor {
         out
     }
 }
+
+/// The token embeddings' name: looked up row by row, so never interleaved.
+pub(crate) const EMBEDDINGS: &str = "token_embd.weight";
 
 /// Looks up tensors of a GGUF file by name and checks their shapes.
 pub(crate) struct Loader<'a> {
@@ -196,7 +241,11 @@ impl<'a> Loader<'a> {
                 ),
             });
         }
-        Ok(Some(t))
+        // Embeddings are read a row at a time; only multiplied matrices change layout.
+        if name == EMBEDDINGS || rows == 1 {
+            return Ok(Some(t));
+        }
+        Ok(Some(t.for_kernels(name)?.unwrap_or(t)))
     }
 
     /// A vector of `n` values (norm weights, biases), dequantized.

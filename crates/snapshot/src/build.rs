@@ -1,7 +1,8 @@
 //! Writing a snapshot: validate the source, freeze its tokenizer, stream the GGUF
-//! (metadata minus the tokenizer arrays, then its tensor data unchanged) and the other
-//! sections into a temporary file beside the output while hashing, write the header
-//! last, then rename into place.
+//! (metadata minus the tokenizer arrays, then its tensors in the kernels' layout:
+//! multiplied Q4_1 matrices interleaved by 16 rows, every tensor 64-byte aligned) and
+//! the other sections into a temporary file beside the output while hashing, write the
+//! header last, then rename into place.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -13,7 +14,16 @@ use thaw_gguf::GgufFile;
 
 use crate::format::{self, Entry};
 use crate::snapshot::SectionInfo;
-use crate::{FORMAT_VERSION, KERNEL_LAYOUT, Meta, SECTION_ALIGN, SectionKind, SnapshotError, hex};
+use crate::{
+    FORMAT_VERSION, KERNEL_LAYOUT, LAYOUT_GGML_BLOCKS_V1, Meta, SECTION_ALIGN, SectionKind,
+    SnapshotError, hex,
+};
+
+const ALIGNMENT_KEY: &str = "general.alignment";
+
+/// Tensor alignment inside the GGUF section: a cache line, so that the kernels' 512-bit
+/// loads of an interleaved group never straddle two.
+const TENSOR_ALIGN: u64 = 64;
 
 /// Copy granularity: large enough to stream at disk speed, small enough for a smooth bar.
 const CHUNK: usize = 8 << 20;
@@ -141,24 +151,45 @@ fn write(
     let mut file = File::create(tmp).map_err(io)?;
     let bytes = source.bytes();
     let data = &bytes[source.data_offset() as usize..];
-    // The GGUF again, minus the tokenizer arrays: tensor infos keep their offsets
-    // relative to the data section, which is copied unchanged after the new header.
-    let metadata: Vec<_> = source
+    let weights = WeightLayout::plan(source);
+    // The GGUF again, minus the tokenizer arrays, with its tensors re-laid out.
+    let mut metadata: Vec<_> = source
         .metadata()
         .iter()
         .filter(|(k, _)| !MOVED_KEYS.contains(&k.as_str()))
         .cloned()
         .collect();
+    if weights.alignment != source.alignment() {
+        let value = thaw_gguf::Value::U32(weights.alignment as u32);
+        match metadata.iter_mut().find(|(k, _)| k == ALIGNMENT_KEY) {
+            Some(kv) => kv.1 = value,
+            None => metadata.push((ALIGNMENT_KEY.into(), value)),
+        }
+    }
     let header = thaw_gguf::writer::header_bytes(
         source.version(),
-        source.alignment(),
+        weights.alignment,
         &metadata,
-        source.tensors(),
-        source.data_offset(),
+        &weights.tensors,
+        0,
     );
+    let converted = weights.convert(source);
+    let mut gguf_parts: Vec<&[u8]> = vec![&header];
+    let zeros = vec![0u8; weights.alignment as usize];
+    let mut at = 0u64;
+    for ((t, from), body) in weights.tensors.iter().zip(&weights.sources).zip(&converted) {
+        gguf_parts.push(&zeros[..(t.offset - at) as usize]);
+        gguf_parts.push(body.as_deref().unwrap_or_else(|| source.tensor_data(from)));
+        at = t.offset + t.size;
+    }
+    if weights.tensors.is_empty() || weights.layout == LAYOUT_GGML_BLOCKS_V1 {
+        gguf_parts.truncate(1);
+        gguf_parts.push(data);
+    }
+    let gguf_len: usize = gguf_parts.iter().map(|p| p.len()).sum();
 
     let bar = if opts.progress {
-        let bar = indicatif::ProgressBar::new((header.len() + data.len()) as u64);
+        let bar = indicatif::ProgressBar::new(gguf_len as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "freezing {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
@@ -172,17 +203,11 @@ fn write(
     // Sections in file order, each at the next 2 MiB boundary; the header is written
     // last, once the hashes are known, into the hole left before the first.
     let mut source_hash = Sha256::new();
-    source_hash.update(&bytes[..source.data_offset() as usize]);
+    source_hash.update(bytes);
     let mut entries = Vec::new();
     let mut next = SECTION_ALIGN;
-    let (len, sha) = write_section(
-        &mut file,
-        next,
-        &[(&header, false), (data, true)],
-        &bar,
-        &mut [&mut source_hash],
-    )
-    .map_err(io)?;
+    let parts: Vec<(&[u8], bool)> = gguf_parts.iter().map(|p| (*p, false)).collect();
+    let (len, sha) = write_section(&mut file, next, &parts, &bar, &mut []).map_err(io)?;
     bar.finish_and_clear();
     entries.push(Entry {
         kind: SectionKind::Gguf,
@@ -232,13 +257,102 @@ fn write(
         });
         next = (next + len).next_multiple_of(SECTION_ALIGN);
     }
-    let header = format::encode(FORMAT_VERSION, KERNEL_LAYOUT, 0, &entries);
+    let header = format::encode(FORMAT_VERSION, weights.layout, 0, &entries);
     file.seek(SeekFrom::Start(0)).map_err(io)?;
     file.write_all(&header).map_err(io)?;
     // Durable before the rename makes it visible.
     file.sync_all().map_err(io)?;
     let sections = entries.iter().map(SectionInfo::from_entry).collect();
     Ok((sections, meta))
+}
+
+/// Where each tensor goes in the snapshot's GGUF section and in which type.
+struct WeightLayout {
+    layout: u32,
+    alignment: u64,
+    /// Offsets relative to the data section.
+    tensors: Vec<thaw_gguf::TensorInfo>,
+    /// The source's info of each tensor (same order).
+    sources: Vec<thaw_gguf::TensorInfo>,
+}
+
+impl WeightLayout {
+    fn plan(source: &GgufFile) -> Self {
+        // A tensor of a type thaw does not know has no known size, so nothing can move:
+        // such a file keeps its data section verbatim (layout 1).
+        if source
+            .tensors()
+            .iter()
+            .any(|t| t.ty.block_layout().is_none())
+        {
+            let base = source.data_offset();
+            return Self {
+                layout: LAYOUT_GGML_BLOCKS_V1,
+                alignment: source.alignment(),
+                tensors: source
+                    .tensors()
+                    .iter()
+                    .map(|t| thaw_gguf::TensorInfo {
+                        offset: t.offset - base,
+                        ..t.clone()
+                    })
+                    .collect(),
+                sources: source.tensors().to_vec(),
+            };
+        }
+        let sources = source.tensors().to_vec();
+        let alignment = source.alignment().max(TENSOR_ALIGN);
+        let mut at = 0u64;
+        let tensors = sources
+            .iter()
+            .map(|t| {
+                let offset = at.next_multiple_of(alignment);
+                at = offset + t.size;
+                let ty = if interleaves(t) {
+                    thaw_gguf::GgmlType::Q4_1x16
+                } else {
+                    t.ty
+                };
+                thaw_gguf::TensorInfo {
+                    offset,
+                    ty,
+                    ..t.clone()
+                }
+            })
+            .collect();
+        Self {
+            layout: KERNEL_LAYOUT,
+            alignment,
+            tensors,
+            sources,
+        }
+    }
+
+    /// The bytes of each tensor whose layout changes (`None`: copied as it is).
+    fn convert(&self, source: &GgufFile) -> Vec<Option<Vec<u8>>> {
+        self.tensors
+            .iter()
+            .zip(&self.sources)
+            .map(|(t, from)| {
+                (t.ty == thaw_gguf::GgmlType::Q4_1x16).then(|| {
+                    let src = source.tensor_data(from);
+                    let mut out = vec![0u8; src.len()];
+                    let (cols, rows) = (t.dims[0] as usize, t.dims[1] as usize);
+                    thaw_kernels::interleave::pack_matrix(cols, rows, src, &mut out);
+                    out
+                })
+            })
+            .collect()
+    }
+}
+
+/// Whether a snapshot stores `t` interleaved: a Q4_1 matrix of at least one group of
+/// rows that is multiplied (the token embeddings are read a row at a time).
+fn interleaves(t: &thaw_gguf::TensorInfo) -> bool {
+    t.ty == thaw_gguf::GgmlType::Q4_1
+        && t.dims.len() == 2
+        && t.dims[1] >= thaw_kernels::interleave::ROWS as u64
+        && t.name != "token_embd.weight"
 }
 
 /// `.NAME.tmp-PID` beside the output, so the final rename stays on one filesystem.

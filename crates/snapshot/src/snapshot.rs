@@ -339,7 +339,7 @@ fn validate(path: &Path, b: &[u8]) -> Result<(format::Header, Vec<Entry>), Snaps
         return Err(truncated("the header", HEADER_LEN as u64));
     }
     let h = format::decode_header(b);
-    if h.layout != KERNEL_LAYOUT {
+    if !crate::READABLE_LAYOUTS.contains(&h.layout) {
         return Err(SnapshotError::IncompatibleLayout {
             path: path.to_path_buf(),
             found: h.layout,

@@ -35,20 +35,15 @@ fn round_trip(name: &str, tokens: &[u32]) {
     let original = GgufFile::open(&src).unwrap();
     let snap = Snapshot::open(&out).unwrap();
     let thawed = snap.gguf().unwrap();
-    let kept: Vec<_> = original
-        .metadata()
-        .iter()
-        .filter(|(k, _)| {
-            !matches!(
-                k.as_str(),
-                "tokenizer.ggml.tokens"
-                    | "tokenizer.ggml.scores"
-                    | "tokenizer.ggml.token_type"
-                    | "tokenizer.ggml.merges"
-            )
-        })
-        .cloned()
-        .collect();
+    let kept = common::expected_metadata(
+        &original,
+        &[
+            "tokenizer.ggml.tokens",
+            "tokenizer.ggml.scores",
+            "tokenizer.ggml.token_type",
+            "tokenizer.ggml.merges",
+        ],
+    );
     assert_eq!(
         thawed.metadata(),
         &kept[..],
@@ -68,10 +63,7 @@ fn round_trip(name: &str, tokens: &[u32]) {
     }
     assert_eq!(thawed.tensors().len(), original.tensors().len());
     for (a, b) in original.tensors().iter().zip(thawed.tensors()) {
-        assert_eq!((&a.name, &a.dims, a.ty), (&b.name, &b.dims, b.ty));
-        assert_eq!(original.tensor_data(a), thawed.tensor_data(b), "{}", a.name);
-        // ggml blocks need 32-byte alignment within the mapping, as in the GGUF.
-        assert_eq!(b.offset % 32, 0, "{}", b.name);
+        common::assert_stored(a, original.tensor_data(a), b, thawed.tensor_data(b));
     }
     snap.verify(false).unwrap();
     assert_eq!(snap.sections()[0].kind, SectionKind::Gguf);

@@ -43,39 +43,26 @@ fn round_trip_metadata_and_tensor_bytes() {
     assert_eq!(snap.kernel_layout(), KERNEL_LAYOUT);
     let g = snap.gguf().unwrap();
     // The tokenizer arrays moved to the TOKENIZER section; the rest is unchanged.
-    let kept: Vec<_> = original
-        .metadata()
-        .iter()
-        .filter(|(k, _)| k != "tokenizer.ggml.tokens")
-        .cloned()
-        .collect();
-    assert_eq!(g.metadata(), &kept[..]);
+    assert_eq!(
+        g.metadata(),
+        &common::expected_metadata(&original, &["tokenizer.ggml.tokens"])[..]
+    );
     assert_eq!(snap.tokenizer().unwrap().vocab_size(), 3);
     assert_eq!(g.tensors().len(), original.tensors().len());
+    let mut interleaved = 0;
     for (a, b) in original.tensors().iter().zip(g.tensors()) {
-        assert_eq!(
-            (&a.name, &a.dims, a.ty, a.size),
-            (&b.name, &b.dims, b.ty, b.size)
-        );
         assert!(!g.tensor_data(b).is_empty());
-        assert_eq!(
-            original.tensor_data(a),
-            g.tensor_data(b),
-            "tensor {}",
-            a.name
-        );
+        common::assert_stored(a, original.tensor_data(a), b, g.tensor_data(b));
+        interleaved += usize::from(b.ty == thaw_gguf::GgmlType::Q4_1x16);
         // Absolute offsets into the snapshot's own mapping (what thaw-models uses).
         let m = g.mapping();
         assert_eq!(
             &m[b.offset as usize..(b.offset + b.size) as usize],
-            original.tensor_data(a)
+            g.tensor_data(b)
         );
         assert!(std::sync::Arc::ptr_eq(&m, snap.mapping()));
     }
-    // The GGUF section ends with the source's tensor data, byte for byte.
-    let src_bytes = std::fs::read(&src).unwrap();
-    let data = &src_bytes[original.data_offset() as usize..];
-    assert!(snap.section(SectionKind::Gguf).unwrap().ends_with(data));
+    assert_eq!(interleaved, 1, "wq is interleaved, the embeddings are not");
 }
 
 #[test]
@@ -108,7 +95,7 @@ fn layout_sections_aligned_meta_and_info() {
     let info = snap.info().unwrap();
     assert_eq!(info.architecture.as_deref(), Some("llama"));
     assert_eq!(info.model_name.as_deref(), Some("tiny synthetic"));
-    assert_eq!(info.n_tensors, 3);
+    assert_eq!(info.n_tensors, 5);
     let text = info.to_string();
     assert!(
         text.contains("GGUF") && text.contains("META") && text.contains("llama"),
@@ -262,7 +249,7 @@ fn wrong_magic_version_and_layout_say_how_to_rebuild() {
                 err,
                 SnapshotError::IncompatibleLayout {
                     found: 7,
-                    supported: 1,
+                    supported: thaw_snapshot::KERNEL_LAYOUT,
                     ..
                 }
             ),
@@ -270,6 +257,13 @@ fn wrong_magic_version_and_layout_say_how_to_rebuild() {
         );
         assert!(err.to_string().contains("thaw snapshot build"), "{err}");
     }
+
+    // Layout 1 (earlier thaw: GGUF bytes verbatim) is still read.
+    let mut b = bytes.clone();
+    put_u32(&mut b, 12, thaw_snapshot::LAYOUT_GGML_BLOCKS_V1);
+    fix_checksum(&mut b);
+    let old = open_bytes(&dir, &b).unwrap();
+    assert_eq!(old.kernel_layout(), thaw_snapshot::LAYOUT_GGML_BLOCKS_V1);
 
     let mut b = bytes.clone();
     put_u64(&mut b, 16, 1 << 5);
@@ -428,7 +422,7 @@ fn crafted_tables_are_refused() {
     let snap = open_bytes(&dir, &b).unwrap();
     assert_eq!(snap.sections()[3].kind, SectionKind::Other(77));
     assert_eq!(snap.tokenizer().unwrap().vocab_size(), 3);
-    assert_eq!(snap.gguf().unwrap().tensors().len(), 3);
+    assert_eq!(snap.gguf().unwrap().tensors().len(), 5);
 }
 
 #[test]

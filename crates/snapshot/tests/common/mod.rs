@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use thaw_gguf::GgmlType;
 use thaw_gguf::writer::GgufWriter;
+use thaw_gguf::{GgmlType, TensorInfo, Value};
 
 /// A directory removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -36,6 +36,8 @@ impl Drop for TempDir {
 /// A small GGUF with metadata of several types and tensors of several types.
 pub fn synthetic_gguf(path: &Path) {
     let q8: Vec<u8> = (0..2 * 34).map(|i| (i * 7 % 251) as u8).collect();
+    // Q4_1, 20 rows: one interleaved group and 4 plain rows in a snapshot.
+    let q4: Vec<u8> = (0..20 * 20).map(|i| (i * 13 % 251) as u8).collect();
     let mut w = GgufWriter::new();
     w.kv("general.architecture", "llama")
         .kv("general.name", "tiny synthetic")
@@ -44,6 +46,8 @@ pub fn synthetic_gguf(path: &Path) {
         .kv("tokenizer.ggml.tokens", vec!["a", "b", "<s>"])
         .tensor_f32("norm", &[8], &[0.5, 1.0, 1.5, 2.0, -1.0, -2.0, 3.0, 4.0])
         .tensor("w", &[32, 2], GgmlType::Q8_0, q8)
+        .tensor("wq", &[32, 20], GgmlType::Q4_1, q4.clone())
+        .tensor("token_embd.weight", &[32, 20], GgmlType::Q4_1, q4)
         .tensor_f32("v", &[3], &[9.0, 8.0, 7.0]);
     w.write_to(path).unwrap();
 }
@@ -78,4 +82,48 @@ pub fn put_u64(bytes: &mut [u8], at: usize, v: u64) {
 }
 pub fn get_u64(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
+}
+
+/// The metadata a snapshot's GGUF section holds: the source's minus `moved`, with
+/// `general.alignment` raised to 64 (the snapshot aligns tensors to cache lines).
+pub fn expected_metadata(original: &thaw_gguf::GgufFile, moved: &[&str]) -> Vec<(String, Value)> {
+    let mut kept: Vec<_> = original
+        .metadata()
+        .iter()
+        .filter(|(k, _)| !moved.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    if original.alignment() < 64 {
+        match kept.iter_mut().find(|(k, _)| k == "general.alignment") {
+            Some(kv) => kv.1 = Value::U32(64),
+            None => kept.push(("general.alignment".into(), Value::U32(64))),
+        }
+    }
+    kept
+}
+
+/// A tensor as the snapshot stores it: 64-byte aligned, same name, shape and size;
+/// multiplied Q4_1 matrices of 16 rows or more interleaved (their plain rows restored
+/// exactly), every other tensor byte for byte.
+pub fn assert_stored(a: &TensorInfo, da: &[u8], b: &TensorInfo, db: &[u8]) {
+    assert_eq!((&a.name, &a.dims, a.size), (&b.name, &b.dims, b.size));
+    assert_eq!(b.offset % 64, 0, "{} is cache-line aligned", b.name);
+    let interleaved = a.ty == GgmlType::Q4_1
+        && a.dims.len() == 2
+        && a.dims[1] >= 16
+        && a.name != "token_embd.weight";
+    if interleaved {
+        assert_eq!(b.ty, GgmlType::Q4_1x16, "{}", a.name);
+        let mut plain = vec![0u8; db.len()];
+        let (cols, rows) = (a.dims[0] as usize, a.dims[1] as usize);
+        thaw_kernels::interleave::unpack_matrix(cols, rows, db, &mut plain);
+        assert!(
+            plain == da,
+            "{}: interleaved rows restore the source's",
+            a.name
+        );
+    } else {
+        assert_eq!(a.ty, b.ty, "{}", a.name);
+        assert!(da == db, "{}: bytes as in the source", a.name);
+    }
 }
