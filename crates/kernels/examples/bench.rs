@@ -140,6 +140,27 @@ fn main() {
         }
     }
 
+    if what == "all" || what == "pack" {
+        // Interleaving the 30 layers' Q4_1 matrices (what loading a GGUF does).
+        let bytes: usize = layers.iter().flatten().map(|l| l.0.len()).sum();
+        let mut dst: Vec<Vec<u8>> = layers
+            .iter()
+            .flatten()
+            .map(|l| vec![0; l.0.len()])
+            .collect();
+        let s = time(5, || {
+            for ((d, r, c), out) in layers.iter().flatten().zip(dst.iter_mut()) {
+                thaw_kernels::interleave::pack_matrix(*c, *r, d, out);
+            }
+        });
+        println!(
+            "interleave {} MB of Q4_1, one thread: {:.1} ms  {:.2} GB/s",
+            bytes >> 20,
+            s * 1e3,
+            bytes as f64 / s / 1e9
+        );
+    }
+
     if what == "all" || what == "decode" {
         let layer_bytes: usize = layers.iter().flatten().map(|l| l.0.len()).sum();
         let one = |out: &mut [f32]| {

@@ -15,12 +15,25 @@
 //! matrix has the same size as the GGUF's and row `r`'s bytes start at `r * row_bytes`
 //! whenever `r` is a multiple of 16 or in the plain tail.
 
+use crate::GgmlType;
 use crate::reference::q4::Q4_1_BYTES;
 
 /// Rows per interleaved group.
 pub const ROWS: usize = 16;
 /// Bytes of one block of a group (16 plain Q4_1 blocks).
 pub const GROUP_BLOCK: usize = ROWS * Q4_1_BYTES;
+
+/// The token embeddings' GGUF name: read a row at a time, never interleaved.
+pub const EMBEDDINGS: &str = "token_embd.weight";
+
+/// Whether a tensor (GGUF name, type and dims, columns first) is one that snapshots
+/// store, and loaders for the AVX-512 kernels make, interleaved: a Q4_1 matrix of at
+/// least one group of rows that is multiplied, not looked up.
+pub fn interleaves(name: &str, ty: GgmlType, dims: &[u64]) -> bool {
+    ty == GgmlType::Q4_1
+        && matches!(dims, [cols, rows] if cols % 32 == 0 && *rows >= ROWS as u64)
+        && name != EMBEDDINGS
+}
 
 /// Rows of a `rows`-row matrix stored interleaved (the rest are plain).
 pub fn interleaved_rows(rows: usize) -> usize {
@@ -31,10 +44,12 @@ pub fn interleaved_rows(rows: usize) -> usize {
 pub fn pack_group(nb: usize, src: &[u8], dst: &mut [u8]) {
     let rb = nb * Q4_1_BYTES;
     assert!(src.len() >= ROWS * rb && dst.len() >= ROWS * rb);
-    for b in 0..nb {
-        let out = &mut dst[b * GROUP_BLOCK..][..GROUP_BLOCK];
+    for (b, out) in dst[..ROWS * rb].chunks_exact_mut(GROUP_BLOCK).enumerate() {
+        let out: &mut [u8; GROUP_BLOCK] = out.try_into().expect("exact chunk");
         for r in 0..ROWS {
-            let blk = &src[r * rb + b * Q4_1_BYTES..][..Q4_1_BYTES];
+            let blk: &[u8; Q4_1_BYTES] = src[r * rb + b * Q4_1_BYTES..][..Q4_1_BYTES]
+                .try_into()
+                .expect("one block");
             out[2 * r..2 * r + 2].copy_from_slice(&blk[0..2]);
             out[32 + 2 * r..32 + 2 * r + 2].copy_from_slice(&blk[2..4]);
             for g in 0..4 {
@@ -48,10 +63,12 @@ pub fn pack_group(nb: usize, src: &[u8], dst: &mut [u8]) {
 pub fn unpack_group(nb: usize, src: &[u8], dst: &mut [u8]) {
     let rb = nb * Q4_1_BYTES;
     assert!(src.len() >= ROWS * rb && dst.len() >= ROWS * rb);
-    for b in 0..nb {
-        let blocks = &src[b * GROUP_BLOCK..][..GROUP_BLOCK];
+    for (b, blocks) in src[..ROWS * rb].chunks_exact(GROUP_BLOCK).enumerate() {
+        let blocks: &[u8; GROUP_BLOCK] = blocks.try_into().expect("exact chunk");
         for r in 0..ROWS {
-            let blk = &mut dst[r * rb + b * Q4_1_BYTES..][..Q4_1_BYTES];
+            let blk: &mut [u8; Q4_1_BYTES] = (&mut dst[r * rb + b * Q4_1_BYTES..][..Q4_1_BYTES])
+                .try_into()
+                .expect("one block");
             blk[0..2].copy_from_slice(&blocks[2 * r..2 * r + 2]);
             blk[2..4].copy_from_slice(&blocks[32 + 2 * r..32 + 2 * r + 2]);
             for g in 0..4 {

@@ -308,7 +308,7 @@ impl WeightLayout {
             .map(|t| {
                 let offset = at.next_multiple_of(alignment);
                 at = offset + t.size;
-                let ty = if interleaves(t) {
+                let ty = if thaw_kernels::interleave::interleaves(&t.name, t.ty, &t.dims) {
                     thaw_gguf::GgmlType::Q4_1x16
                 } else {
                     t.ty
@@ -344,15 +344,6 @@ impl WeightLayout {
             })
             .collect()
     }
-}
-
-/// Whether a snapshot stores `t` interleaved: a Q4_1 matrix of at least one group of
-/// rows that is multiplied (the token embeddings are read a row at a time).
-fn interleaves(t: &thaw_gguf::TensorInfo) -> bool {
-    t.ty == thaw_gguf::GgmlType::Q4_1
-        && t.dims.len() == 2
-        && t.dims[1] >= thaw_kernels::interleave::ROWS as u64
-        && t.name != "token_embd.weight"
 }
 
 /// `.NAME.tmp-PID` beside the output, so the final rename stays on one filesystem.
