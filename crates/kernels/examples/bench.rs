@@ -163,44 +163,6 @@ fn main() {
 
     if what == "all" || what == "decode" {
         let layer_bytes: usize = layers.iter().flatten().map(|l| l.0.len()).sum();
-        let one = |out: &mut [f32]| {
-            for l in &layers {
-                for (d, r, c) in l {
-                    let w = QMatrix {
-                        ty: GgmlType::Q4_1,
-                        rows: *r,
-                        cols: *c,
-                        data: d,
-                    };
-                    matmul(&pool, &w, &x[..*c], 1, &mut out[..*r]);
-                }
-            }
-        };
-        let hot = |out: &mut [f32]| {
-            for _ in 0..30 {
-                for (d, r, c) in &layers[0] {
-                    let w = QMatrix {
-                        ty: GgmlType::Q4_1,
-                        rows: *r,
-                        cols: *c,
-                        data: d,
-                    };
-                    matmul(&pool, &w, &x[..*c], 1, &mut out[..*r]);
-                }
-            }
-        };
-        let s = time(50, || hot(&mut out));
-        println!(
-            "decode layers, one layer's weights (L2/L3-hot): {:.1} us/token",
-            s * 1e6
-        );
-        let s = time(50, || one(&mut out));
-        println!(
-            "decode layers: {:.1} us/token  {:.2} GB/s  ({} matvecs)",
-            s * 1e6,
-            layer_bytes as f64 / s / 1e9,
-            30 * 7
-        );
         // The same layers interleaved by 16 rows (what snapshots store).
         let packed: Vec<Vec<(Vec<u8>, usize, usize)>> = layers
             .iter()
@@ -214,43 +176,39 @@ fn main() {
                     .collect()
             })
             .collect();
-        let one_x16 = |out: &mut [f32]| {
-            for l in &packed {
-                for (d, r, c) in l {
-                    let w = QMatrix {
-                        ty: GgmlType::Q4_1x16,
-                        rows: *r,
-                        cols: *c,
-                        data: d,
-                    };
-                    matmul(&pool, &w, &x[..*c], 1, &mut out[..*r]);
+        // 30 layers' matvecs, or layer 0's 30 times (its weights L2/L3-hot).
+        let run =
+            |ls: &[Vec<(Vec<u8>, usize, usize)>], ty: GgmlType, hot: bool, out: &mut [f32]| {
+                for i in 0..30 {
+                    for (d, r, c) in &ls[if hot { 0 } else { i }] {
+                        let w = QMatrix {
+                            ty,
+                            rows: *r,
+                            cols: *c,
+                            data: d,
+                        };
+                        matmul(&pool, &w, &x[..*c], 1, &mut out[..*r]);
+                    }
                 }
-            }
-        };
-        let hot16 = |out: &mut [f32]| {
-            for _ in 0..30 {
-                for (d, r, c) in &packed[0] {
-                    let w = QMatrix {
-                        ty: GgmlType::Q4_1x16,
-                        rows: *r,
-                        cols: *c,
-                        data: d,
-                    };
-                    matmul(&pool, &w, &x[..*c], 1, &mut out[..*r]);
-                }
-            }
-        };
-        let s = time(50, || hot16(&mut out));
-        println!(
-            "decode layers, interleaved, one layer's weights (L2/L3-hot): {:.1} us/token",
-            s * 1e6
-        );
-        let s16 = time(50, || one_x16(&mut out));
-        println!(
-            "decode layers, interleaved: {:.1} us/token  {:.2} GB/s",
-            s16 * 1e6,
-            layer_bytes as f64 / s16 / 1e9,
-        );
+            };
+        let mut s = 0.0;
+        for (name, ls, ty) in [
+            ("", &layers, GgmlType::Q4_1),
+            (", interleaved", &packed, GgmlType::Q4_1x16),
+        ] {
+            let h = time(50, || run(ls, ty, true, &mut out));
+            println!(
+                "decode layers{name}, one layer's weights (L2/L3-hot): {:.1} us/token",
+                h * 1e6
+            );
+            s = time(50, || run(ls, ty, false, &mut out));
+            println!(
+                "decode layers{name}: {:.1} us/token  {:.2} GB/s  ({} matvecs)",
+                s * 1e6,
+                layer_bytes as f64 / s / 1e9,
+                30 * 7
+            );
+        }
         let w = QMatrix {
             ty: GgmlType::Q8_0,
             rows: 49152,
@@ -263,6 +221,7 @@ fn main() {
             so * 1e6,
             emb.len() as f64 / so / 1e9
         );
+        // The model decodes with the interleaved layers (the last `s`).
         let tot = s + so;
         println!(
             "decode total: {:.1} us/token = {:.0} tok/s  {:.2} GB/s",

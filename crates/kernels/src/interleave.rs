@@ -80,21 +80,16 @@ pub fn unpack_group(nb: usize, src: &[u8], dst: &mut [u8]) {
 
 /// Interleaves a whole plain Q4_1 matrix (`rows` rows of `cols` values) into `dst`.
 pub fn pack_matrix(cols: usize, rows: usize, src: &[u8], dst: &mut [u8]) {
-    let nb = cols / 32;
-    let gb = ROWS * nb * Q4_1_BYTES;
-    let full = interleaved_rows(rows) / ROWS * gb;
-    assert!(src.len() == dst.len() && src.len() >= full);
-    for (s, d) in src[..full]
-        .chunks_exact(gb)
-        .zip(dst[..full].chunks_exact_mut(gb))
-    {
-        pack_group(nb, s, d);
-    }
-    dst[full..].copy_from_slice(&src[full..]);
+    by_group(cols, rows, src, dst, pack_group);
 }
 
 /// Undoes [`pack_matrix`].
 pub fn unpack_matrix(cols: usize, rows: usize, src: &[u8], dst: &mut [u8]) {
+    by_group(cols, rows, src, dst, unpack_group);
+}
+
+/// `f(nb, src group, dst group)` over the whole groups; the plain tail is copied.
+fn by_group(cols: usize, rows: usize, src: &[u8], dst: &mut [u8], f: fn(usize, &[u8], &mut [u8])) {
     let nb = cols / 32;
     let gb = ROWS * nb * Q4_1_BYTES;
     let full = interleaved_rows(rows) / ROWS * gb;
@@ -103,7 +98,7 @@ pub fn unpack_matrix(cols: usize, rows: usize, src: &[u8], dst: &mut [u8]) {
         .chunks_exact(gb)
         .zip(dst[..full].chunks_exact_mut(gb))
     {
-        unpack_group(nb, s, d);
+        f(nb, s, d);
     }
     dst[full..].copy_from_slice(&src[full..]);
 }

@@ -30,13 +30,14 @@
 //! | 24..56 | sha256   | of the section's bytes (checked by `verify`, not `open`) |
 //!
 //! Sections lie after the table, inside the file, and do not overlap; the gaps between
-//! them are zero (holes in a sparse file). Kinds: 1 `GGUF` (required) — the original
-//! GGUF file verbatim, so its 32-byte tensor alignment still holds in the mapping and
-//! the kernels read its ggml blocks in place; 2 `META` (required) — UTF-8 JSON
+//! them are zero (holes in a sparse file). Kinds: 1 `GGUF` (required) — the source
+//! GGUF rewritten without its tokenizer arrays, its tensors in the kernel layout the
+//! header names (layout 2: 64-byte aligned, multiplied Q4_1 matrices interleaved by 16
+//! rows), so the kernels read them in place; 2 `META` (required) — UTF-8 JSON
 //! ([`Meta`]: model name, source path, source sha256 and size, build time, thaw
-//! version); 3 `PREFIXES` — reserved for prompt-prefix KV caches; 4 `TOKENIZER` —
-//! reserved for a pre-built tokenizer. Readers skip kinds they do not know. v1 writes
-//! GGUF at 2 MiB and META at the next 2 MiB boundary after it.
+//! version); 3 `PREFIXES` — prompt-prefix K/V caches; 4 `TOKENIZER` — the frozen
+//! tokenizer. Readers skip kinds they do not know. Sections start at 2 MiB
+//! boundaries, GGUF first.
 //!
 //! Files are written to a temporary file in the destination directory and renamed into
 //! place, so a reader never sees a half-written snapshot and a mapped snapshot is never
@@ -76,7 +77,7 @@ const REBUILD: &str = "rebuild it with `thaw snapshot build MODEL -o FILE`";
 /// What a section holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SectionKind {
-    /// The source GGUF file, verbatim.
+    /// The source GGUF, rewritten (see the module docs).
     Gguf,
     /// JSON [`Meta`].
     Meta,
