@@ -22,6 +22,9 @@ pub enum GgmlType {
     /// thaw's own: Q4_1 blocks with each group of 16 rows interleaved for the AVX-512
     /// kernels (see `thaw_kernels::interleave`). Only snapshots store it.
     Q4_1x16,
+    /// thaw's own: Q8_0 blocks interleaved by 16 rows, the same way (quants stored
+    /// offset by 128).
+    Q8_0x16,
     /// Known to ggml but not to thaw; holds the raw id.
     Other(u32),
 }
@@ -29,6 +32,8 @@ pub enum GgmlType {
 impl GgmlType {
     /// Id of [`GgmlType::Q4_1x16`], far above ggml's own ids.
     const Q4_1X16_ID: u32 = 1 << 16 | 3;
+    /// Id of [`GgmlType::Q8_0x16`].
+    const Q8_0X16_ID: u32 = 1 << 16 | 8;
 
     pub fn from_id(id: u32) -> Self {
         match id {
@@ -48,6 +53,7 @@ impl GgmlType {
             15 => Self::Q8K,
             30 => Self::BF16,
             Self::Q4_1X16_ID => Self::Q4_1x16,
+            Self::Q8_0X16_ID => Self::Q8_0x16,
             other => Self::Other(other),
         }
     }
@@ -70,6 +76,7 @@ impl GgmlType {
             Self::Q8K => 15,
             Self::BF16 => 30,
             Self::Q4_1x16 => Self::Q4_1X16_ID,
+            Self::Q8_0x16 => Self::Q8_0X16_ID,
             Self::Other(id) => id,
         }
     }
@@ -83,7 +90,7 @@ impl GgmlType {
             Self::Q4_1 | Self::Q4_1x16 => (32, 20),
             Self::Q5_0 => (32, 22),
             Self::Q5_1 => (32, 24),
-            Self::Q8_0 => (32, 34),
+            Self::Q8_0 | Self::Q8_0x16 => (32, 34),
             Self::Q8_1 => (32, 36),
             Self::Q2K => (256, 84),
             Self::Q3K => (256, 110),

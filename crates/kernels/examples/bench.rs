@@ -150,7 +150,7 @@ fn main() {
             .collect();
         let s = time(5, || {
             for ((d, r, c), out) in layers.iter().flatten().zip(dst.iter_mut()) {
-                thaw_kernels::interleave::pack_matrix(*c, *r, d, out);
+                thaw_kernels::interleave::pack_matrix(GgmlType::Q4_1, *c, *r, d, out);
             }
         });
         println!(
@@ -158,6 +158,16 @@ fn main() {
             bytes >> 20,
             s * 1e3,
             bytes as f64 / s / 1e9
+        );
+        let mut out = vec![0u8; emb.len()];
+        let s = time(5, || {
+            thaw_kernels::interleave::pack_matrix(GgmlType::Q8_0, 576, 49152, &emb, &mut out)
+        });
+        println!(
+            "interleave {} MB of Q8_0, one thread: {:.1} ms  {:.2} GB/s",
+            emb.len() >> 20,
+            s * 1e3,
+            emb.len() as f64 / s / 1e9
         );
     }
 
@@ -170,7 +180,7 @@ fn main() {
                 l.iter()
                     .map(|(d, r, c)| {
                         let mut p = vec![0u8; d.len()];
-                        thaw_kernels::interleave::pack_matrix(*c, *r, d, &mut p);
+                        thaw_kernels::interleave::pack_matrix(GgmlType::Q4_1, *c, *r, d, &mut p);
                         (p, *r, *c)
                     })
                     .collect()

@@ -105,8 +105,9 @@ pub struct KernelSet {
     q4_k: TypeKernels,
     q5_k: TypeKernels,
     q6_k: TypeKernels,
-    /// Q4_1 interleaved by 16 rows, where this set has tiles for it.
+    /// Q4_1 and Q8_0 interleaved by 16 rows, where this set has tiles for them.
     q4_1x16: Option<TypeKernels>,
+    q8_0x16: Option<TypeKernels>,
 }
 
 impl KernelSet {
@@ -130,6 +131,7 @@ impl KernelSet {
             GgmlType::Q5K => self.q5_k,
             GgmlType::Q6K => self.q6_k,
             GgmlType::Q4_1x16 => self.q4_1x16.ok_or(KernelError::Unsupported(ty))?,
+            GgmlType::Q8_0x16 => self.q8_0x16.ok_or(KernelError::Unsupported(ty))?,
             other => return Err(KernelError::Unsupported(other)),
         })
     }
@@ -239,6 +241,7 @@ static SCALAR: KernelSet = KernelSet {
     ),
     q6_k: q6_k_kernels(kquants::dot_q6_k_q8_k, kquants::gemm_q6_k_q8_k),
     q4_1x16: None,
+    q8_0x16: None,
 };
 
 /// A SIMD set: the given module's dots where it has them, scalar elsewhere (Q5_1).
@@ -286,6 +289,7 @@ macro_rules! simd_set {
             q5_k: tk(GgmlType::Q8K, kquants::quantize_q8_k, k::dot_q5_k_q8_k),
             q6_k: q6_k_kernels(k::dot_q6_k_q8_k, k::gemm_q6_k_q8_k),
             q4_1x16: None,
+            q8_0x16: None,
         }
     }};
 }
@@ -310,14 +314,22 @@ const fn with_wide_tiles(mut s: KernelSet) -> KernelSet {
     s.q4_1.gemm = tile(g::ROWS, g::TOKENS, g::gemm_q4_1_q8_1);
     s.q5_0.gemv = tile(g::ROWS, 1, g::gemv_q5_0_q8_0);
     s.q5_0.gemm = tile(g::ROWS, g::TOKENS, g::gemm_q5_0_q8_0);
-    // Interleaved Q4_1: 16-row tiles over whole groups; the plain tail rows (rows past
-    // the last multiple of 16) go through the Q4_1 dot, which gives the same bits.
+    // Interleaved Q4_1 and Q8_0: 16-row tiles over whole groups (the plain tail rows
+    // are multiplied as a plain matrix, see `matmul`); no packed prefill tile, the
+    // 16 × 4 tile reads the layout as it is.
     {
-        use crate::x86_64::q4_1x16 as x;
+        use crate::interleave::ROWS;
+        use crate::x86_64::x16 as x;
         let mut k = s.q4_1;
-        k.gemv = tile(crate::interleave::ROWS, 1, x::gemv_q4_1x16_q8_1);
-        k.gemm = tile(crate::interleave::ROWS, x::TOKENS, x::gemm_q4_1x16_q8_1);
+        k.gemv = tile(ROWS, 1, x::gemv_q4_1x16_q8_1);
+        k.gemm = tile(ROWS, x::TOKENS, x::gemm_q4_1x16_q8_1);
+        k.packed = None;
         s.q4_1x16 = Some(k);
+        let mut k = s.q8_0;
+        k.gemv = tile(ROWS, 1, x::gemv_q8_0x16_q8_0);
+        k.gemm = tile(ROWS, x::TOKENS, x::gemm_q8_0x16_q8_0);
+        k.packed = None;
+        s.q8_0x16 = Some(k);
     }
     const fn rows8(
         pack: fn(usize, &[u8], usize, &mut [u8]),
@@ -463,9 +475,10 @@ pub fn active() -> &'static KernelSet {
     selection().set
 }
 
-/// Whether the kernel set in use reads Q4_1 matrices interleaved by 16 rows
-/// ([`GgmlType::Q4_1x16`]): model loaders then interleave plain Q4_1 matrices, and
-/// otherwise restore interleaved ones to plain rows.
+/// Whether the kernel set in use reads Q4_1 and Q8_0 matrices interleaved by 16 rows
+/// ([`GgmlType::Q4_1x16`], [`GgmlType::Q8_0x16`]): model loaders then interleave
+/// plain ones, and otherwise restore interleaved ones to plain rows.
 pub fn reads_interleaved() -> bool {
-    active().q4_1x16.is_some()
+    let s = active();
+    s.q4_1x16.is_some() && s.q8_0x16.is_some()
 }

@@ -1,38 +1,80 @@
-//! Q4_1 matrices interleaved by 16 rows ("Q4_1x16"), the layout snapshots store and
-//! the GGUF path builds at load for the AVX-512 kernels.
+//! Q4_1 and Q8_0 matrices interleaved by 16 rows (GGUF types `Q4_1x16`, `Q8_0x16`,
+//! thaw's own), the layout snapshots store and the GGUF path builds at load for the
+//! AVX-512 kernels.
 //!
-//! A decode matvec on ggml's row-major Q4_1 blocks is bound by instruction issue, not
-//! memory: each 512-bit op serves two rows, and gathering the rows' scales and nibbles
+//! A decode matvec on ggml's row-major blocks is bound by instruction issue, not
+//! memory: each 512-bit op serves two rows, and gathering the rows' scales and quants
 //! costs as much as the dot products. Interleaved, one 512-bit register holds the same
 //! 4 quant bytes of 16 rows (one 32-bit lane per row), so scales load with one
-//! instruction, nibbles unpack 64 bytes at a time and the 16 rows' sums finish in
-//! vertical adds.
+//! instruction, quants 64 bytes at a time and the 16 rows' sums finish in vertical
+//! adds.
 //!
-//! Layout: rows in groups of 16; each group is `nb` blocks of [`GROUP_BLOCK`] bytes:
-//! the 16 rows' f16 `d` (32 bytes), their f16 `m` (32 bytes), then for g in 0..4 the
-//! rows' quant bytes 4g..4g + 4 (64 bytes each, row r at 4r). A group occupies exactly
-//! the bytes its 16 plain rows would. Rows past the last whole group stay plain, so the
-//! matrix has the same size as the GGUF's and row `r`'s bytes start at `r * row_bytes`
-//! whenever `r` is a multiple of 16 or in the plain tail.
+//! Layout: rows in groups of 16; each group is `nb` blocks of 16 plain blocks' bytes:
+//! each f16 scale field of the 16 rows (32 bytes per field: Q4_1's `d` then `m`,
+//! Q8_0's `d`), then for every 4 quant bytes g of a block the 16 rows' bytes 4g..4g + 4
+//! (64 bytes, row r at 4r; Q8_0's quants offset by 128, so unsigned). A group occupies
+//! exactly the bytes its 16 plain rows would. Rows past the last whole group stay
+//! plain, so the matrix has the same size as the GGUF's and row `r`'s bytes start at
+//! `r * row_bytes` whenever `r` is a multiple of 16 or in the plain tail.
 
 use crate::GgmlType;
-use crate::reference::q4::Q4_1_BYTES;
 
 /// Rows per interleaved group.
 pub const ROWS: usize = 16;
-/// Bytes of one block of a group (16 plain Q4_1 blocks).
-pub const GROUP_BLOCK: usize = ROWS * Q4_1_BYTES;
 
-/// The token embeddings' GGUF name: read a row at a time, never interleaved.
+/// The token embeddings' GGUF name.
 pub const EMBEDDINGS: &str = "token_embd.weight";
 
+/// A plain block type's shape: bytes per block, leading f16 scale fields, and what
+/// its quant bytes are XORed with when interleaved.
+#[derive(Clone, Copy)]
+struct Shape {
+    block: usize,
+    fields: usize,
+    flip: u8,
+}
+
+fn shape(plain: GgmlType) -> Shape {
+    match plain {
+        GgmlType::Q4_1 => Shape {
+            block: 20,
+            fields: 2,
+            flip: 0,
+        },
+        GgmlType::Q8_0 => Shape {
+            block: 34,
+            fields: 1,
+            flip: 0x80,
+        },
+        other => panic!("{other} has no interleaved layout"),
+    }
+}
+
+/// The interleaved type of a plain one, if it has one.
+pub fn interleaved(plain: GgmlType) -> Option<GgmlType> {
+    match plain {
+        GgmlType::Q4_1 => Some(GgmlType::Q4_1x16),
+        GgmlType::Q8_0 => Some(GgmlType::Q8_0x16),
+        _ => None,
+    }
+}
+
+/// The plain type of an interleaved one, if `ty` is interleaved.
+pub fn plain(ty: GgmlType) -> Option<GgmlType> {
+    match ty {
+        GgmlType::Q4_1x16 => Some(GgmlType::Q4_1),
+        GgmlType::Q8_0x16 => Some(GgmlType::Q8_0),
+        _ => None,
+    }
+}
+
 /// Whether a tensor (GGUF name, type and dims, columns first) is one that snapshots
-/// store, and loaders for the AVX-512 kernels make, interleaved: a Q4_1 matrix of at
-/// least one group of rows that is multiplied, not looked up.
-pub fn interleaves(name: &str, ty: GgmlType, dims: &[u64]) -> bool {
-    ty == GgmlType::Q4_1
+/// store, and loaders for the AVX-512 kernels make, interleaved: a Q4_1 or Q8_0 matrix
+/// of at least one group of rows. (Row lookups, e.g. of the token embeddings, read
+/// interleaved rows with [`plain_row`].)
+pub fn interleaves(_name: &str, ty: GgmlType, dims: &[u64]) -> bool {
+    interleaved(ty).is_some()
         && matches!(dims, [cols, rows] if cols % 32 == 0 && *rows >= ROWS as u64)
-        && name != EMBEDDINGS
 }
 
 /// Rows of a `rows`-row matrix stored interleaved (the rest are plain).
@@ -40,85 +82,106 @@ pub fn interleaved_rows(rows: usize) -> usize {
     rows / ROWS * ROWS
 }
 
-/// Interleaves one group: `src` holds 16 plain rows of `nb` blocks, `dst` as many bytes.
-pub fn pack_group(nb: usize, src: &[u8], dst: &mut [u8]) {
-    let rb = nb * Q4_1_BYTES;
+/// Interleaves (`pack`) or restores one group of 16 rows of `nb` blocks.
+fn group(s: Shape, nb: usize, src: &[u8], dst: &mut [u8], pack: bool) {
+    match (s.block, s.fields) {
+        (20, 2) => group_of::<20, 2, { 16 * 20 }>(s.flip, nb, src, dst, pack),
+        (34, 1) => group_of::<34, 1, { 16 * 34 }>(s.flip, nb, src, dst, pack),
+        _ => unreachable!("shape() knows only these"),
+    }
+}
+
+/// [`group`] for one block shape (`B` bytes, `F` scale fields, `G` = 16 · `B`), a scale
+/// field (2 bytes) or 4 quant bytes at a time: fixed sizes let the copies compile to
+/// plain moves.
+fn group_of<const B: usize, const F: usize, const G: usize>(
+    flip: u8,
+    nb: usize,
+    src: &[u8],
+    dst: &mut [u8],
+    pack: bool,
+) {
+    let rb = nb * B;
     assert!(src.len() >= ROWS * rb && dst.len() >= ROWS * rb);
-    for (b, out) in dst[..ROWS * rb].chunks_exact_mut(GROUP_BLOCK).enumerate() {
-        let out: &mut [u8; GROUP_BLOCK] = out.try_into().expect("exact chunk");
+    let flip = u32::from_ne_bytes([flip; 4]);
+    let word = |b: &[u8]| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) ^ flip;
+    for b in 0..nb {
         for r in 0..ROWS {
-            let blk: &[u8; Q4_1_BYTES] = src[r * rb + b * Q4_1_BYTES..][..Q4_1_BYTES]
-                .try_into()
-                .expect("one block");
-            out[2 * r..2 * r + 2].copy_from_slice(&blk[0..2]);
-            out[32 + 2 * r..32 + 2 * r + 2].copy_from_slice(&blk[2..4]);
-            for g in 0..4 {
-                out[64 + 64 * g + 4 * r..][..4].copy_from_slice(&blk[4 + 4 * g..][..4]);
+            let plain = r * rb + b * B;
+            if pack {
+                let blk: &[u8; B] = src[plain..plain + B].try_into().expect("a block");
+                let out: &mut [u8; G] = (&mut dst[b * G..b * G + G])
+                    .try_into()
+                    .expect("a group block");
+                for f in 0..F {
+                    out[32 * f + 2 * r..][..2].copy_from_slice(&blk[2 * f..2 * f + 2]);
+                }
+                for g in 0..(B - 2 * F) / 4 {
+                    let w = word(&blk[2 * F + 4 * g..]);
+                    out[32 * F + 64 * g + 4 * r..][..4].copy_from_slice(&w.to_ne_bytes());
+                }
+            } else {
+                let packed: &[u8; G] = src[b * G..b * G + G].try_into().expect("a group block");
+                let blk: &mut [u8; B] = (&mut dst[plain..plain + B]).try_into().expect("a block");
+                for f in 0..F {
+                    blk[2 * f..2 * f + 2].copy_from_slice(&packed[32 * f + 2 * r..][..2]);
+                }
+                for g in 0..(B - 2 * F) / 4 {
+                    let w = word(&packed[32 * F + 64 * g + 4 * r..]);
+                    blk[2 * F + 4 * g..][..4].copy_from_slice(&w.to_ne_bytes());
+                }
             }
         }
     }
 }
 
-/// Undoes [`pack_group`].
-pub fn unpack_group(nb: usize, src: &[u8], dst: &mut [u8]) {
-    let rb = nb * Q4_1_BYTES;
-    assert!(src.len() >= ROWS * rb && dst.len() >= ROWS * rb);
-    for (b, blocks) in src[..ROWS * rb].chunks_exact(GROUP_BLOCK).enumerate() {
-        let blocks: &[u8; GROUP_BLOCK] = blocks.try_into().expect("exact chunk");
-        for r in 0..ROWS {
-            let blk: &mut [u8; Q4_1_BYTES] = (&mut dst[r * rb + b * Q4_1_BYTES..][..Q4_1_BYTES])
-                .try_into()
-                .expect("one block");
-            blk[0..2].copy_from_slice(&blocks[2 * r..2 * r + 2]);
-            blk[2..4].copy_from_slice(&blocks[32 + 2 * r..32 + 2 * r + 2]);
-            for g in 0..4 {
-                blk[4 + 4 * g..][..4].copy_from_slice(&blocks[64 + 64 * g + 4 * r..][..4]);
-            }
-        }
-    }
-}
-
-/// Interleaves a whole plain Q4_1 matrix (`rows` rows of `cols` values) into `dst`.
-pub fn pack_matrix(cols: usize, rows: usize, src: &[u8], dst: &mut [u8]) {
-    by_group(cols, rows, src, dst, pack_group);
+/// Interleaves a whole plain matrix of type `plain` (`rows` rows of `cols` values).
+pub fn pack_matrix(plain: GgmlType, cols: usize, rows: usize, src: &[u8], dst: &mut [u8]) {
+    by_group(plain, cols, rows, src, dst, true);
 }
 
 /// Undoes [`pack_matrix`].
-pub fn unpack_matrix(cols: usize, rows: usize, src: &[u8], dst: &mut [u8]) {
-    by_group(cols, rows, src, dst, unpack_group);
+pub fn unpack_matrix(plain: GgmlType, cols: usize, rows: usize, src: &[u8], dst: &mut [u8]) {
+    by_group(plain, cols, rows, src, dst, false);
 }
 
-/// `f(nb, src group, dst group)` over the whole groups; the plain tail is copied.
-fn by_group(cols: usize, rows: usize, src: &[u8], dst: &mut [u8], f: fn(usize, &[u8], &mut [u8])) {
+/// `group` over the whole groups; the plain tail is copied.
+fn by_group(ty: GgmlType, cols: usize, rows: usize, src: &[u8], dst: &mut [u8], pack: bool) {
+    let s = shape(ty);
     let nb = cols / 32;
-    let gb = ROWS * nb * Q4_1_BYTES;
+    let gb = ROWS * nb * s.block;
     let full = interleaved_rows(rows) / ROWS * gb;
     assert!(src.len() == dst.len() && src.len() >= full);
-    for (s, d) in src[..full]
+    for (a, b) in src[..full]
         .chunks_exact(gb)
         .zip(dst[..full].chunks_exact_mut(gb))
     {
-        f(nb, s, d);
+        group(s, nb, a, b, pack);
     }
     dst[full..].copy_from_slice(&src[full..]);
 }
 
-/// Row `r` of an interleaved matrix in plain Q4_1 blocks (`dst`: one row's bytes).
-pub fn plain_row(cols: usize, rows: usize, src: &[u8], r: usize, dst: &mut [u8]) {
-    let nb = cols / 32;
-    let rb = nb * Q4_1_BYTES;
+/// Row `r` of an interleaved matrix of plain type `plain`, in plain blocks (`dst`:
+/// one row's bytes).
+pub fn plain_row(plain: GgmlType, cols: usize, rows: usize, src: &[u8], r: usize, dst: &mut [u8]) {
+    let s = shape(plain);
+    let rb = cols / 32 * s.block;
     assert!(r < rows && dst.len() == rb);
-    if r >= interleaved_rows(rows) {
+    let full = interleaved_rows(rows);
+    if r >= full {
         dst.copy_from_slice(&src[r * rb..][..rb]);
         return;
     }
-    let (group, i) = (r / ROWS * ROWS * rb, r % ROWS);
-    for (b, blk) in dst.chunks_exact_mut(Q4_1_BYTES).enumerate() {
-        let blocks = &src[group + b * GROUP_BLOCK..][..GROUP_BLOCK];
-        blk[0..2].copy_from_slice(&blocks[2 * i..2 * i + 2]);
-        blk[2..4].copy_from_slice(&blocks[32 + 2 * i..32 + 2 * i + 2]);
-        for g in 0..4 {
-            blk[4 + 4 * g..][..4].copy_from_slice(&blocks[64 + 64 * g + 4 * i..][..4]);
-        }
-    }
+    // Restore the row's whole group into a scratch copy and take the row: rows are
+    // looked up one per token, so the simple way is fast enough.
+    let g0 = r / ROWS * ROWS;
+    let mut rows16 = vec![0u8; ROWS * rb];
+    group(
+        s,
+        cols / 32,
+        &src[g0 * rb..][..ROWS * rb],
+        &mut rows16,
+        false,
+    );
+    dst.copy_from_slice(&rows16[(r - g0) * rb..][..rb]);
 }

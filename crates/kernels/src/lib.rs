@@ -177,13 +177,14 @@ pub fn try_dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(
     Ok(())
 }
 
-/// Whether `ty` is supported by [`matmul`] and [`dequantize_row`]. Q4_1x16 is the
-/// exception to both: only its plain tail rows dequantize (see [`interleave`]), and
-/// only kernel sets with [`reads_interleaved`] multiply it.
+/// Whether `ty` is supported by [`matmul`] and [`dequantize_row`]. The interleaved
+/// types are the exception to both: rows are read with [`interleave::plain_row`], and
+/// only kernel sets with [`reads_interleaved`] multiply them.
 pub fn is_supported(ty: GgmlType) -> bool {
     matches!(
         ty,
         GgmlType::Q4_1x16
+            | GgmlType::Q8_0x16
             | GgmlType::F32
             | GgmlType::F16
             | GgmlType::BF16

@@ -159,14 +159,15 @@ struct Mat<'a> {
     first_task: usize,
 }
 
-/// `w` as the parts the kernels run separately: an interleaved Q4_1 matrix's whole
-/// 16-row groups, and its plain tail rows as a Q4_1 matrix (so that they take the
-/// tiles and dots a plain matrix's rows there would), with the row each part starts at.
+/// `w` as the parts the kernels run separately: an interleaved matrix's whole 16-row
+/// groups, and its plain tail rows as a matrix of the plain type (so that they take
+/// the tiles and dots a plain matrix's rows there would), with the row each part
+/// starts at.
 fn parts<'a>(w: &QMatrix<'a>, row_bytes: usize) -> Vec<(QMatrix<'a>, usize)> {
     let full = crate::interleave::interleaved_rows(w.rows);
-    if w.ty != GgmlType::Q4_1x16 || full == w.rows {
+    let Some(plain) = crate::interleave::plain(w.ty).filter(|_| full < w.rows) else {
         return vec![(*w, 0)];
-    }
+    };
     let (head, tail) = w.data.split_at(full * row_bytes);
     let mut v = Vec::with_capacity(2);
     if full > 0 {
@@ -181,7 +182,7 @@ fn parts<'a>(w: &QMatrix<'a>, row_bytes: usize) -> Vec<(QMatrix<'a>, usize)> {
     }
     v.push((
         QMatrix {
-            ty: GgmlType::Q4_1,
+            ty: plain,
             rows: w.rows - full,
             data: tail,
             ..*w

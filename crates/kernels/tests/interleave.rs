@@ -1,6 +1,7 @@
-//! Q4_1 matrices interleaved by 16 rows: packing round-trips, and every kernel set that
-//! reads the layout gives, for every (row, token), the bits the same set gives on the
-//! plain matrix (so decode, prefill and the llama.cpp cross-checks are unchanged).
+//! Q4_1 and Q8_0 matrices interleaved by 16 rows: packing round-trips, and every
+//! kernel set that reads the layout gives, for every (row, token), the bits the same
+//! set gives on the plain matrix (so decode, prefill and the llama.cpp cross-checks
+//! are unchanged).
 
 mod common;
 
@@ -8,14 +9,17 @@ use common::{Rng, random_rows};
 use thaw_kernels::interleave::{self, ROWS};
 use thaw_kernels::{GgmlType, QMatrix, ThreadPool, available_kernel_sets, matmul_with};
 
+const TYPES: [GgmlType; 2] = [GgmlType::Q4_1, GgmlType::Q8_0];
+
 #[test]
 fn packing_round_trips_and_keeps_the_tail_plain() {
     let mut rng = Rng(5);
-    for (rows, blocks) in [(16usize, 1usize), (37, 3), (5, 2), (64, 18)] {
+    let shapes = [(16usize, 1usize), (37, 3), (5, 2), (64, 18)];
+    for (ty, (rows, blocks)) in TYPES.iter().flat_map(|&t| shapes.map(|s| (t, s))) {
         let cols = 32 * blocks;
-        let plain = random_rows(&mut rng, GgmlType::Q4_1, rows, cols);
+        let plain = random_rows(&mut rng, ty, rows, cols);
         let mut packed = vec![0u8; plain.len()];
-        interleave::pack_matrix(cols, rows, &plain, &mut packed);
+        interleave::pack_matrix(ty, cols, rows, &plain, &mut packed);
         let rb = plain.len() / rows;
         let full = interleave::interleaved_rows(rows);
         assert_eq!(full % ROWS, 0);
@@ -28,13 +32,13 @@ fn packing_round_trips_and_keeps_the_tail_plain() {
             assert_ne!(packed[..full * rb], plain[..full * rb]);
         }
         let mut back = vec![0u8; plain.len()];
-        interleave::unpack_matrix(cols, rows, &packed, &mut back);
+        interleave::unpack_matrix(ty, cols, rows, &packed, &mut back);
         assert_eq!(back, plain);
         // Any one row comes back from the packed matrix.
         for r in [0, rows / 2, rows - 1] {
             let mut row = vec![0u8; rb];
-            interleave::plain_row(cols, rows, &packed, r, &mut row);
-            assert_eq!(row, plain[r * rb..][..rb], "row {r} of {rows}");
+            interleave::plain_row(ty, cols, rows, &packed, r, &mut row);
+            assert_eq!(row, plain[r * rb..][..rb], "{ty} row {r} of {rows}");
         }
     }
 }
@@ -44,24 +48,26 @@ fn interleaved_matmul_equals_plain_bit_for_bit() {
     let mut rng = Rng(41);
     let pools = [ThreadPool::new(1), ThreadPool::new(2)];
     let mut tested = 0;
+    let shapes = [(16usize, 1usize), (21, 2), (48, 18), (200, 7), (576, 48)];
     for set in available_kernel_sets() {
-        if set.for_type(GgmlType::Q4_1x16).is_err() {
-            continue;
-        }
-        tested += 1;
-        for (rows, blocks) in [(16usize, 1usize), (21, 2), (48, 18), (200, 7), (576, 48)] {
+        for (ty, (rows, blocks)) in TYPES.iter().flat_map(|&t| shapes.map(|s| (t, s))) {
+            let ity = interleave::interleaved(ty).unwrap();
+            if set.for_type(ity).is_err() {
+                continue;
+            }
+            tested += 1;
             let cols = 32 * blocks;
-            let plain = random_rows(&mut rng, GgmlType::Q4_1, rows, cols);
+            let plain = random_rows(&mut rng, ty, rows, cols);
             let mut packed = vec![0u8; plain.len()];
-            interleave::pack_matrix(cols, rows, &plain, &mut packed);
+            interleave::pack_matrix(ty, cols, rows, &plain, &mut packed);
             let wp = QMatrix {
-                ty: GgmlType::Q4_1,
+                ty,
                 rows,
                 cols,
                 data: &plain,
             };
             let wi = QMatrix {
-                ty: GgmlType::Q4_1x16,
+                ty: ity,
                 data: &packed,
                 ..wp
             };
@@ -76,7 +82,7 @@ fn interleaved_matmul_equals_plain_bit_for_bit() {
                         assert_eq!(
                             a.to_bits(),
                             b.to_bits(),
-                            "{} {rows}x{cols} n={n} element {i}: {a} vs {b}",
+                            "{} {ty} {rows}x{cols} n={n} element {i}: {a} vs {b}",
                             set.name()
                         );
                     }
@@ -85,11 +91,14 @@ fn interleaved_matmul_equals_plain_bit_for_bit() {
         }
     }
     // Every set that lacks the layout says so instead of misreading it.
-    for set in available_kernel_sets() {
-        if set.for_type(GgmlType::Q4_1x16).is_err() {
-            let d = vec![0u8; 16 * 20];
+    for (set, ty) in available_kernel_sets()
+        .into_iter()
+        .flat_map(|s| [(s, GgmlType::Q4_1x16), (s, GgmlType::Q8_0x16)])
+    {
+        if set.for_type(ty).is_err() {
+            let d = vec![0u8; 16 * ty.row_bytes(32).unwrap()];
             let w = QMatrix {
-                ty: GgmlType::Q4_1x16,
+                ty,
                 rows: 16,
                 cols: 32,
                 data: &d,
@@ -104,6 +113,9 @@ fn interleaved_matmul_equals_plain_bit_for_bit() {
         }
     }
     if std::is_x86_feature_detected!("avx512vnni") {
-        assert!(tested > 0, "the AVX-512 set reads interleaved Q4_1");
+        assert!(
+            tested > 0,
+            "the AVX-512 set reads interleaved Q4_1 and Q8_0"
+        );
     }
 }

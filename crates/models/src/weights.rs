@@ -127,10 +127,10 @@ impl Tensor {
     /// Dequantize row `r` (< rows) into `dst` (`cols` long).
     pub fn row_into(&self, r: usize, dst: &mut [f32]) {
         let rb = self.len / self.rows.max(1);
-        if self.ty == GgmlType::Q4_1x16 {
+        if let Some(plain) = interleave::plain(self.ty) {
             let mut row = vec![0u8; rb];
-            interleave::plain_row(self.cols, self.rows, self.bytes(), r, &mut row);
-            thaw_kernels::dequantize_row(GgmlType::Q4_1, &row, dst);
+            interleave::plain_row(plain, self.cols, self.rows, self.bytes(), r, &mut row);
+            thaw_kernels::dequantize_row(plain, &row, dst);
             return;
         }
         thaw_kernels::dequantize_row(self.ty, &self.bytes()[r * rb..(r + 1) * rb], dst);
@@ -237,22 +237,27 @@ impl<'a> Loader<'a> {
     }
 }
 
-/// The Q4_1 matrices of `file` in the layout the kernels in use read best: plain Q4_1
-/// interleaved by 16 rows where the kernels read that (a GGUF), interleaved Q4_1 (a
-/// snapshot) back in plain rows where they do not. One copy of those matrices into
-/// memory of the process, made on every core: ~75 MB for SmolLM2.
+/// The Q4_1 and Q8_0 matrices of `file` in the layout the kernels in use read best:
+/// plain ones interleaved by 16 rows where the kernels read that (a GGUF), interleaved
+/// ones (a snapshot) back in plain rows where they do not. One copy of those matrices
+/// into memory of the process, made on every core (SmolLM2: 105 MB).
 fn relayout(file: &GgufFile) -> Vec<(String, GgmlType, Storage, usize)> {
-    type Convert = fn(usize, usize, &[u8], &mut [u8]);
+    type Convert = fn(GgmlType, usize, usize, &[u8], &mut [u8]);
     let wants = thaw_kernels::reads_interleaved();
-    let jobs: Vec<(&thaw_gguf::TensorInfo, GgmlType, Convert)> = file
+    // (tensor, its type after, the plain type, the conversion)
+    type Job<'f> = (&'f thaw_gguf::TensorInfo, GgmlType, GgmlType, Convert);
+    let jobs: Vec<Job<'_>> = file
         .tensors()
         .iter()
         .filter_map(|t| {
-            let (ty, f): (GgmlType, Convert) = match t.ty {
-                GgmlType::Q4_1 if wants && interleave::interleaves(&t.name, t.ty, &t.dims) => {
-                    (GgmlType::Q4_1x16, interleave::pack_matrix)
+            let (ty, plain, f): (GgmlType, GgmlType, Convert) = match t.ty {
+                ty if wants && interleave::interleaves(&t.name, ty, &t.dims) => {
+                    (interleave::interleaved(ty)?, ty, interleave::pack_matrix)
                 }
-                GgmlType::Q4_1x16 if !wants => (GgmlType::Q4_1, interleave::unpack_matrix),
+                ty if !wants => {
+                    let plain = interleave::plain(ty)?;
+                    (plain, plain, interleave::unpack_matrix)
+                }
                 _ => return None,
             };
             // Shapes the conversion cannot take are left for the loader to report.
@@ -261,43 +266,56 @@ fn relayout(file: &GgufFile) -> Vec<(String, GgmlType, Storage, usize)> {
             };
             let (cols, rows) = (usize::try_from(cols).ok()?, usize::try_from(rows).ok()?);
             let whole = cols.is_multiple_of(32)
-                && file.tensor_data(t).len() == rows.checked_mul(cols / 32 * 20)?;
-            whole.then_some((t, ty, f))
+                && Some(file.tensor_data(t).len()) == plain.row_bytes(cols).map(|b| b * rows);
+            whole.then_some((t, ty, plain, f))
         })
         .collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(jobs.len().max(1));
-    let convert = |(t, ty, f): &(&thaw_gguf::TensorInfo, GgmlType, Convert)| {
+    // Every matrix's copy, 64-byte aligned so that no 512-bit load of a group splits a
+    // cache line; filled below in pieces of whole groups, spread over the cores (a
+    // 178 MB embedding would otherwise keep one core busy alone).
+    let mut bufs: Vec<(Vec<u8>, usize)> = jobs
+        .iter()
+        .map(|(t, ..)| {
+            let buf = vec![0u8; t.size as usize + 64];
+            let start = buf.as_ptr().align_offset(64);
+            (buf, start)
+        })
+        .collect();
+    let mut pieces = Vec::new();
+    for ((t, _, plain, f), (buf, start)) in jobs.iter().zip(bufs.iter_mut()) {
         let src = file.tensor_data(t);
         let (cols, rows) = (t.dims[0] as usize, t.dims[1] as usize);
-        // 64-byte aligned, so that no 512-bit load of a group splits a cache line.
-        let mut buf = vec![0u8; src.len() + 64];
-        let start = buf.as_ptr().align_offset(64);
-        f(cols, rows, src, &mut buf[start..start + src.len()]);
-        (t.name.clone(), *ty, Storage::from_vec(buf), start)
-    };
-    if threads <= 1 {
-        return jobs.iter().map(convert).collect();
+        let rb = src.len() / rows;
+        let per = (RELAYOUT_PIECE / (16 * rb)).max(1) * 16;
+        let mut dst = &mut buf[*start..*start + src.len()];
+        for r0 in (0..rows).step_by(per) {
+            let n = per.min(rows - r0);
+            let (mine, rest) = dst.split_at_mut(n * rb);
+            dst = rest;
+            pieces.push((*plain, *f, cols, n, &src[r0 * rb..(r0 + n) * rb], mine));
+        }
     }
-    // Thread i takes jobs i, i + threads, …: matrices of a layer come in a similar
-    // mix of sizes, so the shares come out close.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(pieces.len().max(1));
+    let mut shares: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, p) in pieces.into_iter().enumerate() {
+        shares[i % threads].push(p);
+    }
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|i| {
-                let (jobs, convert) = (&jobs, &convert);
-                s.spawn(move || {
-                    jobs.iter()
-                        .skip(i)
-                        .step_by(threads)
-                        .map(convert)
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("layout conversion panicked"))
-            .collect()
-    })
+        for share in shares {
+            s.spawn(move || {
+                for (plain, f, cols, rows, src, dst) in share {
+                    f(plain, cols, rows, src, dst);
+                }
+            });
+        }
+    });
+    jobs.iter()
+        .zip(bufs)
+        .map(|((t, ty, ..), (buf, start))| (t.name.clone(), *ty, Storage::from_vec(buf), start))
+        .collect()
 }
+
+/// Bytes of a matrix converted as one piece by one thread.
+const RELAYOUT_PIECE: usize = 4 << 20;

@@ -1,6 +1,6 @@
 //! Writing a snapshot: validate the source, freeze its tokenizer, stream the GGUF
 //! (metadata minus the tokenizer arrays, then its tensors in the kernels' layout:
-//! multiplied Q4_1 matrices interleaved by 16 rows, every tensor 64-byte aligned) and
+//! Q4_1 and Q8_0 matrices interleaved by 16 rows, every tensor 64-byte aligned) and
 //! the other sections into a temporary file beside the output while hashing, write the
 //! header last, then rename into place.
 
@@ -308,11 +308,10 @@ impl WeightLayout {
             .map(|t| {
                 let offset = at.next_multiple_of(alignment);
                 at = offset + t.size;
-                let ty = if thaw_kernels::interleave::interleaves(&t.name, t.ty, &t.dims) {
-                    thaw_gguf::GgmlType::Q4_1x16
-                } else {
-                    t.ty
-                };
+                let ty = Some(t.ty)
+                    .filter(|&ty| thaw_kernels::interleave::interleaves(&t.name, ty, &t.dims))
+                    .and_then(thaw_kernels::interleave::interleaved)
+                    .unwrap_or(t.ty);
                 thaw_gguf::TensorInfo {
                     offset,
                     ty,
@@ -334,11 +333,11 @@ impl WeightLayout {
             .iter()
             .zip(&self.sources)
             .map(|(t, from)| {
-                (t.ty == thaw_gguf::GgmlType::Q4_1x16).then(|| {
+                (t.ty != from.ty).then(|| {
                     let src = source.tensor_data(from);
                     let mut out = vec![0u8; src.len()];
                     let (cols, rows) = (t.dims[0] as usize, t.dims[1] as usize);
-                    thaw_kernels::interleave::pack_matrix(cols, rows, src, &mut out);
+                    thaw_kernels::interleave::pack_matrix(from.ty, cols, rows, src, &mut out);
                     out
                 })
             })

@@ -13,7 +13,7 @@
 //! |--------|----------------|------------------------------------------------------------|
 //! | 0..8   | magic          | `THAWSNAP`                                                 |
 //! | 8..12  | format version | u32, [`FORMAT_VERSION`] (1); any other value is refused    |
-//! | 12..16 | kernel layout  | u32, how weights are laid out for the kernels: [`LAYOUT_Q4_1X16`] (written now: ggml blocks, Q4_1 matrices interleaved by 16 rows, tensors 64-byte aligned) or [`LAYOUT_GGML_BLOCKS_V1`] (ggml blocks as the GGUF stores them; still read, the loader interleaves at start). Any other id is refused |
+//! | 12..16 | kernel layout  | u32, how weights are laid out for the kernels: [`LAYOUT_X16`] (written now: ggml blocks, Q4_1 and Q8_0 matrices interleaved by 16 rows, tensors 64-byte aligned) or [`LAYOUT_GGML_BLOCKS_V1`] (ggml blocks as the GGUF stores them; still read, the loader interleaves at start). Any other id is refused |
 //! | 16..24 | flags          | u64, no flag is defined yet: must be 0                     |
 //! | 24..28 | section count  | u32, 1..=64                                                |
 //! | 28..32 | reserved       | 0                                                          |
@@ -32,7 +32,7 @@
 //! Sections lie after the table, inside the file, and do not overlap; the gaps between
 //! them are zero (holes in a sparse file). Kinds: 1 `GGUF` (required) — the source
 //! GGUF rewritten without its tokenizer arrays, its tensors in the kernel layout the
-//! header names (layout 2: 64-byte aligned, multiplied Q4_1 matrices interleaved by 16
+//! header names (layout 2: 64-byte aligned, Q4_1 and Q8_0 matrices interleaved by 16
 //! rows), so the kernels read them in place; 2 `META` (required) — UTF-8 JSON
 //! ([`Meta`]: model name, source path, source sha256 and size, build time, thaw
 //! version); 3 `PREFIXES` — prompt-prefix K/V caches; 4 `TOKENIZER` — the frozen
@@ -61,14 +61,14 @@ pub use snapshot::{SectionInfo, Snapshot, SnapshotInfo, VerifyReport};
 pub const FORMAT_VERSION: u32 = 2;
 /// Kernel layout: weights in ggml block layout exactly as the GGUF stores them.
 pub const LAYOUT_GGML_BLOCKS_V1: u32 = 1;
-/// Kernel layout: ggml blocks, with every multiplied Q4_1 matrix interleaved by 16 rows
-/// (GGUF type `Q4_1x16`, see `thaw_kernels::interleave`) and the GGUF section's
+/// Kernel layout: ggml blocks, with every Q4_1 and Q8_0 matrix interleaved by 16 rows
+/// (GGUF types `Q4_1x16`, `Q8_0x16`, see `thaw_kernels::interleave`) and the GGUF section's
 /// tensors aligned to 64 bytes (one cache line).
-pub const LAYOUT_Q4_1X16: u32 = 2;
+pub const LAYOUT_X16: u32 = 2;
 /// The kernel layout this thaw writes.
-pub const KERNEL_LAYOUT: u32 = LAYOUT_Q4_1X16;
+pub const KERNEL_LAYOUT: u32 = LAYOUT_X16;
 /// The kernel layouts this thaw reads.
-pub const READABLE_LAYOUTS: [u32; 2] = [LAYOUT_GGML_BLOCKS_V1, LAYOUT_Q4_1X16];
+pub const READABLE_LAYOUTS: [u32; 2] = [LAYOUT_GGML_BLOCKS_V1, LAYOUT_X16];
 /// Every section starts at a multiple of this (2 MiB: one x86-64 huge page).
 pub const SECTION_ALIGN: u64 = 2 << 20;
 

@@ -14,7 +14,7 @@ pub mod avx512;
 mod gemm;
 pub(crate) mod gemv512;
 pub(crate) mod packed;
-pub(crate) mod q4_1x16;
+pub(crate) mod x16;
 pub(crate) use gemm::simd_gemm;
 
 /// Expands to the full set of SIMD dot kernels, compiled for the target features `$feat`.

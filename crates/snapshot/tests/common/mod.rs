@@ -36,7 +36,8 @@ impl Drop for TempDir {
 /// A small GGUF with metadata of several types and tensors of several types.
 pub fn synthetic_gguf(path: &Path) {
     let q8: Vec<u8> = (0..2 * 34).map(|i| (i * 7 % 251) as u8).collect();
-    // Q4_1, 20 rows: one interleaved group and 4 plain rows in a snapshot.
+    // Q4_1, 20 rows: one interleaved group and 4 plain rows in a snapshot (as the
+    // embeddings too: rows are looked up through the layout).
     let q4: Vec<u8> = (0..20 * 20).map(|i| (i * 13 % 251) as u8).collect();
     let mut w = GgufWriter::new();
     w.kv("general.architecture", "llama")
@@ -103,20 +104,22 @@ pub fn expected_metadata(original: &thaw_gguf::GgufFile, moved: &[&str]) -> Vec<
 }
 
 /// A tensor as the snapshot stores it: 64-byte aligned, same name, shape and size;
-/// multiplied Q4_1 matrices of 16 rows or more interleaved (their plain rows restored
+/// Q4_1 and Q8_0 matrices of 16 rows or more interleaved (their plain rows restored
 /// exactly), every other tensor byte for byte.
 pub fn assert_stored(a: &TensorInfo, da: &[u8], b: &TensorInfo, db: &[u8]) {
     assert_eq!((&a.name, &a.dims, a.size), (&b.name, &b.dims, b.size));
     assert_eq!(b.offset % 64, 0, "{} is cache-line aligned", b.name);
-    let interleaved = a.ty == GgmlType::Q4_1
-        && a.dims.len() == 2
-        && a.dims[1] >= 16
-        && a.name != "token_embd.weight";
+    let interleaved =
+        matches!(a.ty, GgmlType::Q4_1 | GgmlType::Q8_0) && a.dims.len() == 2 && a.dims[1] >= 16;
     if interleaved {
-        assert_eq!(b.ty, GgmlType::Q4_1x16, "{}", a.name);
+        let want = match a.ty {
+            GgmlType::Q4_1 => GgmlType::Q4_1x16,
+            _ => GgmlType::Q8_0x16,
+        };
+        assert_eq!(b.ty, want, "{}", a.name);
         let mut plain = vec![0u8; db.len()];
         let (cols, rows) = (a.dims[0] as usize, a.dims[1] as usize);
-        thaw_kernels::interleave::unpack_matrix(cols, rows, db, &mut plain);
+        thaw_kernels::interleave::unpack_matrix(a.ty, cols, rows, db, &mut plain);
         assert!(
             plain == da,
             "{}: interleaved rows restore the source's",
