@@ -352,9 +352,17 @@ def test_management_api(gw):
     s, _, body = gw.json("POST", "/admin/deployments", "admin", bad.encode(), ctype="application/toml")
     assert s == 400 and "min_replicas" in body["error"]["message"] and ":1:" in body["error"]["message"]
     assert gw.deployment("smol-b")["spec"] == before  # untouched
+    # A deployment made through the API is not frozen at gateway start: its worker
+    # serves from the GGUF and freezes it (with its system prompt) in the background.
+    home = os.environ.get("THAW_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "thaw")
+    snaps = lambda: set(glob.glob(os.path.join(home, "snapshots", "smollm2-*.thaw")))
+    before_snaps = snaps()
     app = os.path.join(gw.tmp, "app.toml")
+    system = f"You answer in one word. ({os.getpid()} {time.time()})"
     with open(app, "w") as f:
-        f.write('[[deployment]]\nname = "late"\nsource = "smollm2"\nthreads = 1\nctx_size = 256\n')
+        f.write('[[deployment]]\nname = "late"\nsource = "smollm2"\nthreads = 1\nctx_size = 256\n'
+                f'system_prompt = "{system}"\n')
     env = dict(os.environ, THAW_URL=gw.root, THAW_API_KEY=gw.keys["admin"])
     subprocess.run([THAW, "deploy", app], check=True, env=env, capture_output=True)
     subprocess.run([THAW, "scale", "late", "1"], check=True, env=env, capture_output=True)
@@ -364,8 +372,15 @@ def test_management_api(gw):
     pid = gw.ready("late")[0]["pid"]
     r = gw.client("alice").chat.completions.create(**dict(CHAT, model="late"))
     assert r.usage.completion_tokens > 0
+    deadline = time.time() + 60
+    while time.time() < deadline and not (snaps() - before_snaps):
+        time.sleep(0.2)
+    new = snaps() - before_snaps
+    assert new, f"the worker of an API-made deployment did not freeze it under {home}"
     s, _, _ = gw.json("DELETE", "/admin/deployments/late", "admin")
     assert s == 200
+    for f in new:  # this run's system prompt: no later run would thaw it
+        os.remove(f)
     deadline = time.time() + 10
     while time.time() < deadline and _pid_alive(pid):
         time.sleep(0.05)

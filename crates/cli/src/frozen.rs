@@ -66,6 +66,35 @@ fn remove_stale(dir: &Path, gguf: &Path) -> Result<usize> {
     Ok(removed)
 }
 
+/// Removes the temporary files (`.NAME.tmp-PID`) of builds whose process is gone (a
+/// worker killed while freezing): nothing would finish or clean them up otherwise.
+fn remove_orphans(dir: &Path) {
+    // Liveness comes from /proc; without it, leave every file alone.
+    let Ok(entries) = std::fs::read_dir(dir).and_then(|e| {
+        Path::new("/proc/self")
+            .exists()
+            .then_some(e)
+            .ok_or(std::io::ErrorKind::Unsupported.into())
+    }) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.starts_with('.'))
+            .and_then(|n| n.rsplit_once(".tmp-"))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid.to_string()).exists();
+        if !alive && pid != std::process::id() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn is_snapshot(p: &Path) -> bool {
     p.extension().is_some_and(|e| e == "thaw")
 }
@@ -88,15 +117,38 @@ pub fn prefer_frozen(model: &Path, system: Option<&str>) -> PathBuf {
 /// chats that have none) and the chat preamble.
 pub fn freeze(source: &str, system: Option<&str>) -> Result<PathBuf> {
     let model = thaw_hub::resolve(source)?;
-    if is_snapshot(&model) {
-        return Ok(model);
+    freeze_model(&model, system, true, 0)
+}
+
+/// What a worker that had to load a GGUF does once it serves (a deployment made
+/// through the management API, which the gateway did not freeze at start): freeze it
+/// on one thread in the background, so that the deployment's next cold start thaws a
+/// snapshot. Two workers doing it at once each write their own temporary file; the
+/// last rename wins with the same bytes.
+pub fn freeze_in_background(model: PathBuf, system: Option<String>) {
+    std::thread::spawn(move || {
+        if let Err(e) = freeze_model(&model, system.as_deref(), false, 1) {
+            eprintln!("warning: freezing {}: {e:#}", model.display());
+        }
+    });
+}
+
+fn freeze_model(
+    model: &Path,
+    system: Option<&str>,
+    progress: bool,
+    threads: usize,
+) -> Result<PathBuf> {
+    if is_snapshot(model) {
+        return Ok(model.to_path_buf());
     }
-    let out = snapshot_path(&model, system)?;
+    let out = snapshot_path(model, system)?;
     if out.is_file() {
         return Ok(out);
     }
     let dir = out.parent().context("snapshot path has no directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    remove_orphans(dir);
     eprintln!("freezing {} into {}", model.display(), out.display());
     let opts = SnapshotOptions {
         prefixes: system
@@ -104,12 +156,13 @@ pub fn freeze(source: &str, system: Option<&str>) -> Result<PathBuf> {
             .into_iter()
             .chain([PrefixSpec::ChatPreamble])
             .collect(),
-        progress: true,
+        progress,
+        threads,
         ..Default::default()
     };
-    build_snapshot(&model, &out, &opts)
+    build_snapshot(model, &out, &opts)
         .with_context(|| format!("freezing {} into {}", model.display(), out.display()))?;
-    match remove_stale(dir, &model) {
+    match remove_stale(dir, model) {
         Ok(0) => {}
         Ok(n) => eprintln!(
             "removed {n} snapshot(s) of an earlier version of {}",
@@ -126,6 +179,25 @@ pub fn freeze(source: &str, system: Option<&str>) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn orphaned_temporary_files_are_removed_live_ones_kept() {
+        let dir = std::env::temp_dir().join(format!("thaw-orphans-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // No process has pid 4294967294 (above Linux's pid_max).
+        let dead = dir.join(".m-1-2-3.thaw.tmp-4294967294");
+        let mine = dir.join(format!(".m-1-2-4.thaw.tmp-{}", std::process::id()));
+        let snapshot = dir.join("m-1-2-3.thaw");
+        for f in [&dead, &mine, &snapshot] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        remove_orphans(&dir);
+        if Path::new("/proc/self").exists() {
+            assert!(!dead.exists(), "a dead build's temporary file stays");
+        }
+        assert!(mine.exists() && snapshot.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn fnv1a_is_the_published_function() {

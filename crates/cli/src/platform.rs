@@ -151,6 +151,11 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
             writeln!(out, "{} {addr}", thaw_platform::READY_LINE)?;
             out.flush()?;
         }
+        // Not frozen yet (a deployment made through the management API): serve from
+        // the GGUF now, freeze for the next cold start.
+        if path == model {
+            crate::frozen::freeze_in_background(model.clone(), a.system_prompt.clone());
+        }
         let stdin_closed = async {
             let _ = tokio::task::spawn_blocking(|| {
                 let mut sink = Vec::new();

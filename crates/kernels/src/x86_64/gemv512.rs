@@ -48,7 +48,7 @@ fn pair_index(p: usize, step: i32) -> __m512i {
 /// The f16 at `p` as f32, in all 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn f16_bcast(p: *const u8) -> __m256 {
+pub(super) unsafe fn f16_bcast(p: *const u8) -> __m256 {
     // SAFETY: the caller guarantees 2 readable bytes at p.
     let bits = unsafe { p.cast::<u16>().read_unaligned() };
     _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(

@@ -11,6 +11,7 @@
 
 use core::arch::x86_64::*;
 
+use super::gemv512::f16_bcast;
 use crate::interleave::ROWS;
 use crate::reference::q4::Q4_1_BYTES;
 use crate::reference::q8::{Q8_0_BYTES, Q8_1_BYTES};
@@ -28,10 +29,7 @@ pub(crate) const TOKENS: usize = 4;
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn f16_splat(p: *const u8) -> __m512 {
     // SAFETY: the caller guarantees 2 readable bytes at p.
-    let bits = unsafe { p.cast::<u16>().read_unaligned() };
-    _mm512_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
-        bits,
-    )))))
+    _mm512_broadcastss_ps(_mm256_castps256_ps128(unsafe { f16_bcast(p) }))
 }
 
 /// `nb` blocks of one interleaved group at `w` times T Q8_1 activation rows (`as_`
