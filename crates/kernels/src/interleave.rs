@@ -82,11 +82,19 @@ pub fn interleaved_rows(rows: usize) -> usize {
     rows / ROWS * ROWS
 }
 
-/// Interleaves (`pack`) or restores one group of 16 rows of `nb` blocks.
-fn group(s: Shape, nb: usize, src: &[u8], dst: &mut [u8], pack: bool) {
+/// Interleaves (`pack`) or restores rows `rows` (of 16) of one group of `nb` blocks;
+/// the plain side holds just those rows.
+fn group(
+    s: Shape,
+    nb: usize,
+    src: &[u8],
+    dst: &mut [u8],
+    pack: bool,
+    rows: core::ops::Range<usize>,
+) {
     match (s.block, s.fields) {
-        (20, 2) => group_of::<20, 2, { 16 * 20 }>(s.flip, nb, src, dst, pack),
-        (34, 1) => group_of::<34, 1, { 16 * 34 }>(s.flip, nb, src, dst, pack),
+        (20, 2) => group_of::<20, 2, { 16 * 20 }>(s.flip, nb, src, dst, pack, rows),
+        (34, 1) => group_of::<34, 1, { 16 * 34 }>(s.flip, nb, src, dst, pack, rows),
         _ => unreachable!("shape() knows only these"),
     }
 }
@@ -100,14 +108,22 @@ fn group_of<const B: usize, const F: usize, const G: usize>(
     src: &[u8],
     dst: &mut [u8],
     pack: bool,
+    rows: core::ops::Range<usize>,
 ) {
     let rb = nb * B;
-    assert!(src.len() >= ROWS * rb && dst.len() >= ROWS * rb);
+    // The plain side holds just `rows`, the interleaved side the whole group.
+    let (plain_len, packed_len) = (rows.len() * rb, ROWS * rb);
+    let (src_len, dst_len) = if pack {
+        (plain_len, packed_len)
+    } else {
+        (packed_len, plain_len)
+    };
+    assert!(rows.end <= ROWS && src.len() >= src_len && dst.len() >= dst_len);
     let flip = u32::from_ne_bytes([flip; 4]);
     let word = |b: &[u8]| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) ^ flip;
     for b in 0..nb {
-        for r in 0..ROWS {
-            let plain = r * rb + b * B;
+        for r in rows.clone() {
+            let plain = (r - rows.start) * rb + b * B;
             if pack {
                 let blk: &[u8; B] = src[plain..plain + B].try_into().expect("a block");
                 let out: &mut [u8; G] = (&mut dst[b * G..b * G + G])
@@ -156,7 +172,7 @@ fn by_group(ty: GgmlType, cols: usize, rows: usize, src: &[u8], dst: &mut [u8], 
         .chunks_exact(gb)
         .zip(dst[..full].chunks_exact_mut(gb))
     {
-        group(s, nb, a, b, pack);
+        group(s, nb, a, b, pack, 0..ROWS);
     }
     dst[full..].copy_from_slice(&src[full..]);
 }
@@ -172,16 +188,8 @@ pub fn plain_row(plain: GgmlType, cols: usize, rows: usize, src: &[u8], r: usize
         dst.copy_from_slice(&src[r * rb..][..rb]);
         return;
     }
-    // Restore the row's whole group into a scratch copy and take the row: rows are
-    // looked up one per token, so the simple way is fast enough.
+    // Only row r of its group (one lookup per token).
     let g0 = r / ROWS * ROWS;
-    let mut rows16 = vec![0u8; ROWS * rb];
-    group(
-        s,
-        cols / 32,
-        &src[g0 * rb..][..ROWS * rb],
-        &mut rows16,
-        false,
-    );
-    dst.copy_from_slice(&rows16[(r - g0) * rb..][..rb]);
+    let src = &src[g0 * rb..][..ROWS * rb];
+    group(s, cols / 32, src, dst, false, r - g0..r - g0 + 1);
 }

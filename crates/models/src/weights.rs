@@ -270,6 +270,10 @@ fn relayout(file: &GgufFile) -> Vec<(String, GgmlType, Storage, usize)> {
             whole.then_some((t, ty, plain, f))
         })
         .collect();
+    // A snapshot for these kernels: nothing to convert, and no thread to start.
+    if jobs.is_empty() {
+        return Vec::new();
+    }
     // Every matrix's copy, 64-byte aligned so that no 512-bit load of a group splits a
     // cache line; filled below in pieces of whole groups, spread over the cores (a
     // 178 MB embedding would otherwise keep one core busy alone).
