@@ -135,6 +135,55 @@ fn accumulate_with_per_query_rows_matches_weighted_sum_bit_for_bit() {
 }
 
 #[test]
+fn accumulate_for_runs_of_queries_matches_scalar_bit_for_bit() {
+    // A chat turn's query rows: `heads` heads per token over a causal range that grows
+    // by one row per token (runs of 2, 4 and 8 queries share the value loads), and
+    // a sliding window that cuts the front off, at every head_dim tile shape.
+    let mut rng = Rng(18);
+    for hd in [16usize, 32, 48, 64, 128] {
+        for (n, first, heads, window) in [
+            (40, 0, 3, None),
+            (300, 5, 3, None),
+            (300, 0, 1, Some(100)),
+            (1221, 0, 3, None),
+            (90, 11, 4, Some(30)),
+        ] {
+            for tokens in [1usize, 2, 3, 6, 11] {
+                let rows: Vec<_> = (0..tokens)
+                    .flat_map(|t| {
+                        let end = n - tokens + t + 1;
+                        let start = window.map_or(0, |w: usize| end.saturating_sub(w));
+                        std::iter::repeat_n(start..end, heads)
+                    })
+                    .collect();
+                let m = rows.len();
+                let mut w: Vec<f32> = (0..m * n).map(|_| rng.f32().abs()).collect();
+                for (row, r) in w.chunks_exact_mut(n).zip(&rows) {
+                    attn::softmax_scalar(&mut row[r.clone()]);
+                }
+                attn::round_f16_slice_scalar(&mut w);
+                let vals = halves(&mut rng, n * hd, 2.0);
+                let qw = QueryWeights {
+                    w: &w,
+                    stride: n,
+                    rows: &rows,
+                };
+                let order = F16Sum::TinyBlas;
+                let lanes = order.lanes();
+                let (mut acc, mut acc_ref) = (vec![0.0; m * lanes * hd], vec![0.0; m * lanes * hd]);
+                attn::f16_accumulate(&qw, &vals, hd, first, order, &mut acc);
+                attn::f16_accumulate_scalar(&qw, &vals, hd, first, order, &mut acc_ref);
+                assert_eq!(
+                    bits(&acc),
+                    bits(&acc_ref),
+                    "hd {hd} n {n} first {first} heads {heads} window {window:?} tokens {tokens}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn weighted_sum_matches_scalar_bit_for_bit() {
     let mut rng = Rng(12);
     for order in [F16Sum::TinyBlas, F16Sum::VecDot] {

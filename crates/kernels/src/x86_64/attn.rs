@@ -4,6 +4,7 @@
 //! 256-bit registers keep the clocks up.
 
 use core::arch::x86_64::*;
+use core::array::from_fn;
 
 use half::f16;
 
@@ -826,8 +827,8 @@ unsafe fn groups_tile<const Q: usize, const L: usize, const C: usize>(
     }
 }
 
-/// Whole groups of 16 rows for `Q` queries (1 or 2): every lane and chunk, in tiles
-/// of at most 16 accumulators.
+/// Whole groups of 16 rows for `Q` queries (1, 2, 4 or 8): every lane and chunk, in
+/// tiles of at most 16 accumulators.
 ///
 /// # Safety
 /// As [`groups_tile`], for all 16 lanes and `hd / 16` chunks.
@@ -854,20 +855,43 @@ unsafe fn accumulate_groups<const Q: usize>(
             }
         };
     }
+    // More queries per tile means fewer value conversions per FMA (a conversion costs
+    // about two FMA slots): 8 queries × 2 chunks reads each chunk of a row twice in
+    // all, but converts it once per 8 queries instead of once per 2.
     match (Q, chunks % 4, chunks % 2) {
         (1, 0, _) => tiles!(4, 4),
         (1, _, 0) => tiles!(8, 2),
         (1, _, _) => tiles!(16, 1),
-        (_, 0, _) => tiles!(2, 4),
-        (_, _, 0) => tiles!(4, 2),
-        _ => tiles!(8, 1),
+        (2, 0, _) => tiles!(2, 4),
+        (2, _, 0) => tiles!(4, 2),
+        (2, _, _) => tiles!(8, 1),
+        (4, 0, _) => tiles!(1, 4),
+        (4, _, 0) => tiles!(2, 2),
+        (4, _, _) => tiles!(4, 1),
+        (_, _, 0) => tiles!(1, 2),
+        _ => tiles!(2, 1),
     }
 }
 
-/// See `crate::attn::f16_accumulate`. The f16 rows are read in place: with two
-/// queries per value load, converting as they are read measured faster than widening
-/// blocks of rows first (`bench grouped`: 1.6 against 1.8–2.5 ns per row·position at
-/// 6–18 query rows).
+/// Asks for every cache line of `x` to be brought into L2 (a hint: nothing is read
+/// into registers, and lines already cached cost a few cycles).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+fn prefetch_l2<T>(x: &[T]) {
+    let p = x.as_ptr().cast::<i8>();
+    for off in (0..core::mem::size_of_val(x)).step_by(64) {
+        // SAFETY: prefetching never faults; every address is inside `x` anyway.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.add(off)) };
+    }
+}
+
+/// Queries per shared pass over value rows, largest first: [`accumulate_groups`]'s
+/// tile widths.
+const SHARE: [usize; 3] = [8, 4, 2];
+
+/// See `crate::attn::f16_accumulate`. The f16 rows are read in place and converted
+/// as they are read, once per up to 8 queries that add them (the heads of a token
+/// and consecutive tokens share all but their last few rows).
 ///
 /// # Safety
 /// As `crate::attn::f16_accumulate` checks, with AVX-512F available and `hd` a
@@ -882,63 +906,51 @@ pub unsafe fn f16_accumulate_512(
     acc: &mut [f32],
 ) {
     let rows = qw.rows;
+    // The register tiles read every 16th row (2 KiB apart at head_dim 64), a pattern
+    // the hardware prefetchers do not follow; a stored prefix's values are not in any
+    // cache yet. One sequential pass of prefetches brings them into L2 first.
+    let used = rows.iter().filter(|r| !r.is_empty());
+    let lo = used.clone().map(|r| r.start).min().unwrap_or(0);
+    let hi = used.map(|r| r.end).max().unwrap_or(0);
+    prefetch_l2(&vals[lo * hd..hi * hd]);
     let mut i = 0;
     while i < rows.len() {
-        let (a, b) = (&rows[i], rows.get(i + 1));
-        // Two queries share the value loads over the rows they both add (the same
-        // rows for the heads of one token, all but the last few for consecutive
-        // tokens); each adds the rest on its own, in order: before, shared, after.
-        let shared = b.map_or(0..0, |b| a.start.max(b.start)..a.end.min(b.end));
+        // The widest run of queries from i whose rows overlap in at least a group;
+        // each adds its own rows before the shared ones, then the shared ones with
+        // the others, then its own after them: every query's rows stay in order.
+        let run = SHARE.iter().find_map(|&k| {
+            let qs = rows.get(i..i + k)?;
+            let lo = qs.iter().map(|r| r.start).max()?;
+            let hi = qs.iter().map(|r| r.end).min()?;
+            (hi >= lo + 16).then_some((k, lo..hi))
+        });
+        let Some((k, shared)) = run else {
+            // SAFETY: query i's own rows (checked by `f16_accumulate`).
+            unsafe { add_rows(qw, &[i], rows[i].clone(), vals, hd, first_slot, lanes, acc) };
+            i += 1;
+            continue;
+        };
+        let qs: Vec<usize> = (i..i + k).collect();
         // SAFETY (all calls): the ranges lie inside each query's rows (checked by
         // `f16_accumulate`) and are added in increasing order per query.
         unsafe {
-            if shared.len() >= 16 {
-                for k in [i, i + 1] {
-                    add_rows(
-                        qw,
-                        &[k],
-                        rows[k].start..shared.start,
-                        vals,
-                        hd,
-                        first_slot,
-                        lanes,
-                        acc,
-                    );
-                }
-                add_rows(
-                    qw,
-                    &[i, i + 1],
-                    shared.clone(),
-                    vals,
-                    hd,
-                    first_slot,
-                    lanes,
-                    acc,
-                );
-                for k in [i, i + 1] {
-                    add_rows(
-                        qw,
-                        &[k],
-                        shared.end..rows[k].end,
-                        vals,
-                        hd,
-                        first_slot,
-                        lanes,
-                        acc,
-                    );
-                }
-                i += 2;
-            } else {
-                add_rows(qw, &[i], a.clone(), vals, hd, first_slot, lanes, acc);
-                i += 1;
+            for &q in &qs {
+                let before = rows[q].start..shared.start;
+                add_rows(qw, &[q], before, vals, hd, first_slot, lanes, acc);
+            }
+            add_rows(qw, &qs, shared.clone(), vals, hd, first_slot, lanes, acc);
+            for &q in &qs {
+                let after = shared.end..rows[q].end;
+                add_rows(qw, &[q], after, vals, hd, first_slot, lanes, acc);
             }
         }
+        i += k;
     }
 }
 
-/// Value rows `r` into the accumulators of queries `qs` (one or two): rows up to the
-/// next slot-0 boundary and after the last whole group of 16 go row by row (and so
-/// every row in the 64-lane order); the groups in between through register tiles.
+/// Value rows `r` into the accumulators of queries `qs` (1, 2, 4 or 8): rows up to
+/// the next slot-0 boundary and after the last whole group of 16 go row by row (and
+/// so every row in the 64-lane order); the groups in between through register tiles.
 ///
 /// # Safety
 /// As [`f16_accumulate_512`], with `r` inside the rows of every query in `qs`.
@@ -978,12 +990,12 @@ unsafe fn add_rows(
             accumulate_rows(&w(q)[..lead], v, hd, slot, lanes, a(q));
         }
         let gv = v.add(lead * hd);
-        if let [q0, q1] = *qs {
-            let ws = [w(q0).as_ptr().add(lead), w(q1).as_ptr().add(lead)];
-            accumulate_groups::<2>(ws, gv, hd, groups, [a(q0), a(q1)]);
-        } else {
-            let ws = [w(qs[0]).as_ptr().add(lead)];
-            accumulate_groups::<1>(ws, gv, hd, groups, [a(qs[0])]);
+        let ws = |k: usize| w(qs[k]).as_ptr().add(lead);
+        match qs.len() {
+            8 => accumulate_groups::<8>(from_fn(ws), gv, hd, groups, from_fn(|k| a(qs[k]))),
+            4 => accumulate_groups::<4>(from_fn(ws), gv, hd, groups, from_fn(|k| a(qs[k]))),
+            2 => accumulate_groups::<2>(from_fn(ws), gv, hd, groups, from_fn(|k| a(qs[k]))),
+            _ => accumulate_groups::<1>([ws(0)], gv, hd, groups, [a(qs[0])]),
         }
         let tail = v.add(mid * hd);
         for &q in qs {
