@@ -104,29 +104,84 @@ const MOVED_KEYS: &[&str] = &[
     "tokenizer.ggml.merges",
 ];
 
-/// Writes one section at `offset` from `parts`, returning its length and sha256;
-/// parts flagged `true` also feed the `also` hashers.
+/// A piece of a section: bytes as they are, or a plain matrix written interleaved
+/// (converted piece by piece as it is written, so a build holds one piece in memory,
+/// not a converted copy of the model).
+enum Part<'a> {
+    Bytes(&'a [u8]),
+    Interleave {
+        ty: thaw_gguf::GgmlType,
+        cols: usize,
+        rows: usize,
+        src: &'a [u8],
+    },
+}
+
+impl Part<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Part::Bytes(b) => b.len(),
+            Part::Interleave { src, .. } => src.len(),
+        }
+    }
+}
+
+/// The interleaved form of a plain `rows × cols` matrix of type `ty`, handed to `f` in
+/// pieces of whole 16-row groups of about `piece` bytes (the last piece also holds
+/// the rows after the last whole group, which stay plain), in order.
+fn interleave_in_pieces(
+    ty: thaw_gguf::GgmlType,
+    cols: usize,
+    rows: usize,
+    src: &[u8],
+    piece: usize,
+    mut f: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let row_bytes = src.len() / rows.max(1);
+    let group = thaw_kernels::interleave::ROWS;
+    let per = (piece / row_bytes.max(1) / group).max(1) * group;
+    let mut buf = vec![0u8; per.min(rows) * row_bytes];
+    let mut r0 = 0;
+    while r0 < rows {
+        // Whole groups only, except the last piece, which takes every row left.
+        let r1 = if rows - r0 <= per { rows } else { r0 + per };
+        let (from, to) = (r0 * row_bytes, r1 * row_bytes);
+        buf.resize(to - from, 0);
+        thaw_kernels::interleave::pack_matrix(ty, cols, r1 - r0, &src[from..to], &mut buf);
+        f(&buf)?;
+        r0 = r1;
+    }
+    Ok(())
+}
+
+/// Writes one section at `offset` from `parts`, returning its length and sha256.
 fn write_section(
     file: &mut File,
     offset: u64,
-    parts: &[(&[u8], bool)],
+    parts: &[Part<'_>],
     bar: &indicatif::ProgressBar,
-    also: &mut [&mut Sha256],
 ) -> std::io::Result<(u64, [u8; 32])> {
     file.seek(SeekFrom::Start(offset))?;
     let mut hasher = Sha256::new();
     let mut len = 0u64;
-    for &(part, feed_also) in parts {
-        for chunk in part.chunks(CHUNK) {
+    let mut put = |bytes: &[u8]| -> std::io::Result<()> {
+        for chunk in bytes.chunks(CHUNK) {
             hasher.update(chunk);
-            if feed_also {
-                for h in also.iter_mut() {
-                    h.update(chunk);
-                }
-            }
             file.write_all(chunk)?;
             bar.inc(chunk.len() as u64);
             len += chunk.len() as u64;
+        }
+        Ok(())
+    };
+    for part in parts {
+        match *part {
+            Part::Bytes(b) => put(b)?,
+            Part::Interleave {
+                ty,
+                cols,
+                rows,
+                src,
+            } => interleave_in_pieces(ty, cols, rows, src, CHUNK, &mut put)?,
         }
     }
     Ok((len, hasher.finalize().into()))
@@ -173,20 +228,30 @@ fn write(
         &weights.tensors,
         0,
     );
-    let converted = weights.convert(source);
-    let mut gguf_parts: Vec<&[u8]> = vec![&header];
+    let mut gguf_parts = vec![Part::Bytes(&header)];
     let zeros = vec![0u8; weights.alignment as usize];
     let mut at = 0u64;
-    for ((t, from), body) in weights.tensors.iter().zip(&weights.sources).zip(&converted) {
-        gguf_parts.push(&zeros[..(t.offset - at) as usize]);
-        gguf_parts.push(body.as_deref().unwrap_or_else(|| source.tensor_data(from)));
+    for (t, from) in weights.tensors.iter().zip(&weights.sources) {
+        gguf_parts.push(Part::Bytes(&zeros[..(t.offset - at) as usize]));
+        let src = source.tensor_data(from);
+        gguf_parts.push(if t.ty == from.ty {
+            Part::Bytes(src)
+        } else {
+            let (cols, rows) = (t.dims[0] as usize, t.dims[1] as usize);
+            Part::Interleave {
+                ty: from.ty,
+                cols,
+                rows,
+                src,
+            }
+        });
         at = t.offset + t.size;
     }
     if weights.tensors.is_empty() || weights.layout == LAYOUT_GGML_BLOCKS_V1 {
         gguf_parts.truncate(1);
-        gguf_parts.push(data);
+        gguf_parts.push(Part::Bytes(data));
     }
-    let gguf_len: usize = gguf_parts.iter().map(|p| p.len()).sum();
+    let gguf_len: usize = gguf_parts.iter().map(Part::len).sum();
 
     let bar = if opts.progress {
         let bar = indicatif::ProgressBar::new(gguf_len as u64);
@@ -206,8 +271,7 @@ fn write(
     source_hash.update(bytes);
     let mut entries = Vec::new();
     let mut next = SECTION_ALIGN;
-    let parts: Vec<(&[u8], bool)> = gguf_parts.iter().map(|p| (*p, false)).collect();
-    let (len, sha) = write_section(&mut file, next, &parts, &bar, &mut []).map_err(io)?;
+    let (len, sha) = write_section(&mut file, next, &gguf_parts, &bar).map_err(io)?;
     bar.finish_and_clear();
     entries.push(Entry {
         kind: SectionKind::Gguf,
@@ -248,7 +312,7 @@ fn write(
     }
     for (kind, body) in rest {
         let (len, sha) =
-            write_section(&mut file, next, &[(body, false)], &hidden, &mut []).map_err(io)?;
+            write_section(&mut file, next, &[Part::Bytes(body)], &hidden).map_err(io)?;
         entries.push(Entry {
             kind,
             offset: next,
@@ -326,23 +390,6 @@ impl WeightLayout {
             sources,
         }
     }
-
-    /// The bytes of each tensor whose layout changes (`None`: copied as it is).
-    fn convert(&self, source: &GgufFile) -> Vec<Option<Vec<u8>>> {
-        self.tensors
-            .iter()
-            .zip(&self.sources)
-            .map(|(t, from)| {
-                (t.ty != from.ty).then(|| {
-                    let src = source.tensor_data(from);
-                    let mut out = vec![0u8; src.len()];
-                    let (cols, rows) = (t.dims[0] as usize, t.dims[1] as usize);
-                    thaw_kernels::interleave::pack_matrix(from.ty, cols, rows, src, &mut out);
-                    out
-                })
-            })
-            .collect()
-    }
 }
 
 /// `.NAME.tmp-PID` beside the output, so the final rename stays on one filesystem.
@@ -358,5 +405,38 @@ fn same_file(a: &Path, b: &Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use thaw_gguf::GgmlType;
+
+    #[test]
+    fn interleaving_in_pieces_gives_the_whole_matrix_conversion() {
+        // 50 rows: three whole groups and a plain tail of 2; pieces of one and two
+        // groups, and one piece larger than the matrix.
+        for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
+            let (cols, rows) = (64usize, 50usize);
+            let row_bytes = ty.row_bytes(cols).expect("whole blocks");
+            let src: Vec<u8> = (0..rows * row_bytes)
+                .map(|i| (i * 7 + i / 13) as u8)
+                .collect();
+            let mut whole = vec![0u8; src.len()];
+            thaw_kernels::interleave::pack_matrix(ty, cols, rows, &src, &mut whole);
+            for piece in [16 * row_bytes, 32 * row_bytes, 1 << 20] {
+                let mut got = Vec::new();
+                let mut pieces = 0;
+                interleave_in_pieces(ty, cols, rows, &src, piece, |b| {
+                    got.extend_from_slice(b);
+                    pieces += 1;
+                    Ok(())
+                })
+                .expect("no io");
+                assert_eq!(got, whole, "{ty} pieces of {piece} bytes");
+                assert!(pieces >= 1 && (piece > src.len() || pieces > 1));
+            }
+        }
     }
 }
