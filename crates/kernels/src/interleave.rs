@@ -68,11 +68,11 @@ pub fn plain(ty: GgmlType) -> Option<GgmlType> {
     }
 }
 
-/// Whether a tensor (GGUF name, type and dims, columns first) is one that snapshots
+/// Whether a tensor (GGUF type and dims, columns first) is one that snapshots
 /// store, and loaders for the AVX-512 kernels make, interleaved: a Q4_1 or Q8_0 matrix
 /// of at least one group of rows. (Row lookups, e.g. of the token embeddings, read
 /// interleaved rows with [`plain_row`].)
-pub fn interleaves(_name: &str, ty: GgmlType, dims: &[u64]) -> bool {
+pub fn interleaves(ty: GgmlType, dims: &[u64]) -> bool {
     interleaved(ty).is_some()
         && matches!(dims, [cols, rows] if cols % 32 == 0 && *rows >= ROWS as u64)
 }

@@ -2,6 +2,7 @@
 //! repacked buffers later, through the same `Storage` type. Matrices stay where they
 //! are (zero-copy); small vectors (norms, biases) are dequantized to `Vec<f32>` at load.
 
+use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -154,7 +155,7 @@ pub(crate) struct Loader<'a> {
     storage: Storage,
     /// Matrices whose Q4_1 layout changed for the kernels in use: (name, type, bytes
     /// in memory of the process, offset of the 64-byte aligned start).
-    relaid: Vec<(String, GgmlType, Storage, usize)>,
+    relaid: HashMap<String, (GgmlType, Storage, usize)>,
 }
 
 impl<'a> Loader<'a> {
@@ -198,8 +199,8 @@ impl<'a> Loader<'a> {
             name: name.into(),
             what: "offset does not fit in memory".into(),
         })?;
-        let t = match self.relaid.iter().find(|r| r.0 == name) {
-            Some((_, ty, storage, start)) => {
+        let t = match self.relaid.get(name) {
+            Some((ty, storage, start)) => {
                 Tensor::new(name, storage.clone(), *ty, rows, cols, *start)?
             }
             None => Tensor::new(name, self.storage.clone(), info.ty, rows, cols, offset)?,
@@ -241,7 +242,7 @@ impl<'a> Loader<'a> {
 /// plain ones interleaved by 16 rows where the kernels read that (a GGUF), interleaved
 /// ones (a snapshot) back in plain rows where they do not. One copy of those matrices
 /// into memory of the process, made on every core (SmolLM2: 105 MB).
-fn relayout(file: &GgufFile) -> Vec<(String, GgmlType, Storage, usize)> {
+fn relayout(file: &GgufFile) -> HashMap<String, (GgmlType, Storage, usize)> {
     type Convert = fn(GgmlType, usize, usize, &[u8], &mut [u8]);
     let wants = thaw_kernels::reads_interleaved();
     // (tensor, its type after, the plain type, the conversion)
@@ -251,7 +252,7 @@ fn relayout(file: &GgufFile) -> Vec<(String, GgmlType, Storage, usize)> {
         .iter()
         .filter_map(|t| {
             let (ty, plain, f): (GgmlType, GgmlType, Convert) = match t.ty {
-                ty if wants && interleave::interleaves(&t.name, ty, &t.dims) => {
+                ty if wants && interleave::interleaves(ty, &t.dims) => {
                     (interleave::interleaved(ty)?, ty, interleave::pack_matrix)
                 }
                 ty if !wants => {
@@ -272,7 +273,7 @@ fn relayout(file: &GgufFile) -> Vec<(String, GgmlType, Storage, usize)> {
         .collect();
     // A snapshot for these kernels: nothing to convert, and no thread to start.
     if jobs.is_empty() {
-        return Vec::new();
+        return HashMap::new();
     }
     // Every matrix's copy, 64-byte aligned so that no 512-bit load of a group splits a
     // cache line; filled below in pieces of whole groups, spread over the cores (a
@@ -317,7 +318,7 @@ fn relayout(file: &GgufFile) -> Vec<(String, GgmlType, Storage, usize)> {
     });
     jobs.iter()
         .zip(bufs)
-        .map(|((t, ty, ..), (buf, start))| (t.name.clone(), *ty, Storage::from_vec(buf), start))
+        .map(|((t, ty, ..), (buf, start))| (t.name.clone(), (*ty, Storage::from_vec(buf), start)))
         .collect()
 }
 

@@ -373,7 +373,7 @@ impl WeightLayout {
                 let offset = at.next_multiple_of(alignment);
                 at = offset + t.size;
                 let ty = Some(t.ty)
-                    .filter(|&ty| thaw_kernels::interleave::interleaves(&t.name, ty, &t.dims))
+                    .filter(|&ty| thaw_kernels::interleave::interleaves(ty, &t.dims))
                     .and_then(thaw_kernels::interleave::interleaved)
                     .unwrap_or(t.ty);
                 thaw_gguf::TensorInfo {
