@@ -197,11 +197,16 @@ impl Snapshot {
     /// The tokenizer from the TOKENIZER section (no rebuilding: copies of flat tables).
     pub fn tokenizer(&self) -> Result<thaw_tokenizer::Tokenizer, SnapshotError> {
         let e = self.entry(SectionKind::Tokenizer)?;
-        let bytes = &self.map[e.offset as usize..(e.offset + e.length) as usize];
-        thaw_tokenizer::Tokenizer::from_frozen(bytes).map_err(|err| SnapshotError::BadSection {
-            path: self.path.clone(),
-            kind: SectionKind::Tokenizer,
-            what: err.to_string(),
+        let range = e.offset as usize..(e.offset + e.length) as usize;
+        // The vocabulary's arrays are read in place from the mapping (kept alive by
+        // the tokenizer), not copied.
+        let keep: thaw_tokenizer::Backing = self.map.clone();
+        thaw_tokenizer::Tokenizer::from_frozen_in(&keep, range).map_err(|err| {
+            SnapshotError::BadSection {
+                path: self.path.clone(),
+                kind: SectionKind::Tokenizer,
+                what: err.to_string(),
+            }
         })
     }
 

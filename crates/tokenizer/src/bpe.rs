@@ -11,14 +11,15 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use crate::index::TokenIndex;
+use crate::shared::Buf;
 use crate::vocab::Texts;
 
 /// Merges by rank plus a hash index of their pairs.
 pub(crate) struct Bpe {
     /// `(left, right, merged)` in rank order.
-    pub(crate) merges: Vec<[u32; 3]>,
+    pub(crate) merges: Buf<[u32; 3]>,
     /// Index into `merges` + 1 (0 = empty); later duplicates of a pair win.
-    slots: Vec<u32>,
+    pub(crate) slots: Buf<u32>,
     mask: usize,
     ignore_merges: bool,
 }
@@ -83,22 +84,39 @@ impl Bpe {
             }
         }
         Self {
-            merges,
-            slots,
+            merges: merges.into(),
+            slots: slots.into(),
             mask,
             ignore_merges,
         }
     }
 
+    /// A stored merge table and its hash index (as [`Self::new`] built them), if
+    /// consistent: a power-of-two table with an empty slot (so every probe ends) and
+    /// every slot empty or naming a merge.
+    pub fn from_parts(merges: Buf<[u32; 3]>, slots: Buf<u32>, ignore_merges: bool) -> Option<Self> {
+        let n = merges.len();
+        let ok = slots.len().is_power_of_two()
+            && slots.iter().all(|&s| s as usize <= n)
+            && slots.contains(&0);
+        ok.then(|| Self {
+            mask: slots.len() - 1,
+            merges,
+            slots,
+            ignore_merges,
+        })
+    }
+
     /// `(rank, merged id)` of the pair, if it merges.
     fn lookup(&self, a: u32, b: u32) -> Option<(u32, u32)> {
+        let (slots, merges) = (&*self.slots, &*self.merges);
         let mut i = pair_hash(a, b) as usize & self.mask;
         loop {
-            let s = self.slots[i];
+            let s = slots[i];
             if s == 0 {
                 return None;
             }
-            let m = self.merges[s as usize - 1];
+            let m = merges[s as usize - 1];
             if m[0] == a && m[1] == b {
                 return Some((s - 1, m[2]));
             }
@@ -242,5 +260,31 @@ mod tests {
         // Unknown characters are dropped (the neighbours then merge).
         assert_eq!(run("azb"), vec![3]);
         assert_eq!(run(""), Vec::<u32>::new());
+    }
+}
+
+#[cfg(test)]
+mod frozen_tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_merge_index_must_fit_its_merges() {
+        let merges = vec![[1u32, 2, 3], [3, 4, 5]];
+        let built = Bpe::new(merges.clone(), false);
+        let slots = built.slots.to_vec();
+        let ok =
+            Bpe::from_parts(merges.clone().into(), slots.clone().into(), false).expect("as built");
+        assert_eq!(ok.lookup(3, 4), Some((1, 5)));
+        assert_eq!(ok.lookup(4, 3), None);
+        // A slot naming a merge that does not exist, a table with no empty slot (a
+        // probe for a missing pair would never end) and a size that is not a power of
+        // two are refused.
+        let mut past = slots.clone();
+        past[0] = 3;
+        assert!(Bpe::from_parts(merges.clone().into(), past.into(), false).is_none());
+        assert!(
+            Bpe::from_parts(merges.clone().into(), vec![1u32; slots.len()].into(), false).is_none()
+        );
+        assert!(Bpe::from_parts(merges.into(), vec![0u32; 3].into(), false).is_none());
     }
 }

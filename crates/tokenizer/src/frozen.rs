@@ -1,34 +1,51 @@
 //! A tokenizer frozen into flat bytes (a snapshot's TOKENIZER section) and thawed back
-//! without rebuilding anything proportional to the vocabulary: token texts are one
-//! byte string plus offsets (UTF-8 checked per token when read, not all at thaw), scores/attributes are arrays, and the text -> id hash index
-//! and the BPE merge table are stored as built. Thawing is bounds-checked copies.
+//! without rebuilding or copying anything proportional to the vocabulary: token texts
+//! are one byte string plus offsets (UTF-8 checked per token when read, not all at
+//! thaw), scores and attributes are arrays, and the text -> id hash index and the BPE
+//! merge table with its hash index are stored as built. Thawed from a snapshot's
+//! mapping, the arrays are read where they lie; every length, offset, id and table
+//! entry is checked first.
 //!
 //! Layout (little-endian): magic `THAWTOK\0`, version u32, kind u32, flags u32
 //! (add_bos, add_eos, add_space_prefix, ignore_merges), six ids u32 (BOS, EOS, EOT,
-//! EOM, UNK, PAD; `u32::MAX` = none), then length-prefixed (u32) fields: the
-//! pre-tokenizer name, token offsets (n + 1 × u32), token texts, scores (n × f32),
-//! attributes (n × u8), end-of-generation ids, hash-index slots, merges
-//! (3 × u32 each: left, right, merged, in rank order) and build notes.
+//! EOM, UNK, PAD; `u32::MAX` = none), then fields, each a u32 count and its items: the
+//! pre-tokenizer name (bytes), token offsets (n + 1 × u32), token texts (bytes),
+//! scores (n × f32), attributes (n × u8), end-of-generation ids (u32), hash-index slots
+//! (u32), merges (3 × u32 each: left, right, merged, in rank order), the merges' hash
+//! slots (u32; version 2) and build notes (count, then each as bytes). In version 2
+//! every byte field is zero-padded to a multiple of 4, so that the u32 arrays after it
+//! stay aligned and can be viewed in place. Version 1 (no merge slots, no padding) is
+//! still read, by copying.
 
 use crate::TokenizerError;
 use crate::bpe::Bpe;
 use crate::index::TokenIndex;
+use crate::shared::{Backing, Buf};
 use crate::vocab::{ModelKind, Texts, Vocab};
 
 const MAGIC: &[u8; 8] = b"THAWTOK\0";
 /// Bumped whenever the layout or the meaning of a field changes.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// The oldest version still read.
+const OLDEST: u32 = 1;
 const NONE: u32 = u32::MAX;
 
-struct Writer(Vec<u8>);
+struct Writer {
+    out: Vec<u8>,
+    /// Byte fields padded to 4 (version 2).
+    padded: bool,
+}
 
 impl Writer {
     fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_le_bytes());
+        self.out.extend_from_slice(&v.to_le_bytes());
     }
     fn bytes(&mut self, b: &[u8]) {
         self.u32(b.len() as u32);
-        self.0.extend_from_slice(b);
+        self.out.extend_from_slice(b);
+        if self.padded {
+            self.out.resize(self.out.len().next_multiple_of(4), 0);
+        }
     }
     fn u32s(&mut self, v: impl ExactSizeIterator<Item = u32>) {
         self.u32(v.len() as u32);
@@ -38,8 +55,15 @@ impl Writer {
     }
 }
 
+/// Reads fields from `whole[at..end]`; arrays become views of `keep` (the bytes
+/// `whole` is) when one is given.
 struct Reader<'a> {
-    b: &'a [u8],
+    whole: &'a [u8],
+    at: usize,
+    end: usize,
+    keep: Option<&'a Backing>,
+    /// Byte fields are padded to 4 (version 2).
+    padded: bool,
 }
 
 fn bad(what: impl Into<String>) -> TokenizerError {
@@ -47,37 +71,52 @@ fn bad(what: impl Into<String>) -> TokenizerError {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], TokenizerError> {
-        if self.b.len() < n {
-            return Err(bad(format!("truncated in {what}")));
-        }
-        let (head, tail) = self.b.split_at(n);
-        self.b = tail;
-        Ok(head)
+    /// The next `n` bytes' range in `whole`.
+    fn take(&mut self, n: usize, what: &str) -> Result<std::ops::Range<usize>, TokenizerError> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.end)
+            .ok_or_else(|| bad(format!("truncated in {what}")))?;
+        let r = self.at..end;
+        self.at = end;
+        Ok(r)
     }
     fn u32(&mut self, what: &str) -> Result<u32, TokenizerError> {
-        let b = self.take(4, what)?;
-        Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        let r = self.take(4, what)?;
+        Ok(u32::from_le_bytes(
+            self.whole[r].try_into().expect("4 bytes"),
+        ))
     }
-    fn bytes(&mut self, what: &str) -> Result<&'a [u8], TokenizerError> {
+    fn byte_range(&mut self, what: &str) -> Result<std::ops::Range<usize>, TokenizerError> {
         let n = self.u32(what)? as usize;
-        self.take(n, what)
+        let r = self.take(n, what)?;
+        if self.padded {
+            self.take((4 - n % 4) % 4, what)?;
+        }
+        Ok(r)
     }
-    /// `count` u32s (length-prefixed, `elems` per entry).
-    fn u32s(&mut self, elems: usize, what: &str) -> Result<Vec<u32>, TokenizerError> {
+    fn bytes(&mut self, what: &str) -> Result<Buf<u8>, TokenizerError> {
+        let r = self.byte_range(what)?;
+        Ok(Buf::view(self.keep, r, self.whole))
+    }
+    /// A count of items of `elems` u32 each, then the items.
+    fn array<T: bytemuck::Pod>(
+        &mut self,
+        elems: usize,
+        what: &str,
+    ) -> Result<Buf<T>, TokenizerError> {
         let n = self.u32(what)? as usize;
-        let b = self.take(n.checked_mul(4 * elems).ok_or_else(|| bad(what))?, what)?;
-        Ok(b.chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect())
+        let len = n.checked_mul(4 * elems).ok_or_else(|| bad(what))?;
+        let r = self.take(len, what)?;
+        Ok(Buf::view(self.keep, r, self.whole))
     }
     fn string(&mut self, what: &str) -> Result<String, TokenizerError> {
-        let b = self.bytes(what)?;
-        String::from_utf8(b.to_vec()).map_err(|_| bad(format!("{what} is not UTF-8")))
+        let r = self.byte_range(what)?;
+        String::from_utf8(self.whole[r].to_vec()).map_err(|_| bad(format!("{what} is not UTF-8")))
     }
 }
 
-/// Everything [`thaw`] restores.
 pub(crate) struct Thawed {
     pub vocab: Vocab,
     pub index: TokenIndex,
@@ -91,11 +130,23 @@ pub(crate) fn freeze(
     bpe: Option<&Bpe>,
     notes: &[String],
 ) -> Vec<u8> {
-    let mut w = Writer(Vec::with_capacity(
-        v.tokens.blob.len() + v.tokens.len() * 9 + 1024,
-    ));
-    w.0.extend_from_slice(MAGIC);
-    w.u32(VERSION);
+    freeze_version(v, index, bpe, notes, VERSION)
+}
+
+/// [`freeze`] in format `version` (1 or 2; tests write 1 to check it is still read).
+pub(crate) fn freeze_version(
+    v: &Vocab,
+    index: &TokenIndex,
+    bpe: Option<&Bpe>,
+    notes: &[String],
+    version: u32,
+) -> Vec<u8> {
+    let mut w = Writer {
+        out: Vec::with_capacity(v.tokens.blob.len() + v.tokens.len() * 9 + 1024),
+        padded: version >= 2,
+    };
+    w.out.extend_from_slice(MAGIC);
+    w.u32(version);
     w.u32(match v.kind {
         ModelKind::ByteLevelBpe => 1,
         ModelKind::SentencePiece => 2,
@@ -122,24 +173,41 @@ pub(crate) fn freeze(
             w.u32(*x);
         }
     }
+    if version >= 2 {
+        w.u32s(bpe.map_or(&[][..], |b| &b.slots[..]).iter().copied());
+    }
     w.u32(notes.len() as u32);
     for n in notes {
         w.bytes(n.as_bytes());
     }
-    w.0
+    w.out
 }
 
-pub(crate) fn thaw(b: &[u8]) -> Result<Thawed, TokenizerError> {
-    let mut r = Reader { b };
-    if r.take(8, "magic")? != MAGIC {
+/// Thaws `whole[range]`; with `keep` (the bytes `whole` is, kept alive), arrays are
+/// views of it.
+pub(crate) fn thaw(
+    whole: &[u8],
+    range: std::ops::Range<usize>,
+    keep: Option<&Backing>,
+) -> Result<Thawed, TokenizerError> {
+    let mut r = Reader {
+        whole,
+        at: range.start,
+        end: range.end,
+        keep,
+        padded: false,
+    };
+    let magic = r.take(8, "magic")?;
+    if &whole[magic] != MAGIC {
         return Err(bad("bad magic"));
     }
     let version = r.u32("version")?;
-    if version != VERSION {
+    if !(OLDEST..=VERSION).contains(&version) {
         return Err(bad(format!(
-            "format {version}, this thaw reads {VERSION}; rebuild the snapshot"
+            "format {version}, this thaw reads {OLDEST} to {VERSION}; rebuild the snapshot"
         )));
     }
+    r.padded = version >= 2;
     let kind = match r.u32("kind")? {
         1 => ModelKind::ByteLevelBpe,
         2 => ModelKind::SentencePiece,
@@ -152,27 +220,28 @@ pub(crate) fn thaw(b: &[u8]) -> Result<Thawed, TokenizerError> {
         *id = (x != NONE).then_some(x);
     }
     let pre = r.string("pre-tokenizer name")?;
-    let offsets = r.u32s(1, "token offsets")?;
-    let blob = r.bytes("token texts")?.to_vec();
+    let offsets = r.array::<u32>(1, "token offsets")?;
+    let blob = r.bytes("token texts")?;
     let tokens = Texts::from_frozen(blob, offsets)?;
     let n = tokens.len();
     if n == 0 {
         return Err(bad("empty vocabulary"));
     }
-    let scores: Vec<f32> = r
-        .u32s(1, "scores")?
-        .into_iter()
-        .map(f32::from_bits)
-        .collect();
-    let attrs = r.bytes("attributes")?.to_vec();
-    let eog = r.u32s(1, "end-of-generation ids")?;
-    let slots = r.u32s(1, "index")?;
-    let merges_flat = r.u32s(3, "merges")?;
+    let scores = r.array::<f32>(1, "scores")?;
+    let attrs = r.bytes("attributes")?;
+    let eog: Vec<u32> = r.array::<u32>(1, "end-of-generation ids")?.to_vec();
+    let slots = r.array::<u32>(1, "index")?;
+    let merges = r.array::<[u32; 3]>(3, "merges")?;
+    let merge_slots = if version >= 2 {
+        Some(r.array::<u32>(1, "merge index")?)
+    } else {
+        None
+    };
     let n_notes = r.u32("notes")?;
     let notes = (0..n_notes)
         .map(|_| r.string("notes"))
         .collect::<Result<Vec<_>, _>>()?;
-    if !r.b.is_empty() {
+    if r.at != r.end {
         return Err(bad("trailing bytes"));
     }
     let in_range = |x: &u32| (*x as usize) < n;
@@ -182,19 +251,20 @@ pub(crate) fn thaw(b: &[u8]) -> Result<Thawed, TokenizerError> {
     if !ids.iter().flatten().all(in_range) || !eog.iter().all(in_range) {
         return Err(bad("a special token id is out of range"));
     }
-    if !merges_flat.iter().all(in_range) {
+    if !merges.iter().flatten().all(in_range) {
         return Err(bad("a merge names a token out of range"));
     }
     let index = TokenIndex::from_slots(slots, n)
         .ok_or_else(|| bad("the hash index does not fit the vocabulary"))?;
     let ignore_merges = flags & 8 != 0;
-    let bpe = (kind == ModelKind::ByteLevelBpe).then(|| {
-        let merges = merges_flat
-            .chunks_exact(3)
-            .map(|c| [c[0], c[1], c[2]])
-            .collect();
-        Bpe::new(merges, ignore_merges)
-    });
+    let bpe = match (kind, merge_slots) {
+        (ModelKind::ByteLevelBpe, Some(s)) => Some(
+            Bpe::from_parts(merges, s, ignore_merges)
+                .ok_or_else(|| bad("the merge index does not fit the merges"))?,
+        ),
+        (ModelKind::ByteLevelBpe, None) => Some(Bpe::new(merges.to_vec(), ignore_merges)),
+        (ModelKind::SentencePiece, _) => None,
+    };
     let [bos, eos, eot, eom, unk, pad] = ids;
     let vocab = Vocab {
         kind,

@@ -2,10 +2,11 @@
 //! ids keyed by FNV-1a hashes of the token texts (the texts stay in `Vocab::tokens`).
 //! Building it for Gemma's 262k tokens takes milliseconds.
 
+use crate::shared::Buf;
 use crate::vocab::Texts;
 
 pub(crate) struct TokenIndex {
-    pub(crate) slots: Vec<u32>,
+    pub(crate) slots: Buf<u32>,
     mask: usize,
 }
 
@@ -25,33 +26,32 @@ impl TokenIndex {
     /// Later duplicates win, as in llama.cpp's text -> id map.
     pub fn new(tokens: &Texts) -> Self {
         let cap = (tokens.len() * 2).next_power_of_two().max(16);
-        let mut idx = TokenIndex {
-            slots: vec![EMPTY; cap],
-            mask: cap - 1,
-        };
+        let mut slots = vec![EMPTY; cap];
+        let mask = cap - 1;
         for (id, t) in tokens.iter().enumerate() {
-            let mut i = fnv1a(t.as_bytes()) as usize & idx.mask;
+            let mut i = fnv1a(t.as_bytes()) as usize & mask;
             loop {
-                let s = idx.slots[i];
-                if s == EMPTY {
-                    idx.slots[i] = id as u32;
+                let s = slots[i];
+                if s == EMPTY || tokens.bytes(s as usize) == Some(t.as_bytes()) {
+                    slots[i] = id as u32;
                     break;
                 }
-                if tokens.bytes(s as usize) == Some(t.as_bytes()) {
-                    idx.slots[i] = id as u32;
-                    break;
-                }
-                i = (i + 1) & idx.mask;
+                i = (i + 1) & mask;
             }
         }
-        idx
+        TokenIndex {
+            slots: slots.into(),
+            mask,
+        }
     }
 
     /// A stored table: a power-of-two length, every slot empty or an id below `n`.
-    pub fn from_slots(slots: Vec<u32>, n: usize) -> Option<Self> {
+    pub fn from_slots(slots: Buf<u32>, n: usize) -> Option<Self> {
+        // An empty slot ends every probe of a missing text.
         let ok = slots.len().is_power_of_two()
             && slots.len() > n
-            && slots.iter().all(|&s| s == EMPTY || (s as usize) < n);
+            && slots.iter().all(|&s| s == EMPTY || (s as usize) < n)
+            && slots.contains(&EMPTY);
         ok.then(|| TokenIndex {
             mask: slots.len() - 1,
             slots,
@@ -59,9 +59,10 @@ impl TokenIndex {
     }
 
     pub fn get(&self, tokens: &Texts, text: &str) -> Option<u32> {
+        let slots = &*self.slots;
         let mut i = fnv1a(text.as_bytes()) as usize & self.mask;
         loop {
-            let s = self.slots[i];
+            let s = slots[i];
             if s == EMPTY {
                 return None;
             }

@@ -29,12 +29,14 @@ mod frozen;
 mod index;
 mod models;
 mod pretok;
+mod shared;
 mod special;
 mod spm;
 mod stream;
 mod vocab;
 
 pub use chat::{ChatMessage, ChatTemplate, TemplateError};
+pub use shared::Backing;
 pub use stream::StreamDecoder;
 pub use vocab::ModelKind;
 
@@ -100,9 +102,40 @@ impl Tokenizer {
     }
 
     /// Restores a tokenizer from [`Self::to_frozen`] bytes, checking every length,
-    /// offset and id; it encodes exactly as the tokenizer that was frozen.
+    /// offset, id and table entry; it encodes exactly as the tokenizer that was frozen.
+    /// The arrays are copied: see [`Self::from_frozen_in`] to read them in place.
     pub fn from_frozen(bytes: &[u8]) -> Result<Tokenizer, TokenizerError> {
-        let t = frozen::thaw(bytes)?;
+        Self::thaw(frozen::thaw(bytes, 0..bytes.len(), None)?)
+    }
+
+    /// [`Self::from_frozen`] of the bytes `range` of `keep` (a snapshot's mapping),
+    /// reading the vocabulary's arrays where they lie instead of copying them.
+    pub fn from_frozen_in(
+        keep: &Backing,
+        range: std::ops::Range<usize>,
+    ) -> Result<Tokenizer, TokenizerError> {
+        let whole = (**keep).as_ref();
+        if range.start > range.end || range.end > whole.len() {
+            return Err(TokenizerError::Invalid(
+                "frozen tokenizer outside its file".into(),
+            ));
+        }
+        Self::thaw(frozen::thaw(whole, range, Some(keep))?)
+    }
+
+    /// Test support: this tokenizer in frozen format `version` (1 is still read).
+    #[doc(hidden)]
+    pub fn to_frozen_version(&self, version: u32) -> Vec<u8> {
+        frozen::freeze_version(
+            &self.vocab,
+            &self.index,
+            self.engine.bpe(),
+            &self.notes,
+            version,
+        )
+    }
+
+    fn thaw(t: frozen::Thawed) -> Result<Tokenizer, TokenizerError> {
         // The pre-tokenizer notes were frozen with the rest.
         let mut scratch = Vec::new();
         let engine = Engine::assemble(&t.vocab, &t.index, t.bpe, &mut scratch)?;

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use thaw_gguf::{GgufFile, Value};
 
 use crate::TokenizerError;
+use crate::shared::Buf;
 
 /// Token attribute bits (the subset of llama.cpp's `llama_token_attr` we need).
 pub(crate) mod attr {
@@ -36,8 +37,8 @@ pub enum ModelKind {
 /// missing (`get` gives `None`); `thaw snapshot verify` finds the damage by checksum.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Texts {
-    pub blob: Vec<u8>,
-    pub offsets: Vec<u32>,
+    pub blob: Buf<u8>,
+    pub offsets: Buf<u32>,
 }
 
 impl Texts {
@@ -47,10 +48,10 @@ impl Texts {
         if !offsets.iter().all(|&o| blob.is_char_boundary(o as usize)) {
             return Err(Self::bad_offsets());
         }
-        Self::from_frozen(blob.into_bytes(), offsets)
+        Self::from_frozen(blob.into_bytes().into(), offsets.into())
     }
     /// Like [`Texts::new`] without the UTF-8 checks (see the type's comment).
-    pub fn from_frozen(blob: Vec<u8>, offsets: Vec<u32>) -> Result<Self, TokenizerError> {
+    pub fn from_frozen(blob: Buf<u8>, offsets: Buf<u32>) -> Result<Self, TokenizerError> {
         let ok = offsets.first() == Some(&0)
             && offsets.last().is_some_and(|&e| e as usize == blob.len())
             && offsets.windows(2).all(|w| w[0] <= w[1]);
@@ -72,8 +73,8 @@ impl Texts {
             offsets.push(blob.len() as u32);
         }
         Self {
-            blob: blob.into_bytes(),
-            offsets,
+            blob: blob.into_bytes().into(),
+            offsets: offsets.into(),
         }
     }
     pub fn len(&self) -> usize {
@@ -98,8 +99,8 @@ pub(crate) struct Vocab {
     pub kind: ModelKind,
     pub pre: String,
     pub tokens: Texts,
-    pub scores: Vec<f32>,
-    pub attrs: Vec<u8>,
+    pub scores: Buf<f32>,
+    pub attrs: Buf<u8>,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub eot: Option<u32>,
@@ -417,8 +418,8 @@ impl Vocab {
                 kind,
                 pre,
                 tokens,
-                scores,
-                attrs,
+                scores: scores.into(),
+                attrs: attrs.into(),
                 bos,
                 eos,
                 eot,

@@ -199,6 +199,50 @@ fn frozen_roundtrip(tok: &Tokenizer) {
             "cut at {cut}"
         );
     }
+    // Read in place from a larger buffer (as from a snapshot's mapping): the same
+    // tokenizer, and damage is still an error.
+    let at = 64;
+    let mut file = vec![0u8; at];
+    file.extend_from_slice(&bytes);
+    file.extend_from_slice(&[0xAA; 16]);
+    let keep: thaw_tokenizer::Backing = std::sync::Arc::new(file);
+    let mapped = Tokenizer::from_frozen_in(&keep, at..at + bytes.len()).expect("thaw in place");
+    assert_eq!(
+        mapped.to_frozen(),
+        bytes,
+        "in place: freeze ∘ thaw is the identity"
+    );
+    for text in SAMPLES {
+        assert_eq!(
+            mapped.encode(text, true, true).unwrap(),
+            tok.encode(text, true, true).unwrap()
+        );
+    }
+    for cut in [0, 12, bytes.len() / 2, bytes.len() - 1] {
+        assert!(
+            Tokenizer::from_frozen_in(&keep, at..at + cut).is_err(),
+            "in place, cut at {cut}"
+        );
+    }
+    assert!(
+        Tokenizer::from_frozen_in(&keep, at..at + bytes.len() + 1).is_err(),
+        "in place, trailing"
+    );
+    assert!(
+        Tokenizer::from_frozen_in(&keep, at..at + bytes.len() + 99).is_err(),
+        "past the end"
+    );
+    // Format 1 (no merge index, unpadded) is still read, and refreezes as the current one.
+    let v1 = tok.to_frozen_version(1);
+    assert_ne!(v1, bytes);
+    let old = Tokenizer::from_frozen(&v1).expect("thaw format 1");
+    assert_eq!(old.to_frozen(), bytes);
+    for text in SAMPLES {
+        assert_eq!(
+            old.encode(text, true, true).unwrap(),
+            tok.encode(text, true, true).unwrap()
+        );
+    }
     let mut extra = bytes.clone();
     extra.push(0);
     assert!(Tokenizer::from_frozen(&extra).is_err(), "trailing byte");
