@@ -6,10 +6,12 @@
 //! sequence is close to its token budget, or is seen repeating itself, each step
 //! prefers, among the tokens the grammar allows, the ones that close what is open:
 //! end of generation when the grammar is complete, else a token that closes a string,
-//! array or object, else one that completes a value (`""`, `0`, `false`, `[]`, …),
-//! else one that moves on to the next element. Where the grammar allows none of them
-//! (`minLength` unmet, a number's digits) the model's own choice stands, so the output
-//! stays valid either way.
+//! array or object, else one that writes a whole value where one starts (`""`, `0`,
+//! `false`, `[]`, …), else one that moves on to the next element, else, inside a
+//! number that cannot end yet (`0.0` under `exclusiveMinimum: 0`), a non-zero digit.
+//! Digits added to a number that could end are not progress: the number would never
+//! stop. Where the grammar allows none of them (`minLength` unmet) the model's own
+//! choice stands, so the output stays valid either way.
 
 /// The candidates for wrapping up, built once per vocabulary: tokens made only of
 /// JSON punctuation (`"`, `]`, `}`, `,`, `:`) and spaces, and the shortest values
@@ -19,8 +21,9 @@
 #[derive(Debug, Default)]
 pub(crate) struct Closers(pub Vec<(u32, Box<[u8]>)>);
 
-const SHORT_VALUES: [&[u8]; 8] = [
-    b"\"\"", b"0", b"1", b"false", b"true", b"null", b"[]", b"{}",
+const SHORT_VALUES: [&[u8]; 16] = [
+    b"\"\"", b"0", b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9", b"false", b"true",
+    b"null", b"[]", b"{}",
 ];
 
 impl Closers {
@@ -51,6 +54,9 @@ pub(crate) enum Progress {
     /// Leaves no more open, through a separator: on to the next element (`",`
     /// closes a string but starts another element, so it is here).
     MovesOn,
+    /// A non-zero digit inside a number: lets a number that may not end yet (below
+    /// a bound) reach one that may.
+    Extends,
     None,
 }
 
@@ -61,6 +67,11 @@ pub(crate) struct Depth {
     open: usize,
     in_string: bool,
     escaped: bool,
+    /// The last byte written outside strings other than a space (a string's
+    /// closing quote included): whether a value starts here.
+    last: Option<u8>,
+    /// Inside a number (digits, sign, point, exponent written since a value start).
+    number: bool,
 }
 
 impl Depth {
@@ -70,16 +81,27 @@ impl Depth {
                 match b {
                     _ if self.escaped => self.escaped = false,
                     b'\\' => self.escaped = true,
-                    b'"' => self.in_string = false,
+                    b'"' => {
+                        self.in_string = false;
+                        self.last = Some(b'"');
+                    }
                     _ => {}
                 }
                 continue;
             }
+            self.number = match b {
+                b'0'..=b'9' | b'-' => self.number || self.at_value(),
+                b'.' | b'e' | b'E' | b'+' => self.number,
+                _ => false,
+            };
             match b {
                 b'"' => self.in_string = true,
                 b'{' | b'[' => self.open += 1,
                 b'}' | b']' => self.open = self.open.saturating_sub(1),
                 _ => {}
+            }
+            if b != b' ' {
+                self.last = Some(b);
             }
         }
     }
@@ -87,6 +109,11 @@ impl Depth {
     /// Open levels (objects, arrays, a string).
     fn level(&self) -> usize {
         self.open + self.in_string as usize
+    }
+
+    /// Whether a value may start here (after `:`, `[`, `,` or at the very start).
+    fn at_value(&self) -> bool {
+        !self.in_string && matches!(self.last, None | Some(b':' | b'[' | b','))
     }
 
     /// What appending `bytes` would do.
@@ -112,8 +139,14 @@ impl Depth {
             std::cmp::Ordering::Less if !ends_on_separator => {
                 Progress::Closes(std::cmp::Reverse(self.level() - d.level()))
             }
-            _ if ends_on_value && !separator => Progress::Completes,
+            _ if ends_on_value && !separator && self.at_value() => Progress::Completes,
             _ if separator => Progress::MovesOn,
+            _ if self.number
+                && bytes.iter().all(u8::is_ascii_digit)
+                && bytes.iter().any(|&b| b != b'0') =>
+            {
+                Progress::Extends
+            }
             _ => Progress::None,
         }
     }
@@ -208,6 +241,19 @@ mod tests {
         assert_eq!(d.progress(b" \"\","), Progress::MovesOn);
         assert_eq!(d.progress(b"[]"), Progress::Completes);
         assert_eq!(d.progress(b"["), Progress::None);
+        // After a number that may end: more digits are not progress (a number never
+        // ends that way), a separator or a closer is; a non-zero digit only helps a
+        // number that may not end yet, so it ranks last.
+        let mut n = d.clone();
+        n.push(b"0.5");
+        assert_eq!(n.progress(b"0"), Progress::None);
+        assert_eq!(n.progress(b"5"), Progress::Extends);
+        assert!(n.progress(b",") < n.progress(b"5"));
+        assert_eq!(n.progress(b"}"), Progress::Closes(Reverse(1)));
+        // `true` ends in `e` but is not a number.
+        let mut t = d.clone();
+        t.push(b"true");
+        assert_eq!(t.progress(b"5"), Progress::None);
         let vocab: Vec<&[u8]> = vec![b"\"", b"a\"", b"", b", ", b"}]", b" false", b"00"];
         let c = Closers::new(vocab.iter().copied());
         let ids: Vec<u32> = c.0.iter().map(|(i, _)| *i).collect();

@@ -282,6 +282,53 @@ fn rambling_outputs_close_within_budget() {
             assert!(n.fract() == 0.0 && v["flag"].is_boolean(), "{text}");
         }
     }
+    // Numbers followed by a required property (the wrap-up must move on, not add
+    // digits), bounds that "0" alone does not meet, and a recursive schema.
+    let numbers = [
+        json!({"type": "object", "properties": {"p": {"type": "number", "minimum": 0.5, "maximum": 0.9}, "q": {"type": "string"}}, "required": ["p", "q"]}),
+        json!({"type": "object", "properties": {"score": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}, "count": {"type": "integer", "minimum": 1000}}, "required": ["score", "count"]}),
+        json!({"$ref": "#/$defs/node", "$defs": {"node": {"type": "object", "properties": {"v": {"type": "integer"}, "kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}}, "required": ["v", "kids"]}}}),
+    ];
+    let digits: Vec<u32> = ["0", "1", "5", " the"]
+        .iter()
+        .map(|s| tok.encode(s, false, false).unwrap()[0])
+        .collect();
+    for (k, schema) in numbers.iter().enumerate() {
+        let fresh = cons.json_schema(schema).expect("compile");
+        for budget in [24usize, 40, 80, 200] {
+            for &fav in &digits {
+                let mut c = fresh.clone();
+                let mut out = Vec::new();
+                let mut ended = false;
+                for step in 0..budget {
+                    let mut logits: Vec<f32> = (0..tok.vocab_size()).map(|_| rng.next()).collect();
+                    for &e in tok.eog_ids() {
+                        logits[e as usize] = -5.0;
+                    }
+                    logits[fav as usize] = 50.0;
+                    c.mask_within(&mut logits, Some(budget - step))
+                        .expect("mask");
+                    let t = argmax(&logits);
+                    if tok.is_eog(t) {
+                        ended = true;
+                        break;
+                    }
+                    c.commit(t).expect("commit");
+                    out.extend(tok.token_bytes(t));
+                }
+                let text = String::from_utf8_lossy(&out).into_owned();
+                // Ended, or complete exactly as the budget ran out (finish reason
+                // `length`, the JSON whole).
+                assert!(
+                    ended || c.is_accepting(),
+                    "schema {k}, budget {budget}: no end: {text}"
+                );
+                let v: Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("schema {k}: {e}: {text}"));
+                assert!(v.is_object(), "{text}");
+            }
+        }
+    }
     // No budget at all (unlimited max_tokens): a model stuck on one token is seen
     // looping and closed long before the context would run out.
     let mut c = fresh.clone();
