@@ -280,6 +280,40 @@ def test_tight_max_tokens_still_close_valid(client):
             jsonschema.validate(json.loads(args), schema)
 
 
+NUMBER_SCHEMAS = [
+    # A bounded number with a required property after it, exclusive bounds that "0"
+    # alone does not meet, a recursive tree and an array with a minimum length.
+    {"type": "object", "properties": {"p": {"type": "number", "minimum": 0.5, "maximum": 0.9},
+                                      "q": {"type": "string"}}, "required": ["p", "q"]},
+    {"type": "object", "properties": {"score": {"type": "number", "exclusiveMinimum": 0,
+                                                "exclusiveMaximum": 1},
+                                      "count": {"type": "integer", "minimum": 10, "maximum": 20}},
+     "required": ["score", "count"]},
+    {"$ref": "#/$defs/n", "$defs": {"n": {"type": "object", "properties": {
+        "v": {"type": "integer"}, "kids": {"type": "array", "items": {"$ref": "#/$defs/n"}}},
+        "required": ["v", "kids"]}}},
+    {"type": "object", "properties": {"xs": {"type": "array", "items": {"type": "number"},
+                                             "minItems": 3}, "name": {"type": "string"}},
+     "required": ["xs", "name"]},
+]
+
+
+def test_numbers_close_within_max_tokens(client):
+    """Numbers end when the budget runs short: a wrapped-up output moves on to the
+    next property instead of adding digits until the limit cuts the JSON."""
+    for k, schema in enumerate(NUMBER_SCHEMAS):
+        for max_tokens in [24, 60, 150]:
+            r = client.chat.completions.create(
+                model="smollm2",
+                messages=[{"role": "user", "content": "Give a very precise number and a long story."}],
+                response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema}},
+                temperature=0, max_tokens=max_tokens,
+            )
+            text = r.choices[0].message.content
+            jsonschema.validate(json.loads(text), schema)
+            assert r.usage.completion_tokens <= max_tokens, (k, max_tokens, text)
+
+
 def test_unsupported_keyword_is_400_naming_it(client):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(
