@@ -5,7 +5,9 @@ use crate::Tokenizer;
 
 /// Turns a stream of token ids into text chunks. Bytes of an unfinished multi-byte
 /// character are held back until the character completes; bytes that can never form a
-/// valid character are emitted as U+FFFD.
+/// valid character are emitted as U+FFFD. A character still unfinished when the
+/// stream ends (`max_tokens` reached half-way through an emoji) is dropped, so answers
+/// do not end in U+FFFD.
 /// It holds no reference to the tokenizer (pass it to [`StreamDecoder::push`]), so it
 /// can live in a session next to an `Arc<Tokenizer>`.
 #[derive(Debug, Clone)]
@@ -50,7 +52,8 @@ impl StreamDecoder {
         self.drain(false)
     }
 
-    /// Ends the stream: returns whatever is held back (invalid bytes as U+FFFD).
+    /// Ends the stream: returns whatever is held back (invalid bytes as U+FFFD, the
+    /// first bytes of a character that never completed dropped).
     pub fn finish(&mut self) -> String {
         self.drain(true)
     }
@@ -80,7 +83,6 @@ impl StreamDecoder {
                             break;
                         }
                         None => {
-                            out.push('\u{FFFD}');
                             rest = &[];
                             break;
                         }
@@ -90,5 +92,32 @@ impl StreamDecoder {
         }
         self.pending = rest.to_vec();
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A decoder fed raw bytes (the piece of every token is its bytes here).
+    fn drain_bytes(chunks: &[&[u8]]) -> String {
+        let mut d = StreamDecoder::new(false);
+        let mut out = String::new();
+        for c in chunks {
+            d.pending.extend_from_slice(c);
+            out.push_str(&d.drain(false));
+        }
+        out + &d.finish()
+    }
+
+    #[test]
+    fn split_characters_wait_and_unfinished_ones_are_dropped_at_the_end() {
+        let globe = "🌍".as_bytes();
+        assert_eq!(drain_bytes(&[b"a", &globe[..2], &globe[2..]]), "a🌍");
+        // Cut half-way through the last character: the finished text only.
+        assert_eq!(drain_bytes(&[b"ok ", globe, &globe[..3]]), "ok 🌍");
+        // Bytes that can never be a character still show as U+FFFD.
+        assert_eq!(drain_bytes(&[b"x", &[0xff], b"y"]), "x\u{FFFD}y");
+        assert_eq!(drain_bytes(&[&[0xc3, 0x28]]), "\u{FFFD}(");
     }
 }
