@@ -442,7 +442,10 @@ impl ToolCallStream {
                 }
                 None => self.buf.len() - held_prefix(&self.buf, self.trigger),
             };
-            self.content(safe, &mut out);
+            // Trailing whitespace waits: before a call it is dropped (as
+            // `parse_tool_calls` trims it), otherwise it goes out with what follows.
+            let end = self.buf[..safe].trim_end().len().max(self.content_sent);
+            self.content(end, &mut out);
         }
         if let Some(at) = self.calls_at {
             let region = &self.buf[at..];
