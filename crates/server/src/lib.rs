@@ -43,6 +43,11 @@ pub use scheduler::{format_bytes, parse_bytes};
 /// `system_fingerprint` of every response.
 pub const FINGERPRINT: &str = concat!("thaw-", env!("CARGO_PKG_VERSION"));
 
+/// Response header with the prompt's token count, sent with the status line of every
+/// generation (streamed or not), so a gateway can bill the prompt of a stream that
+/// ends before its usage chunk.
+pub const PROMPT_TOKENS_HEADER: &str = "x-thaw-prompt-tokens";
+
 /// The hand-written OpenAPI 3 description served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
@@ -219,6 +224,7 @@ impl AppState {
             )
             .with_code("context_length_exceeded"));
         }
+        let prompt_tokens = HeaderValue::from(spec.prompt.len());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let mut job = Job::new(
             spec.prompt,
@@ -231,11 +237,14 @@ impl AppState {
         job.ignore_eos = spec.ignore_eos;
         job.constraint = spec.constraint.map(Box::new);
         self.0.scheduler.submit(job)?;
-        if spec.stream {
-            Ok(respond::stream(rx, fmt, spec.include_usage))
+        let mut resp = if spec.stream {
+            respond::stream(rx, fmt, spec.include_usage)
         } else {
-            respond::collect(rx, fmt).await
-        }
+            respond::collect(rx, fmt).await?
+        };
+        resp.headers_mut()
+            .insert(PROMPT_TOKENS_HEADER, prompt_tokens);
+        Ok(resp)
     }
 }
 

@@ -580,3 +580,38 @@ async fn kv_memory_limits_running_sequences() {
     .expect("a KV limit below one sequence is refused");
     assert!(err.to_string().contains("--kv-memory"), "{err}");
 }
+
+/// The prompt's token count goes out in a header with the status line, streamed or
+/// not, so a gateway can bill the prompt of a stream cut short before its usage chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_tokens_header_on_every_generation() {
+    let (app, _) = new_app();
+    let opts = json!({"temperature": 0, "max_tokens": 2});
+    let (s, h, v) = post_raw(
+        &app,
+        "/v1/chat/completions",
+        "application/json",
+        chat_body("Say hi.", opts.clone()).to_string(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let header = |h: &axum::http::HeaderMap| {
+        h.get(thaw_server::PROMPT_TOKENS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let prompt = v["usage"]["prompt_tokens"].as_u64();
+    assert!(prompt.is_some_and(|p| p > 0), "{v}");
+    assert_eq!(header(&h), prompt);
+    let mut b = chat_body("Say hi.", opts);
+    b["stream"] = json!(true);
+    let (s, h, _) = post_raw(
+        &app,
+        "/v1/chat/completions",
+        "application/json",
+        b.to_string(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(header(&h), prompt);
+}
