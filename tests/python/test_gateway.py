@@ -204,6 +204,8 @@ def test_auth_is_enforced(gw):
     assert s == 404 and body["error"]["code"] == "model_not_found"
     s, _, body = gw.json("POST", "/v1/chat/completions", "alice", b"{not json")
     assert s == 400 and body["error"]["type"] == "invalid_request_error"
+    s, _, body = gw.json("POST", "/v1/chat/completions", "alice", CHAT, ctype="text/plain")
+    assert s == 415 and body["error"]["type"] == "invalid_request_error"
 
 
 def test_scale_from_zero_and_back_to_zero(gw):
@@ -365,6 +367,10 @@ def test_management_api(gw):
                 f'system_prompt = "{system}"\n')
     env = dict(os.environ, THAW_URL=gw.root, THAW_API_KEY=gw.keys["admin"])
     subprocess.run([THAW, "deploy", app], check=True, env=env, capture_output=True)
+    # `late` allows one replica (max_replicas defaults to 1): more is refused, and said.
+    r = subprocess.run([THAW, "scale", "late", "5"], env=env, capture_output=True, text=True)
+    assert r.returncode != 0 and "max_replicas = 1" in r.stderr, r.stderr
+    assert gw.deployment("late")["spec"]["max_replicas"] == 1
     subprocess.run([THAW, "scale", "late", "1"], check=True, env=env, capture_output=True)
     deadline = time.time() + 30
     while time.time() < deadline and not gw.ready("late"):

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -122,7 +122,7 @@ impl Gateway {
     }
 
     /// Housekeeping loop: every pool's tick, forever.
-    async fn reaper(self: Arc<Self>) {
+    pub(crate) async fn reaper(self: Arc<Self>) {
         loop {
             for p in self.all() {
                 if !p.tick().await {
@@ -172,8 +172,35 @@ pub fn app(gw: Arc<Gateway>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(4 << 20))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(gw)
+}
+
+/// Largest request body (larger: 413 with an OpenAI error body).
+pub(crate) const BODY_LIMIT: usize = 4 << 20;
+
+/// A request body whose every failure (too large, unreadable) is an OpenAI error
+/// body, as `thaw serve` answers, rather than axum's plain-text rejection.
+pub(crate) struct Body(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = GatewayError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, GatewayError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
+            let status = rej.status();
+            let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!(
+                    "The request body is too large (the limit is {} MiB).",
+                    BODY_LIMIT >> 20
+                )
+            } else {
+                format!("Could not read the request body: {}", rej.body_text())
+            };
+            GatewayError::invalid("", msg).with_status(status)
+        })?;
+        Ok(Body(bytes))
+    }
 }
 
 async fn not_found(method: Method, uri: Uri) -> GatewayError {
@@ -307,7 +334,7 @@ async fn get_deployment(
 async fn put_deployments(
     State(gw): State<Arc<Gateway>>,
     h: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, GatewayError> {
     admin(&gw, &h)?;
     let text = std::str::from_utf8(&body)
@@ -386,7 +413,7 @@ async fn scale(
     State(gw): State<Arc<Gateway>>,
     h: HeaderMap,
     Path(name): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, GatewayError> {
     admin(&gw, &h)?;
     let b: ScaleBody = serde_json::from_slice(&body).map_err(|e| {
@@ -395,7 +422,8 @@ async fn scale(
     let p = gw
         .pool(&name)
         .ok_or_else(|| GatewayError::not_found(format!("No deployment `{name}`.")))?;
-    p.scale(b.replicas);
+    p.scale(b.replicas)
+        .map_err(|e| GatewayError::invalid("replicas", e.to_string()))?;
     Ok(Json(p.view()).into_response())
 }
 

@@ -18,6 +18,8 @@ mod pool;
 mod proxy;
 pub mod replica;
 pub mod store;
+#[cfg(test)]
+mod tests;
 
 pub use config::{Config, ConfigError, DeploymentSpec};
 pub use gateway::{Gateway, GatewayStartError, app, run};

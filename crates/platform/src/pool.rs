@@ -18,8 +18,8 @@ use crate::replica::{Launcher, Process};
 pub enum ReplicaState {
     Starting,
     Ready,
-    /// Ready but from an older spec or above the scale target: takes no new work,
-    /// stops when idle.
+    /// From an older spec, above the scale target or failed under a request: takes
+    /// no new work, stops when idle (or, if still starting, once started).
     Draining,
 }
 
@@ -91,6 +91,19 @@ pub enum AcquireError {
     StartFailed(String),
     /// The deployment was deleted while the request waited.
     Gone,
+}
+
+/// A scale request the deployment's spec does not allow.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ScaleError {
+    #[error(
+        "Deployment `{deployment}` allows at most {max} replica(s) (max_replicas = {max}); cannot scale to {asked}. To allow more, redeploy it with a higher max_replicas (`thaw deploy` a [[deployment]] with max_replicas = {asked})."
+    )]
+    AboveMax {
+        deployment: String,
+        max: usize,
+        asked: usize,
+    },
 }
 
 /// A slot on one replica, released on drop.
@@ -192,30 +205,37 @@ impl Pool {
         self.changed.notify_waiters();
     }
 
-    /// Set the replica count now: min = max(min, n) with max raised if needed; idle
-    /// replicas above `n` stop.
-    pub fn scale(self: &Arc<Self>, n: usize) {
+    /// Keep `n` replicas running (`min_replicas = n`; 0 = back to scale-to-zero).
+    /// Refused above `max_replicas`: raising the ceiling is a change of the deployment
+    /// (`thaw deploy`), not a side effect of scaling. Replicas above `n` drain, those
+    /// still starting first (they serve nothing yet; each stops once its start ends).
+    pub fn scale(self: &Arc<Self>, n: usize) -> Result<(), ScaleError> {
         let mut st = self.lock();
+        if n > st.spec.max_replicas {
+            return Err(ScaleError::AboveMax {
+                deployment: self.name.clone(),
+                max: st.spec.max_replicas,
+                asked: n,
+            });
+        }
         let mut spec = (*st.spec).clone();
         spec.min_replicas = n;
-        spec.max_replicas = spec.max_replicas.max(n).max(1);
         st.spec = Arc::new(spec);
-        let mut live = st
-            .replicas
-            .iter()
-            .filter(|r| r.state != ReplicaState::Draining)
-            .count();
-        for r in st.replicas.iter_mut().rev() {
-            if live <= n {
-                break;
-            }
-            if r.state == ReplicaState::Ready {
-                r.state = ReplicaState::Draining;
-                live -= 1;
-            }
+        let mut victims: Vec<usize> = (0..st.replicas.len())
+            .filter(|&i| st.replicas[i].state != ReplicaState::Draining)
+            .collect();
+        let live = victims.len();
+        victims.sort_by_key(|&i| {
+            let r = &st.replicas[i];
+            (r.state != ReplicaState::Starting, r.inflight)
+        });
+        for &i in victims.iter().take(live.saturating_sub(n)) {
+            st.replicas[i].state = ReplicaState::Draining;
         }
+        self.metrics.set_replicas(&self.name, &Self::counts(&st));
         drop(st);
         self.changed.notify_waiters();
+        Ok(())
     }
 
     /// Mark deleted: waiters get an error, every replica drains.
@@ -418,11 +438,12 @@ impl Pool {
             let mut st = self.lock();
             for (id, why) in &dead {
                 if let Some(i) = st.replicas.iter().position(|r| r.id == *id) {
-                    let r = st.replicas.remove(i);
-                    if r.state != ReplicaState::Draining || r.inflight > 0 {
-                        tracing::warn!(deployment = %self.name, replica = id, "replica exited: {why}");
-                        self.metrics.crash(&self.name);
-                    }
+                    // Replicas the pool stops leave this list before they are told to
+                    // stop, so any exit seen here was unasked: a crash, even of a
+                    // replica already draining (e.g. after `Lease::replica_failed`).
+                    st.replicas.remove(i);
+                    tracing::warn!(deployment = %self.name, replica = id, "replica exited: {why}");
+                    self.metrics.crash(&self.name);
                 }
             }
             let spec = st.spec.clone();
@@ -436,7 +457,10 @@ impl Pool {
             for r in std::mem::take(&mut st.replicas) {
                 let idle = r.inflight == 0 && waiting == 0;
                 let idle_long = idle && r.last_used.elapsed() >= spec.idle_timeout;
-                let drained = r.state == ReplicaState::Draining && r.inflight == 0;
+                // A draining replica still starting stays listed (and counted) until
+                // its start ends; the start task then leaves it draining to be stopped.
+                let drained =
+                    r.state == ReplicaState::Draining && r.inflight == 0 && r.proc.is_some();
                 let scale_down =
                     r.state == ReplicaState::Ready && idle_long && live > spec.min_replicas;
                 if drained || scale_down {

@@ -5,8 +5,10 @@
 //! `stream_options.include_usage`, and that chunk is removed again when the client
 //! did not ask for it. The ledger row is committed before the client receives the end
 //! of its answer (`[DONE]` or the JSON body), so every answer a client saw complete is
-//! in the ledger. A request whose replica fails before anything reached the client is
-//! retried on another replica.
+//! in the ledger; a request dropped before that (client gone) is committed as 499 when
+//! dropped. A stream cut short bills the prompt from the replica's
+//! `x-thaw-prompt-tokens` header and one token per output chunk. A request whose
+//! replica fails before anything reached the client is retried on another replica.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -58,7 +60,10 @@ fn usage_of(v: &Value) -> Option<Usage> {
     })
 }
 
-/// What the ledger needs to know about one request.
+/// What the ledger needs to know about one request, armed from admission on: a
+/// request that is dropped before its row is written (axum drops the handler when the
+/// client disconnects, e.g. while the replica computes a non-streamed answer) is
+/// committed as 499 with the usage known so far, so every request gets its row.
 struct Meter {
     gw: Arc<Gateway>,
     id: String,
@@ -67,12 +72,17 @@ struct Meter {
     price_in: f64,
     price_out: f64,
     cold: bool,
-    started: Instant,
+    /// When the current attempt got its replica (compute time starts).
+    started: Option<Instant>,
+    /// What a row written on drop bills: the prompt once the replica has said it.
+    known: Usage,
+    /// The row is written (or the request is one the ledger does not take).
+    done: bool,
 }
 
 impl Meter {
-    async fn commit(&self, status: u16, u: Usage) {
-        let row = UsageRow {
+    fn row(&self, status: u16, u: Usage) -> UsageRow {
+        UsageRow {
             id: self.id.clone(),
             time_ms: now_ms(),
             key: self.key.clone(),
@@ -80,17 +90,14 @@ impl Meter {
             prompt_tokens: u.prompt,
             cached_tokens: u.cached,
             completion_tokens: u.completion,
-            compute_ms: self.started.elapsed().as_millis() as u64,
+            compute_ms: self.started.map_or(0, |t| t.elapsed().as_millis() as u64),
             cold_start: self.cold,
             cost: (u.prompt as f64 * self.price_in + u.completion as f64 * self.price_out) / 1e6,
             status,
-        };
-        let store = self.gw.store.clone();
-        match tokio::task::spawn_blocking(move || store.record(&row)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!("usage ledger: {e}"),
-            Err(e) => tracing::error!("usage ledger task: {e}"),
         }
+    }
+
+    fn count(&self, status: u16, u: Usage) {
         self.gw.metrics.request(&self.deployment, status);
         self.gw
             .metrics
@@ -99,6 +106,81 @@ impl Meter {
             .limits
             .add_tokens(&self.key, u.prompt + u.completion);
     }
+
+    async fn commit(&mut self, status: u16, u: Usage) {
+        // Done and counted before the wait: if the handler is dropped during it, the
+        // spawned write still lands and nothing is counted twice.
+        self.done = true;
+        self.count(status, u);
+        let row = self.row(status, u);
+        let store = self.gw.store.clone();
+        match tokio::task::spawn_blocking(move || store.record(&row)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("usage ledger: {e}"),
+            Err(e) => tracing::error!("usage ledger task: {e}"),
+        }
+    }
+
+    /// No row: the request was answered before any replica took it (the caller
+    /// counts it in the metrics).
+    fn disarm(&mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let row = self.row(499, self.known);
+        self.count(499, self.known);
+        let store = self.gw.store.clone();
+        let write = move || {
+            if let Err(e) = store.record(&row) {
+                tracing::error!("usage ledger: {e}");
+            }
+        };
+        // Drop cannot wait: write on the blocking pool, or here when no runtime is left.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn_blocking(write)),
+            Err(_) => write(),
+        }
+    }
+}
+
+/// The prompt's token count the replica sends with its status line
+/// ([`thaw_server::PROMPT_TOKENS_HEADER`]; an external server may not).
+fn prompt_tokens_header(h: &reqwest::header::HeaderMap) -> u64 {
+    h.get(thaw_server::PROMPT_TOKENS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether a streamed chunk carries generated output: content, a refusal, tool-call
+/// deltas (chat) or text (completions). The role chunk, the finish chunk and the usage
+/// chunk do not. `thaw serve` sends at most one such chunk per generated token (one
+/// per token, fewer when text is held back for a stop string, an unfinished UTF-8
+/// character or a tool call being parsed: `crates/server/src/scheduler.rs`,
+/// `respond.rs`), so counting them bills about the tokens generated when the usage
+/// chunk never comes.
+fn is_output_chunk(v: &Value) -> bool {
+    let Some(choices) = v.get("choices").and_then(Value::as_array) else {
+        return false;
+    };
+    let non_empty = |x: Option<&Value>| match x {
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(a)) => !a.is_empty(),
+        _ => false,
+    };
+    choices.iter().any(|c| {
+        let d = c.get("delta");
+        non_empty(d.and_then(|d| d.get("content")))
+            || non_empty(d.and_then(|d| d.get("refusal")))
+            || non_empty(d.and_then(|d| d.get("tool_calls")))
+            || non_empty(c.get("text"))
+    })
 }
 
 /// The request body as the replica should get it.
@@ -158,16 +240,45 @@ pub async fn forward(
     State(gw): State<Arc<Gateway>>,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    crate::gateway::Body(body): crate::gateway::Body,
 ) -> Response {
     let caller = match auth::authenticate(&headers, &gw.store, gw.open) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
+    if let Err(e) = check_json(&headers) {
+        return e.into_response();
+    }
     match forward_inner(&gw, &caller, uri.path(), body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
+}
+
+/// The content type `thaw serve` accepts (`application/json` or `application/*+json`),
+/// so the gateway refuses what a replica would, with the same 415.
+fn check_json(h: &HeaderMap) -> Result<(), GatewayError> {
+    let ct = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+        return Ok(());
+    }
+    Err(GatewayError::invalid(
+        "",
+        format!(
+            "Expected a JSON body with `Content-Type: application/json`, got `{}`.",
+            if ct.is_empty() { "(none)" } else { ct }
+        ),
+    )
+    .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE))
 }
 
 async fn forward_inner(
@@ -201,28 +312,37 @@ async fn forward_inner(
         .await
         .map_err(|e| GatewayError::internal(e.to_string()))??;
     let chat = path.ends_with("/chat/completions");
-    let id = new_request_id();
+    let spec = pool.spec();
+    let mut meter = Meter {
+        gw: gw.clone(),
+        id: new_request_id(),
+        key: caller.name.clone(),
+        deployment: model.clone(),
+        price_in: spec.price_input,
+        price_out: spec.price_output,
+        cold: false,
+        started: None,
+        known: Usage::default(),
+        done: false,
+    };
+    let id = meter.id.clone();
     let mut last_err = String::new();
     for attempt in 0..ATTEMPTS {
         let lease = match pool.acquire().await {
             Ok(l) => l,
             Err(e) => {
                 let err = acquire_error(e, &model);
+                meter.disarm();
                 gw.metrics.request(&model, err.status.as_u16());
                 return Err(err);
             }
         };
         let prep = prepare(v.clone(), chat, &lease);
-        let meter = Meter {
-            gw: gw.clone(),
-            id: id.clone(),
-            key: caller.name.clone(),
-            deployment: model.clone(),
-            price_in: lease.spec.price_input,
-            price_out: lease.spec.price_output,
-            cold: lease.cold,
-            started: Instant::now(),
-        };
+        meter.price_in = lease.spec.price_input;
+        meter.price_out = lease.spec.price_output;
+        meter.cold = lease.cold;
+        meter.started = Some(Instant::now());
+        meter.known = Usage::default();
         let url = format!("http://{}{}", lease.addr, path);
         let sent = gw
             .http
@@ -258,6 +378,7 @@ async fn forward_inner(
             }
             return Ok(with_id(r, &id));
         }
+        meter.known.prompt = prompt_tokens_header(resp.headers());
         if !prep.stream {
             let bytes = match resp.bytes().await {
                 Ok(b) => b,
@@ -271,7 +392,7 @@ async fn forward_inner(
                 .ok()
                 .as_ref()
                 .and_then(usage_of)
-                .unwrap_or_default();
+                .unwrap_or(meter.known);
             if lease.cold {
                 gw.metrics.cold_first_token(&model, arrived.elapsed());
             }
@@ -320,6 +441,7 @@ async fn forward_inner(
     let e = GatewayError::bad_gateway(format!(
         "Deployment `{model}`: the replica failed {ATTEMPTS} times before answering ({last_err}). Retry later."
     ));
+    meter.disarm();
     gw.metrics.request(&model, 502);
     Err(e)
 }
@@ -336,13 +458,15 @@ fn with_id(mut r: Response, id: &str) -> Response {
 async fn pump(
     mut upstream: impl futures_util::Stream<Item = reqwest::Result<Bytes>> + Unpin,
     tx: tokio::sync::mpsc::Sender<Bytes>,
-    meter: Meter,
+    mut meter: Meter,
     lease: Lease,
     client_wants_usage: bool,
 ) {
     let mut buf: Vec<u8> = Vec::new();
     let mut usage = None;
-    let mut chunks = 0u64;
+    // Without the usage chunk (the stream ended early): the prompt as the replica
+    // announced it, and one token per output chunk.
+    let mut fallback = meter.known;
     let mut client_gone = false;
     loop {
         let item = tokio::select! {
@@ -362,11 +486,7 @@ async fn pump(
             let event: Vec<u8> = buf.drain(..end).collect();
             let data = event_data(&event);
             if data.as_deref() == Some("[DONE]") {
-                let u = usage.unwrap_or(Usage {
-                    completion: chunks,
-                    ..Usage::default()
-                });
-                meter.commit(200, u).await;
+                meter.commit(200, usage.unwrap_or(fallback)).await;
                 let _ = tx.send(Bytes::from(event)).await;
                 return;
             }
@@ -381,8 +501,8 @@ async fn pump(
                         .and_then(Value::as_array)
                         .is_some_and(|c| c.is_empty());
                     forward = client_wants_usage || !no_choices;
-                } else {
-                    chunks += 1;
+                } else if is_output_chunk(&v) {
+                    fallback.completion += 1;
                 }
             }
             if forward && tx.send(Bytes::from(event)).await.is_err() {
@@ -394,10 +514,7 @@ async fn pump(
             break;
         }
     }
-    let u = usage.unwrap_or(Usage {
-        completion: chunks,
-        ..Usage::default()
-    });
+    let u = usage.unwrap_or(fallback);
     if client_gone {
         // 499: the client went away; the replica frees the sequence when we drop
         // the connection.
@@ -465,6 +582,27 @@ mod tests {
         assert_eq!(event_data(&rest[..e2]).as_deref(), Some("[DONE]"));
         assert_eq!(find_event_end(&rest[e2..]), None);
         assert_eq!(find_event_end(b"data: x\r\n\r\n"), Some(11));
+    }
+
+    #[test]
+    fn only_output_chunks_count_as_tokens() {
+        let delta =
+            |d: Value| json!({"choices": [{"index": 0, "delta": d, "finish_reason": null}]});
+        assert!(!is_output_chunk(&delta(
+            json!({"role": "assistant", "content": ""})
+        )));
+        assert!(!is_output_chunk(&delta(json!({}))));
+        assert!(!is_output_chunk(&json!({"choices": [], "usage": {}})));
+        assert!(is_output_chunk(&delta(json!({"content": "Hi"}))));
+        assert!(is_output_chunk(&delta(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{"}}]})
+        )));
+        assert!(is_output_chunk(
+            &json!({"choices": [{"index": 0, "text": " there"}]})
+        ));
+        assert!(!is_output_chunk(
+            &json!({"choices": [{"index": 0, "text": "", "finish_reason": "stop"}]})
+        ));
     }
 
     #[test]
