@@ -40,6 +40,35 @@ fn argmax(logits: &[f32]) -> u32 {
         .map_or(0, |(i, _)| i as u32)
 }
 
+/// Generates under `c` for at most `budget` tokens from random logits with `fav`
+/// always preferred where allowed and end of generation disfavoured: a model that
+/// would ramble. Returns the text and whether it ended by itself.
+fn ramble_under(
+    c: &mut thaw_constrain::Constraint,
+    tok: &Tokenizer,
+    fav: u32,
+    budget: usize,
+    rng: &mut Rng,
+) -> (String, bool) {
+    let mut out = Vec::new();
+    for step in 0..budget {
+        let mut logits: Vec<f32> = (0..tok.vocab_size()).map(|_| rng.next()).collect();
+        for &e in tok.eog_ids() {
+            logits[e as usize] = -5.0;
+        }
+        logits[fav as usize] = 50.0;
+        c.mask_within(&mut logits, Some(budget - step))
+            .expect("mask");
+        let t = argmax(&logits);
+        if tok.is_eog(t) {
+            return (String::from_utf8_lossy(&out).into_owned(), true);
+        }
+        c.commit(t).expect("commit");
+        out.extend(tok.token_bytes(t));
+    }
+    (String::from_utf8_lossy(&out).into_owned(), false)
+}
+
 /// Samples argmax of random logits under the mask until end of generation; biases
 /// towards EOS once it is allowed so the walk ends. Returns the text.
 fn walk(c: &mut thaw_constrain::Constraint, tok: &Tokenizer, rng: &mut Rng, max: usize) -> String {
@@ -251,26 +280,7 @@ fn rambling_outputs_close_within_budget() {
     for (case, budget) in [40usize, 64, 100, 160].into_iter().enumerate() {
         for (r, &fav) in ramble.iter().enumerate() {
             let mut c = fresh.clone();
-            let mut out = Vec::new();
-            let mut ended = false;
-            for step in 0..budget {
-                let mut logits: Vec<f32> = (0..tok.vocab_size()).map(|_| rng.next()).collect();
-                for &e in tok.eog_ids() {
-                    logits[e as usize] = -5.0;
-                }
-                // The favourite when allowed; random structure otherwise.
-                logits[fav as usize] = 50.0;
-                c.mask_within(&mut logits, Some(budget - step))
-                    .expect("mask");
-                let t = argmax(&logits);
-                if tok.is_eog(t) {
-                    ended = true;
-                    break;
-                }
-                c.commit(t).expect("commit");
-                out.extend(tok.token_bytes(t));
-            }
-            let text = String::from_utf8_lossy(&out).into_owned();
+            let (text, ended) = ramble_under(&mut c, &tok, fav, budget, &mut rng);
             assert!(
                 ended,
                 "case {case}/{r}: no end within {budget} tokens: {text}"
@@ -298,25 +308,7 @@ fn rambling_outputs_close_within_budget() {
         for budget in [24usize, 40, 80, 200] {
             for &fav in &digits {
                 let mut c = fresh.clone();
-                let mut out = Vec::new();
-                let mut ended = false;
-                for step in 0..budget {
-                    let mut logits: Vec<f32> = (0..tok.vocab_size()).map(|_| rng.next()).collect();
-                    for &e in tok.eog_ids() {
-                        logits[e as usize] = -5.0;
-                    }
-                    logits[fav as usize] = 50.0;
-                    c.mask_within(&mut logits, Some(budget - step))
-                        .expect("mask");
-                    let t = argmax(&logits);
-                    if tok.is_eog(t) {
-                        ended = true;
-                        break;
-                    }
-                    c.commit(t).expect("commit");
-                    out.extend(tok.token_bytes(t));
-                }
-                let text = String::from_utf8_lossy(&out).into_owned();
+                let (text, ended) = ramble_under(&mut c, &tok, fav, budget, &mut rng);
                 // Ended, or complete exactly as the budget ran out (finish reason
                 // `length`, the JSON whole).
                 assert!(
