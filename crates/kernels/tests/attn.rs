@@ -73,6 +73,19 @@ fn scores_of_many_queries_match_scalar_bit_for_bit() {
     }
 }
 
+/// Attention weights of queries over `n` positions, each row a softmax over its own
+/// range (zero elsewhere), rounded to f16 as ggml rounds them before the weighted sum.
+fn query_weights(rng: &mut Rng, rows: &[std::ops::Range<usize>], n: usize) -> Vec<f32> {
+    let mut w: Vec<f32> = (0..rows.len() * n).map(|_| rng.f32().abs()).collect();
+    for (row, r) in w.chunks_exact_mut(n).zip(rows) {
+        if !r.is_empty() {
+            attn::softmax_scalar(&mut row[r.clone()]);
+        }
+    }
+    attn::round_f16_slice_scalar(&mut w);
+    w
+}
+
 #[test]
 fn accumulate_with_per_query_rows_matches_weighted_sum_bit_for_bit() {
     // Causal and sliding-window masks: each query adds its own range of the shared
@@ -94,13 +107,7 @@ fn accumulate_with_per_query_rows_matches_weighted_sum_bit_for_bit() {
                 .map(|&(a, b)| a..b)
                 .collect();
                 let m = rows.len();
-                let mut w: Vec<f32> = (0..m * n).map(|_| rng.f32().abs()).collect();
-                for (row, r) in w.chunks_exact_mut(n).zip(&rows) {
-                    if !r.is_empty() {
-                        attn::softmax_scalar(&mut row[r.clone()]);
-                    }
-                }
-                attn::round_f16_slice_scalar(&mut w);
+                let w = query_weights(&mut rng, &rows, n);
                 let vals = halves(&mut rng, n * hd, 2.0);
                 let qw = QueryWeights {
                     w: &w,
@@ -157,11 +164,7 @@ fn accumulate_for_runs_of_queries_matches_scalar_bit_for_bit() {
                     })
                     .collect();
                 let m = rows.len();
-                let mut w: Vec<f32> = (0..m * n).map(|_| rng.f32().abs()).collect();
-                for (row, r) in w.chunks_exact_mut(n).zip(&rows) {
-                    attn::softmax_scalar(&mut row[r.clone()]);
-                }
-                attn::round_f16_slice_scalar(&mut w);
+                let w = query_weights(&mut rng, &rows, n);
                 let vals = halves(&mut rng, n * hd, 2.0);
                 let qw = QueryWeights {
                     w: &w,
