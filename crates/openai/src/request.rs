@@ -40,6 +40,16 @@ pub struct ChatCompletionRequest {
     /// Keep generating past end-of-generation tokens (llama.cpp/vLLM extension,
     /// for benchmarks with a fixed token count).
     pub ignore_eos: Option<bool>,
+    /// Deprecated forms of `tools` / `tool_choice`, and audio output: read only to be
+    /// refused by name (ignoring them would answer without the calls or audio asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub functions: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function_call: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modalities: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio: Option<Value>,
 }
 
 /// `POST /v1/completions`.

@@ -40,6 +40,30 @@ pub async fn chat_completions(
             "`messages` must not be empty.",
         ));
     }
+    if let Some(param) = [
+        ("functions", req.functions.is_some()),
+        ("function_call", req.function_call.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(p, set)| set.then_some(p))
+    {
+        return Err(ApiError::invalid(
+            param,
+            "`functions` and `function_call` are the deprecated form of tool calling; send `tools` and `tool_choice` instead.",
+        ));
+    }
+    let audio = req.modalities.iter().flatten().any(|m| m != "text");
+    if audio || req.audio.is_some() {
+        let param = if req.audio.is_some() {
+            "audio"
+        } else {
+            "modalities"
+        };
+        return Err(ApiError::invalid(
+            param,
+            "Only text output is supported (`modalities: [\"text\"]`).",
+        ));
+    }
     let plan = tools::plan(&req, state.engine_ref())?;
     let logprobs = match (req.logprobs.unwrap_or(false), req.top_logprobs) {
         (false, Some(_)) => {

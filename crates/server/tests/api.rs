@@ -307,6 +307,30 @@ async fn errors_use_the_openai_body() {
     )
     .await;
     assert_eq!((s, err(&v).1), (StatusCode::BAD_REQUEST, json!("n")));
+    // Requests for what would otherwise be silently left out: legacy function
+    // calling, audio output.
+    for (extra, param) in [
+        (
+            json!({"functions": [{"name": "f", "parameters": {}}]}),
+            "functions",
+        ),
+        (json!({"function_call": "auto"}), "function_call"),
+        (json!({"modalities": ["text", "audio"]}), "modalities"),
+        (
+            json!({"audio": {"voice": "alloy", "format": "wav"}}),
+            "audio",
+        ),
+    ] {
+        let (s, v) = post(&app, "/v1/chat/completions", chat_body("x", extra)).await;
+        assert_eq!((s, err(&v).1), (StatusCode::BAD_REQUEST, json!(param)));
+    }
+    let (s, _) = post(
+        &app,
+        "/v1/chat/completions",
+        chat_body("x", json!({"max_tokens": 1, "modalities": ["text"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
     let (s, v) = post(
         &app,
         "/v1/chat/completions",
