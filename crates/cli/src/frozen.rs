@@ -111,6 +111,78 @@ pub fn prefer_frozen(model: &Path, system: Option<&str>) -> PathBuf {
     }
 }
 
+/// Whether `THAW_FREEZE=0` turns `thaw run`'s snapshots off.
+fn run_freezes() -> bool {
+    std::env::var_os("THAW_FREEZE").is_none_or(|v| v != "0")
+}
+
+/// The frozen snapshot `thaw run` thaws for the GGUF `model`, if one was made (none
+/// for a snapshot given as such, or with `THAW_FREEZE=0`).
+pub fn for_run(model: &Path) -> Option<PathBuf> {
+    if is_snapshot(model) || !run_freezes() {
+        return None;
+    }
+    let frozen = prefer_frozen(model, None);
+    (frozen != model).then_some(frozen)
+}
+
+/// Starts `thaw freeze MODEL` as a process of its own (its own process group, no
+/// terminal, one thread), unless freezing is off or a live build of that snapshot is
+/// already under way. The build writes a temporary file and renames it, so a run
+/// never thaws half a snapshot.
+pub fn freeze_detached(model: &Path) {
+    if is_snapshot(model) || !run_freezes() {
+        return;
+    }
+    let Ok(out) = snapshot_path(model, None) else {
+        return;
+    };
+    let Some(dir) = out.parent() else { return };
+    if std::fs::create_dir_all(dir).is_err() || building(dir, &out) {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("freeze")
+        .arg(model)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // Not in the terminal's process group: Ctrl-C in the shell does not stop it.
+        cmd.process_group(0);
+    }
+    let _ = cmd.spawn();
+}
+
+/// Whether a live process is building `out` in `dir` (its `.NAME.tmp-PID` exists and
+/// PID runs). Without /proc, any temporary file counts as live.
+fn building(dir: &Path, out: &Path) -> bool {
+    let Some(name) = out.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let proc = Path::new("/proc/self").exists();
+    entries.flatten().any(|e| {
+        let file = e.file_name();
+        let pid = file.to_str().and_then(|f| f.strip_prefix(&prefix));
+        pid.is_some_and(|p| !proc || Path::new("/proc").join(p).exists())
+    })
+}
+
+/// `thaw freeze MODEL` (hidden; started by [`freeze_detached`]): build the snapshot
+/// `thaw run` thaws, on one thread.
+pub fn freeze_for_run(model: &Path) -> Result<()> {
+    freeze_model(model, None, false, 1).map(|_| ())
+}
+
 /// Freeze `source` (a model name or .gguf path) unless it is a snapshot or already
 /// frozen. `build_snapshot` writes a temporary file and renames it, so a worker never
 /// sees half a file. Stored as prefixes: the deployment's system prompt (added to

@@ -65,6 +65,9 @@ enum Command {
     /// One timed cold start (started by `thaw bench --cold`).
     #[command(hide = true)]
     ColdChild(cold::ColdChildArgs),
+    /// Build the snapshot `thaw run` thaws next time (started by `thaw run`).
+    #[command(hide = true)]
+    Freeze { model: std::path::PathBuf },
 }
 
 fn main() -> std::process::ExitCode {
@@ -92,6 +95,7 @@ fn main() -> std::process::ExitCode {
         Command::Keys(a) => platform::keys(a),
         Command::Usage(a) => platform::usage(a),
         Command::ColdChild(a) => cold::child(a),
+        Command::Freeze { model } => frozen::freeze_for_run(&model),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

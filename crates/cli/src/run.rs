@@ -78,13 +78,32 @@ static CANCEL: AtomicBool = AtomicBool::new(false);
 pub fn run(args: RunArgs) -> Result<()> {
     let (model_spec, prompt) = split_positionals(&args)?;
     let path = thaw_hub::resolve(&model_spec)?;
-    let engine = Engine::load(
-        &path,
-        &LoadOptions {
-            threads: args.threads,
-        },
-    )
-    .with_context(|| format!("loading {}", path.display()))?;
+    let opts = LoadOptions {
+        threads: args.threads,
+    };
+    // A GGUF thaws from its frozen snapshot once one was made (bit-identical logits,
+    // a fraction of the start-up); a damaged one is dropped and the GGUF loaded.
+    let frozen = crate::frozen::for_run(&path);
+    let (engine, thawed) = match frozen.as_deref().map(|f| (f, Engine::load(f, &opts))) {
+        Some((f, Ok(e))) => {
+            if args.verbose {
+                eprintln!("thawing {} (frozen from {})", f.display(), path.display());
+            }
+            (e, true)
+        }
+        other => {
+            if let Some((f, Err(e))) = other {
+                eprintln!(
+                    "warning: {} did not load ({e}); removing it and loading the GGUF",
+                    f.display()
+                );
+                let _ = std::fs::remove_file(f);
+            }
+            let e = Engine::load(&path, &opts)
+                .with_context(|| format!("loading {}", path.display()))?;
+            (e, false)
+        }
+    };
     if !args.raw && !engine.has_native_template() && args.verbose {
         eprintln!(
             "note: {} has no chat template; using the built-in fallback (Gemma turns or ChatML)",
@@ -147,10 +166,15 @@ pub fn run(args: RunArgs) -> Result<()> {
     match prompt {
         Some(p) => {
             chat.turn(&engine, &mut session, &params, &p, args.verbose)?;
-            Ok(())
         }
-        None => interactive(&engine, &mut session, &params, &mut chat, args.verbose),
+        None => interactive(&engine, &mut session, &params, &mut chat, args.verbose)?,
     }
+    if !thawed {
+        // Answered from the GGUF: freeze it for the next run, in a process of its own
+        // started only now, so that it neither delays nor slows this answer.
+        crate::frozen::freeze_detached(&path);
+    }
+    Ok(())
 }
 
 /// Decide which positional argument is the model and which the prompt.

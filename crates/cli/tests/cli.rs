@@ -358,3 +358,74 @@ fn json_schema_and_tools_flags_constrain_the_answer() {
         let _ = std::fs::remove_file(f);
     }
 }
+
+/// `thaw run` on a GGUF freezes it in a process of its own once it has answered; the
+/// next run thaws the snapshot and answers the same (greedy) text; a damaged snapshot
+/// is dropped and the GGUF used; `THAW_FREEZE=0` makes none.
+#[test]
+fn run_freezes_the_gguf_for_the_next_run() {
+    let Some(m) = model() else { return };
+    let home = std::env::temp_dir().join(format!("thaw-run-freeze-{}", std::process::id()));
+    let snapshots = home.join("snapshots");
+    let run = |env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_thaw"));
+        c.env("THAW_HOME", &home);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.args([
+            "run",
+            &m,
+            "--temperature",
+            "0",
+            "-n",
+            "8",
+            "-v",
+            "Name a colour.",
+        ]);
+        let o = c.output().expect("run thaw");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (stdout(&o), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let frozen = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&snapshots)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    // The snapshot appears once the detached build is done (a temporary file first).
+    let wait_frozen = || {
+        for _ in 0..600 {
+            let files = frozen();
+            if files.len() == 1 && files[0].extension().is_some_and(|e| e == "thaw") {
+                return files[0].clone();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("no snapshot after 60 s: {:?}", frozen());
+    };
+
+    let off = run(&[("THAW_FREEZE", "0")]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(frozen().is_empty(), "THAW_FREEZE=0 froze: {:?}", frozen());
+
+    let (first, err) = run(&[]);
+    assert!(!err.contains("thawing"), "{err}");
+    assert_eq!(first, off.0);
+    let snap = wait_frozen();
+    let (second, err) = run(&[]);
+    assert!(
+        err.contains("thawing"),
+        "the second run did not thaw: {err}"
+    );
+    assert_eq!(second, first, "the snapshot answers as the GGUF did");
+
+    // Damaged: a warning, the GGUF's answer, and a fresh snapshot built again.
+    let bytes = std::fs::read(&snap).unwrap();
+    std::fs::write(&snap, &bytes[..bytes.len() / 3]).unwrap();
+    let (third, err) = run(&[]);
+    assert!(err.contains("did not load"), "{err}");
+    assert_eq!(third, first);
+    let again = wait_frozen();
+    assert_eq!(std::fs::metadata(&again).unwrap().len(), bytes.len() as u64);
+    std::fs::remove_dir_all(&home).unwrap();
+}
