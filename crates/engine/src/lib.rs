@@ -58,6 +58,9 @@ pub enum EngineError {
     Constrain(#[from] thaw_constrain::ConstrainError),
     #[error("{path}: {what}; rebuild it with `thaw snapshot build MODEL -o FILE`")]
     BadPrefix { path: PathBuf, what: String },
+    /// `THAW_KERNELS` names no kernel set this CPU runs.
+    #[error(transparent)]
+    Kernels(#[from] thaw_kernels::KernelError),
     #[error(
         "the prompt is {prompt} tokens but the context holds {n_ctx}: shorten it or raise --ctx-size (the model was trained for {n_ctx_train})"
     )]
@@ -109,6 +112,8 @@ pub struct Engine {
 impl Engine {
     /// Load a GGUF model file or a `.thaw` snapshot.
     pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self, EngineError> {
+        // A mistyped THAW_KERNELS would silently measure or test the wrong kernels.
+        thaw_kernels::select_kernels()?;
         let path = path.as_ref().to_path_buf();
         let mut timings = LoadTimings::default();
         let mut clock = std::time::Instant::now();
@@ -129,7 +134,10 @@ impl Engine {
                 .to_string();
             std::thread::spawn(move || thaw_tokenizer::warm_up(&kind));
         };
-        let (gguf, tokenizer, snapshot) = if thaw_snapshot::is_snapshot(&path) {
+        // By content, or by name: a damaged `.thaw` gets the snapshot's errors, not
+        // "not a GGUF file".
+        let named_thaw = path.extension().is_some_and(|e| e == "thaw");
+        let (gguf, tokenizer, snapshot) = if named_thaw || thaw_snapshot::is_snapshot(&path) {
             let snap = Arc::new(thaw_snapshot::Snapshot::open(&path)?);
             let gguf = snap.gguf()?;
             warm(&gguf);

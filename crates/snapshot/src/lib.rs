@@ -147,6 +147,15 @@ pub enum SnapshotError {
     /// The source model (build) or the embedded GGUF section (open) is not valid GGUF.
     #[error(transparent)]
     Gguf(#[from] thaw_gguf::GgufError),
+    /// The GGUF section does not parse: the file was damaged after it was built.
+    #[error(
+        "{path}: the snapshot's GGUF section is damaged ({source}); check the file with \
+         `thaw snapshot verify` and {REBUILD}"
+    )]
+    DamagedGguf {
+        path: PathBuf,
+        source: thaw_gguf::GgufError,
+    },
     #[error(
         "{path}: not a thaw snapshot (bad magic); build one with `thaw snapshot build MODEL -o FILE`"
     )]

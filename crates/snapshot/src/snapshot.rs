@@ -186,12 +186,12 @@ impl Snapshot {
     /// [`Self::mapping`], which the returned file shares (no tensor bytes copied).
     pub fn gguf(&self) -> Result<GgufFile, SnapshotError> {
         let e = self.entry(SectionKind::Gguf)?;
-        Ok(GgufFile::from_mapping(
-            &self.path,
-            self.map.clone(),
-            e.offset,
-            e.length,
-        )?)
+        GgufFile::from_mapping(&self.path, self.map.clone(), e.offset, e.length).map_err(|source| {
+            SnapshotError::DamagedGguf {
+                path: self.path.clone(),
+                source,
+            }
+        })
     }
 
     /// The tokenizer from the TOKENIZER section (no rebuilding: copies of flat tables).

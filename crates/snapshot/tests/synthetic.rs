@@ -441,15 +441,20 @@ fn corrupt_meta_json_is_an_error_from_meta_not_a_panic() {
 }
 
 #[test]
-fn corrupt_embedded_gguf_is_a_gguf_error_naming_the_snapshot() {
+fn corrupt_embedded_gguf_is_a_damaged_section_naming_the_snapshot_and_the_fix() {
     let (dir, _src, out) = built();
     let mut b = std::fs::read(&out).unwrap();
     let gguf_off = get_u64(&b, entry_field(0, 8)) as usize;
     b[gguf_off] = b'X'; // GGUF magic
     let snap = open_bytes(&dir, &b).unwrap();
     let err = snap.gguf().unwrap_err();
-    assert!(matches!(err, SnapshotError::Gguf(_)), "{err}");
-    assert!(err.to_string().contains("crafted.thaw"), "{err}");
+    assert!(matches!(err, SnapshotError::DamagedGguf { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("crafted.thaw"), "{msg}");
+    assert!(
+        msg.contains("thaw snapshot verify") && msg.contains("rebuild"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -214,6 +214,11 @@ pub(crate) fn thaw(
         k => return Err(bad(format!("unknown tokenizer kind {k}"))),
     };
     let flags = r.u32("flags")?;
+    if flags & !0xF != 0 {
+        return Err(bad(format!(
+            "unknown flags {flags:#x}; rebuild the snapshot"
+        )));
+    }
     let mut ids = [None; 6];
     for id in &mut ids {
         let x = r.u32("special ids")?;

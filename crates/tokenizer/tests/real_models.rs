@@ -246,6 +246,12 @@ fn frozen_roundtrip(tok: &Tokenizer) {
     let mut extra = bytes.clone();
     extra.push(0);
     assert!(Tokenizer::from_frozen(&extra).is_err(), "trailing byte");
+    let mut unknown_flag = bytes.clone();
+    unknown_flag[16] ^= 0xf0;
+    assert!(
+        Tokenizer::from_frozen(&unknown_flag).is_err(),
+        "unknown flag bits"
+    );
     let mut wrong_version = bytes.clone();
     wrong_version[8] ^= 0xff;
     let err = Tokenizer::from_frozen(&wrong_version).err().unwrap();
