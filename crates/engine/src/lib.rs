@@ -58,6 +58,9 @@ pub enum EngineError {
     Constrain(#[from] thaw_constrain::ConstrainError),
     #[error("{path}: {what}; rebuild it with `thaw snapshot build MODEL -o FILE`")]
     BadPrefix { path: PathBuf, what: String },
+    /// A prefix to store tokenizes to nothing (an empty `--raw-prefix`, say).
+    #[error("prefix {label:?} has no tokens: give a non-empty prefix text")]
+    EmptyPrefix { label: String },
     /// `THAW_KERNELS` names no kernel set this CPU runs.
     #[error(transparent)]
     Kernels(#[from] thaw_kernels::KernelError),

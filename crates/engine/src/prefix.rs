@@ -145,10 +145,7 @@ pub fn build_snapshot(
                 }
             };
             if tokens.is_empty() {
-                return Err(EngineError::BadPrefix {
-                    path: model.to_path_buf(),
-                    what: format!("prefix {label:?} has no tokens"),
-                });
+                return Err(EngineError::EmptyPrefix { label });
             }
             let mut session = engine.session(tokens.len())?;
             session.prefill(&tokens)?;

@@ -183,3 +183,23 @@ fn smollm2_stored_prefixes_match_computing_them() {
 fn gemma3_stored_prefixes_match_computing_them() {
     check("gemma3-270m");
 }
+
+#[test]
+fn an_empty_prefix_is_refused_without_a_rebuild_hint() {
+    let Some(gguf) = model("smollm2") else { return };
+    let dir = std::env::temp_dir().join(format!("thaw-empty-prefix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let snap = dir.join("e.thaw");
+    let opts = SnapshotOptions {
+        prefixes: vec![PrefixSpec::Raw(String::new())],
+        ..Default::default()
+    };
+    let err = build_snapshot(&gguf, &snap, &opts).expect_err("an empty prefix");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("no tokens") && !msg.contains("rebuild"),
+        "{msg}"
+    );
+    assert!(!snap.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -236,6 +236,15 @@ pub(crate) fn parse(path: &Path, buf: &[u8]) -> Result<Header, GgufError> {
     for i in 0..kv_count {
         c.ctx = format!("metadata entry #{i}");
         let key = c.utf8(|| format!("the name of metadata entry #{i}"))?;
+        // Key names are short dotted identifiers: control characters mean the bytes
+        // are not a key at all (a damaged length), so name the entry, not the bytes.
+        if key.chars().any(char::is_control) {
+            let head: String = key.chars().take(40).collect();
+            return Err(c.corrupt(format!(
+                "the name of metadata entry #{i} is not a key ({} bytes starting {head:?})",
+                key.len()
+            )));
+        }
         c.ctx = format!("metadata key `{key}`");
         let ty = c.u32()?;
         let value = c.value(ty, 0, &key)?;

@@ -137,9 +137,17 @@ fn huge_counts_are_errors_without_allocation() {
     put_u64(&mut b, at, u64::MAX);
     assert!(corrupt_msg(&b).contains("string length"));
     // A key length.
-    let mut b = base;
+    let mut b = base.clone();
     put_u64(&mut b, 24, 1 << 62);
     corrupt_msg(&b);
+    // A key length that still fits the file: the "key" runs over the next entries'
+    // binary fields, and the message names the entry instead of printing them.
+    let mut b = base;
+    let first = u64::from_le_bytes(b[24..32].try_into().unwrap());
+    put_u64(&mut b, 24, first + 40);
+    let msg = corrupt_msg(&b);
+    assert!(msg.contains("metadata entry #0 is not a key"), "{msg}");
+    assert!(!msg.contains('\0') && msg.len() < 300, "{msg}");
 }
 
 #[test]
