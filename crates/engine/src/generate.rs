@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use thaw_constrain::Constraint;
 use thaw_kernels::ThreadPool;
-use thaw_models::{BatchEntry, KvCache, KvSource, Logits, Model};
+use thaw_models::{BatchEntry, KvCache, KvSource, Logits, MAX_BATCH, Model};
 use thaw_sampling::{Sampler, SamplerConfig};
 use thaw_tokenizer::{StreamDecoder, Tokenizer};
 
@@ -280,9 +280,37 @@ impl Session {
         Ok(logits)
     }
 
+    /// [`Self::prefill`] that polls `cancel` between the [`MAX_BATCH`]-token chunks
+    /// [`Model::forward`] cuts a prompt into (the same chunks, so the same K/V and
+    /// logits bit for bit). Returns `None` for the logits when cancelled; the cache
+    /// then holds the chunks computed so far.
+    fn prefill_cancellable(
+        &mut self,
+        prompt: &[u32],
+        cancel: Option<&AtomicBool>,
+    ) -> Result<(Option<Vec<f32>>, usize), EngineError> {
+        let reuse = self.begin_prompt(prompt)?;
+        let rest = &prompt[reuse..];
+        // Every chunk's checks up front: an error leaves the cache as it was.
+        self.model.check(&self.cache, rest)?;
+        let mut logits = None;
+        for (i, chunk) in rest.chunks(MAX_BATCH).enumerate() {
+            if i > 0 && cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Ok((None, reuse));
+            }
+            logits = Some(
+                self.model
+                    .forward(&self.pool, &mut self.cache, chunk, Logits::Last)?,
+            );
+            self.tokens.extend_from_slice(chunk);
+        }
+        Ok((logits, reuse))
+    }
+
     /// Generate a continuation of `prompt`, calling `on_text` with each piece of text
     /// as soon as it is complete UTF-8 and cannot be part of a stop string. `cancel`
-    /// is polled between tokens.
+    /// is polled between tokens, and during the prompt between its chunks of
+    /// [`MAX_BATCH`] tokens.
     pub fn generate(
         &mut self,
         prompt: &[u32],
@@ -292,8 +320,18 @@ impl Session {
     ) -> Result<GenerateStats, EngineError> {
         let mut sampler = Sampler::new(params.sampler.clone())?;
         let start = Instant::now();
-        let (mut logits, cached) = self.prefill(prompt)?;
+        let (logits, cached) = self.prefill_cancellable(prompt, cancel)?;
         let prefill_time = start.elapsed();
+        let Some(mut logits) = logits else {
+            return Ok(GenerateStats {
+                prompt_tokens: prompt.len(),
+                cached_tokens: cached,
+                generated_tokens: 0,
+                prefill_time,
+                decode_time: Duration::ZERO,
+                finish_reason: FinishReason::Cancelled,
+            });
+        };
         let decode_start = Instant::now();
         let mut decoder = StreamDecoder::continuation(true);
         let mut stop = StopMatcher::new(params.stop.clone());
@@ -354,5 +392,75 @@ impl Session {
             decode_time: decode_start.elapsed(),
             finish_reason: finish,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Engine, LoadOptions};
+
+    fn engine() -> Option<Engine> {
+        match thaw_hub::ensure_model("smollm2") {
+            Ok(p) => Some(Engine::load(p, &LoadOptions { threads: 0 }).unwrap()),
+            Err(e) => {
+                eprintln!("skipped: smollm2 unavailable: {e}");
+                None
+            }
+        }
+    }
+
+    /// A prompt of more than one chunk: text of `n` distinct-ish tokens.
+    fn long_prompt(engine: &Engine, n: usize) -> Vec<u32> {
+        let text: String = (0..n).map(|i| format!("{i} ")).collect();
+        let mut t = engine.text_tokens(&text, false).unwrap();
+        t.truncate(n);
+        assert_eq!(t.len(), n);
+        t
+    }
+
+    /// The prompt is fed in the chunks `Model::forward` uses: the K/V equals one
+    /// `prefill` bit for bit, and a cancel flag set before generating stops after
+    /// the first chunk, with nothing generated.
+    #[test]
+    fn prefill_is_chunked_as_forward_and_cancellable_between_chunks() {
+        let Some(engine) = engine() else { return };
+        let prompt = long_prompt(&engine, MAX_BATCH + 150);
+        let params = GenerateParams {
+            max_tokens: Some(0),
+            ..GenerateParams::default()
+        };
+
+        let mut whole = engine.session(2048).unwrap();
+        whole.prefill(&prompt).unwrap();
+        let mut chunked = engine.session(2048).unwrap();
+        let stats = chunked.generate(&prompt, &params, None, |_| {}).unwrap();
+        assert_eq!(stats.finish_reason, FinishReason::Length);
+        assert_eq!(chunked.tokens(), &prompt[..]);
+        assert!(chunked.export_kv() == whole.export_kv(), "K/V differ");
+
+        let cancel = AtomicBool::new(true);
+        let mut s = engine.session(2048).unwrap();
+        let mut text = String::new();
+        let params = GenerateParams::default();
+        let stats = s
+            .generate(&prompt, &params, Some(&cancel), |p| text.push_str(p))
+            .unwrap();
+        assert_eq!(stats.finish_reason, FinishReason::Cancelled);
+        assert_eq!(stats.generated_tokens, 0);
+        assert!(text.is_empty());
+        assert_eq!(s.tokens(), &prompt[..MAX_BATCH], "stopped after one chunk");
+        // The session stays usable: the next prompt reuses the chunk computed.
+        cancel.store(false, Ordering::Relaxed);
+        let params = GenerateParams {
+            max_tokens: Some(0),
+            ..GenerateParams::default()
+        };
+        let stats = s.generate(&prompt, &params, Some(&cancel), |_| {}).unwrap();
+        assert_eq!(stats.cached_tokens, MAX_BATCH);
+        assert!(
+            s.export_kv() == whole.export_kv(),
+            "K/V differ after resuming"
+        );
     }
 }
