@@ -12,14 +12,14 @@ use thaw_gguf::GgufFile;
 pub struct BenchArgs {
     /// Model name, .gguf path or hf:ORG/REPO/FILE.gguf.
     pub model: String,
-    /// Prompt lengths to measure (prompt processing, tokens/s).
+    /// Prompt lengths to measure (prompt processing, tokens/s); 0 skips it.
     #[arg(short = 'p', long, value_delimiter = ',', default_value = "128,512")]
     pub prompt: Vec<usize>,
     /// Tokens to generate (generation, tokens/s); 0 skips it.
     #[arg(short = 'n', long = "gen", default_value_t = 128)]
     pub generate: usize,
-    /// Repetitions of each test (after one warm-up run).
-    #[arg(short, long, default_value_t = 3)]
+    /// Repetitions of each test (after one warm-up run), at least 1.
+    #[arg(short, long, default_value_t = 3, value_parser = parse_reps)]
     pub reps: usize,
     /// Kernel threads (default: all cores).
     #[arg(short, long, default_value_t = 0)]
@@ -46,6 +46,14 @@ pub struct BenchArgs {
     pub prefix_tokens: usize,
 }
 
+fn parse_reps(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("a benchmark needs at least 1 repetition".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[derive(serde::Serialize)]
 struct Row {
     test: String,
@@ -54,7 +62,8 @@ struct Row {
     tokens_per_second_max: f64,
 }
 
-pub fn bench(args: BenchArgs) -> Result<()> {
+pub fn bench(mut args: BenchArgs) -> Result<()> {
+    args.threads = crate::kernel_threads(args.threads);
     if args.cold {
         return crate::cold::bench_cold(crate::cold::ColdOptions {
             model: args.model,
@@ -65,6 +74,11 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             prefix_tokens: args.prefix_tokens,
             json: args.json,
         });
+    }
+    // `-p 0` measures generation only, as llama-bench does.
+    args.prompt.retain(|&n| n > 0);
+    if args.prompt.is_empty() && args.generate == 0 {
+        anyhow::bail!("nothing to measure: -p 0 and -n 0 skip both tests");
     }
     let path = thaw_hub::resolve(&args.model)?;
     let engine = Engine::load(
@@ -94,7 +108,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             })
             .collect()
     };
-    let reps = args.reps.max(1);
+    let reps = args.reps;
     let mut rows = Vec::new();
     for &n in &args.prompt {
         let mut speeds = Vec::new();

@@ -6,7 +6,7 @@ use thaw_gguf::{GgufFile, Value};
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// Model name, .gguf path or hf:ORG/REPO/FILE.gguf.
+    /// Model name, .gguf or .thaw path, or hf:ORG/REPO/FILE.gguf.
     pub model: String,
     /// Also list every tensor.
     #[arg(long)]
@@ -15,8 +15,22 @@ pub struct InspectArgs {
 
 pub fn inspect(args: InspectArgs) -> Result<()> {
     let path = thaw_hub::resolve(&args.model)?;
-    let file = GgufFile::open(&path)?;
+    // A snapshot's GGUF section: the source's metadata (without the tokenizer
+    // arrays) and its tensors in the kernels' layout.
+    let snapshot = thaw_snapshot::is_snapshot(&path);
+    let file = if snapshot {
+        thaw_snapshot::Snapshot::open(&path)?.gguf()?
+    } else {
+        GgufFile::open(&path)?
+    };
     println!("file: {}", path.display());
+    if snapshot {
+        println!(
+            "snapshot: its embedded GGUF is shown (tokenizer arrays are in its TOKENIZER \
+             section); `thaw snapshot inspect {}` shows the sections",
+            path.display()
+        );
+    }
     println!(
         "GGUF v{}, {} metadata keys, {} tensors, data at byte {} (alignment {})",
         file.version(),

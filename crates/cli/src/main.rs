@@ -1,6 +1,7 @@
 //! `thaw`: run open-weight language models on this machine.
 
-#![forbid(unsafe_code)]
+// `unsafe` only in `restore_sigpipe`.
+#![deny(unsafe_code)]
 
 mod bench;
 mod cold;
@@ -79,6 +80,15 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Commands that print results end quietly when their stdout is a pipe that
+    // closes (`thaw inspect smollm2 | head -3`), as other command-line tools do;
+    // the servers keep ignoring SIGPIPE (a client going away must not kill them).
+    if !matches!(
+        cli.command,
+        Command::Serve(_) | Command::Worker(_) | Command::ColdChild(_) | Command::Freeze { .. }
+    ) {
+        restore_sigpipe();
+    }
     let result = match cli.command {
         Command::Run(a) => run::run(a),
         Command::Pull(a) => models::pull(a),
@@ -100,8 +110,88 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Put SIGPIPE back to its default action (end the process), which Rust's runtime
+/// sets to "ignore" before `main`: a write to a closed pipe then ends the process
+/// instead of returning an error that `println!` turns into a panic.
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: called once at start-up on the main thread before any other thread is
+    // started, and SIG_DFL installs no handler code, so no async-signal-safety rule
+    // can be broken.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
+/// `{e:#}` without repeating a cause that the message before it already ends with
+/// (error types that write their source into their own message and also return it
+/// from `source()`: "x: No such file or directory (os error 2): No such file …").
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// Kernel threads for `-t N`: more threads than cores only slow the kernels down
+/// (they wait on each other at every barrier), so N is capped at the cores
+/// available, with a warning. 0 (all cores) is passed on as it is.
+pub(crate) fn kernel_threads(requested: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if requested > cores {
+        eprintln!(
+            "warning: -t {requested} is more than the {cores} cores available; using {cores} threads"
+        );
+        return cores;
+    }
+    requested
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_chain_drops_a_cause_already_in_the_message() {
+        let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        #[derive(Debug)]
+        struct Doubled(std::io::Error);
+        impl std::fmt::Display for Doubled {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "/x.thaw: {}", self.0)
+            }
+        }
+        impl std::error::Error for Doubled {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = anyhow::Error::new(Doubled(io()));
+        assert_eq!(error_chain(&e), format!("/x.thaw: {}", io()));
+        // A context whose text does not contain the cause keeps it.
+        let e = anyhow::Error::new(io()).context("loading m.gguf");
+        assert_eq!(error_chain(&e), format!("loading m.gguf: {}", io()));
+    }
+
+    #[test]
+    fn kernel_threads_are_capped_at_the_cores() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(kernel_threads(0), 0);
+        assert_eq!(kernel_threads(1), 1);
+        assert_eq!(kernel_threads(cores), cores);
+        assert_eq!(kernel_threads(cores + 997), cores);
     }
 }

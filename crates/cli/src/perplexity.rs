@@ -31,7 +31,7 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
     let engine = Engine::load(
         &path,
         &LoadOptions {
-            threads: args.threads,
+            threads: crate::kernel_threads(args.threads),
         },
     )?;
     // llama.cpp tokenizes the whole file with BOS per the model and no special parsing.

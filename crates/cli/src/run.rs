@@ -21,9 +21,10 @@ pub struct RunArgs {
     /// System prompt.
     #[arg(long)]
     pub system: Option<String>,
-    /// Maximum tokens to generate per answer (default: until the model stops or the context is full).
-    #[arg(short = 'n', long)]
-    pub max_tokens: Option<usize>,
+    /// Maximum tokens to generate per answer (default, or -1: until the model stops or
+    /// the context is full).
+    #[arg(short = 'n', long, allow_negative_numbers = true, value_parser = parse_max_tokens)]
+    pub max_tokens: Option<Limit>,
     /// Sampling temperature; 0 = greedy.
     #[arg(long, default_value_t = SamplerConfig::default().temperature)]
     pub temperature: f32,
@@ -39,9 +40,9 @@ pub struct RunArgs {
     /// Penalize repeating recent tokens (1.0 = off).
     #[arg(long, default_value_t = SamplerConfig::default().repeat_penalty)]
     pub repeat_penalty: f32,
-    /// Random seed, for reproducible sampling.
-    #[arg(long)]
-    pub seed: Option<u64>,
+    /// Random seed, for reproducible sampling (default, or -1: a random one).
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_seed)]
+    pub seed: Option<Limit>,
     /// Kernel threads (default: all cores).
     #[arg(short, long, default_value_t = 0)]
     pub threads: usize,
@@ -70,16 +71,42 @@ pub struct RunArgs {
     pub tool_choice: String,
 }
 
-/// Set while tokens are being generated: Ctrl-C then stops the answer instead of
-/// exiting.
+/// `-n` or `--seed`: a number, or -1 for none (no limit, a random seed), as
+/// llama.cpp takes them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Limit(Option<u64>);
+
+fn parse_minus_one(s: &str, none: &str) -> Result<Limit, String> {
+    match s.trim() {
+        "-1" => Ok(Limit(None)),
+        t if t.starts_with('-') => Err(format!("{t} is negative: give -1 for {none}")),
+        t => t
+            .parse()
+            .map(|n| Limit(Some(n)))
+            .map_err(|e| format!("{e}")),
+    }
+}
+
+fn parse_max_tokens(s: &str) -> Result<Limit, String> {
+    parse_minus_one(s, "no limit, or a number of tokens ≥ 0")
+}
+
+fn parse_seed(s: &str) -> Result<Limit, String> {
+    parse_minus_one(s, "a random seed, or a seed ≥ 0")
+}
+
+/// Set while a prompt is processed and its answer generated: Ctrl-C then stops the
+/// answer instead of exiting.
 static GENERATING: AtomicBool = AtomicBool::new(false);
 static CANCEL: AtomicBool = AtomicBool::new(false);
+/// Ctrl-C stopped an answer (rather than a closed stdout).
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 pub fn run(args: RunArgs) -> Result<()> {
     let (model_spec, prompt) = split_positionals(&args)?;
     let path = thaw_hub::resolve(&model_spec)?;
     let opts = LoadOptions {
-        threads: args.threads,
+        threads: crate::kernel_threads(args.threads),
     };
     // A GGUF thaws from its frozen snapshot once one was made (bit-identical logits,
     // a fraction of the start-up); a damaged one is dropped and the GGUF loaded.
@@ -118,10 +145,13 @@ pub fn run(args: RunArgs) -> Result<()> {
             top_p: args.top_p,
             min_p: args.min_p,
             repeat_penalty: args.repeat_penalty,
-            seed: args.seed,
+            seed: args.seed.and_then(|s| s.0),
             ..SamplerConfig::default()
         },
-        max_tokens: args.max_tokens,
+        max_tokens: args
+            .max_tokens
+            .and_then(|n| n.0)
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         ..GenerateParams::default()
     };
     params.sampler.validate()?;
@@ -141,19 +171,25 @@ pub fn run(args: RunArgs) -> Result<()> {
         params.constraint = Some(t.constraint.clone());
     }
 
+    // Piped stdin is the prompt, or with a prompt argument, text to go with it (as
+    // `ollama run` does): `git diff | thaw run "Review this"`.
+    let piped = !args.chat && !std::io::stdin().is_terminal();
+    let read_stdin = || -> Result<String> {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the prompt from standard input")?;
+        Ok(text)
+    };
     let prompt = match prompt {
+        Some(p) if piped => Some(with_piped_text(p, &read_stdin()?)),
         Some(p) => Some(p),
-        None if !args.chat && !std::io::stdin().is_terminal() => {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .context("reading the prompt from standard input")?;
-            Some(text)
-        }
+        None if piped => Some(read_stdin()?),
         None => None,
     };
     ctrlc::set_handler(|| {
         if GENERATING.load(Ordering::SeqCst) {
+            INTERRUPTED.store(true, Ordering::SeqCst);
             CANCEL.store(true, Ordering::SeqCst);
         } else {
             eprintln!();
@@ -166,6 +202,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     match prompt {
         Some(p) => {
             chat.turn(&engine, &mut session, &params, &p, args.verbose)?;
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                // Stopped by Ctrl-C: a failure for scripts, as for other tools (128 +
+                // SIGINT), and nothing frozen for a run the user broke off.
+                std::process::exit(130);
+            }
         }
         None => interactive(&engine, &mut session, &params, &mut chat, args.verbose)?,
     }
@@ -194,17 +235,36 @@ fn split_positionals(args: &RunArgs) -> Result<(String, Option<String>)> {
     })
 }
 
+/// `prompt`, a blank line, and the text piped on stdin (the prompt alone when
+/// nothing was piped).
+fn with_piped_text(prompt: String, piped: &str) -> String {
+    if piped.trim().is_empty() {
+        prompt
+    } else {
+        format!("{prompt}\n\n{piped}")
+    }
+}
+
+/// Whether a lone positional argument is the model: a known name, an existing file,
+/// or something shaped like a model (`hf:…`, one word ending in `.gguf`/`.thaw`),
+/// which then fails as a missing file instead of being answered as a prompt.
 fn names_a_model(s: &str) -> bool {
+    let lower = s.to_ascii_lowercase();
     s.starts_with("hf:")
         || thaw_hub::known_models().iter().any(|k| k.name == s)
         || (!s.contains('\n') && std::path::Path::new(s).is_file())
+        || (!s.contains(char::is_whitespace)
+            && (lower.ends_with(".gguf") || lower.ends_with(".thaw")))
 }
 
 /// The conversation so far, as chat messages (or raw text with --raw).
 struct Chat {
     raw: bool,
     messages: Vec<serde_json::Value>,
+    /// --raw: the text so far, starting with `raw_start`.
     transcript: String,
+    /// --raw: the system text and a newline (what `/clear` keeps).
+    raw_start: String,
     tools: Option<crate::structured::Tools>,
 }
 
@@ -218,12 +278,25 @@ impl Chat {
         if let Some(system) = &system {
             messages.push(json!({"role": "system", "content": system}));
         }
+        // --raw: the system text goes first, on a line of its own.
+        let raw_start = args
+            .system
+            .as_ref()
+            .map(|s| format!("{s}\n"))
+            .unwrap_or_default();
         Self {
             raw: args.raw,
             messages,
-            transcript: args.system.clone().unwrap_or_default(),
+            transcript: raw_start.clone(),
+            raw_start,
             tools,
         }
+    }
+
+    /// Forget the conversation, keeping the system prompt (both modes).
+    fn clear(&mut self) {
+        self.messages.retain(|m| m["role"] == "system");
+        self.transcript = self.raw_start.clone();
     }
 
     /// One user turn: print the answer as it streams and remember it.
@@ -235,6 +308,7 @@ impl Chat {
         user: &str,
         verbose: bool,
     ) -> Result<GenerateStats> {
+        let transcript_len = self.transcript.len();
         let tokens = if self.raw {
             self.transcript.push_str(user);
             engine.text_tokens(&self.transcript, true)?
@@ -261,6 +335,22 @@ impl Chat {
         GENERATING.store(false, Ordering::SeqCst);
         let stats = result?;
         println!();
+        let computed = session.tokens().len();
+        if stats.finish_reason == FinishReason::Cancelled && computed < tokens.len() {
+            // Stopped while the prompt was processed: the question is forgotten, as
+            // if not asked (the part computed stays cached for asking it again).
+            if self.raw {
+                self.transcript.truncate(transcript_len);
+            } else {
+                self.messages.pop();
+            }
+            eprintln!(
+                "[stopped while processing the prompt: {computed} of {} tokens in {:.0} ms]",
+                tokens.len(),
+                stats.prefill_time.as_secs_f64() * 1e3
+            );
+            return Ok(stats);
+        }
         if let Some(t) = &self.tools
             && let Some(line) = t.calls_line(&answer)
         {
@@ -324,8 +414,7 @@ fn interactive(
             "" => continue,
             "/bye" | "/exit" | "/quit" => return Ok(()),
             "/clear" => {
-                chat.messages.retain(|m| m["role"] == "system");
-                chat.transcript.clear();
+                chat.clear();
                 session.reset();
                 eprintln!("[chat cleared]");
                 continue;
@@ -348,5 +437,74 @@ fn interactive(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minus_one_means_none_and_other_negatives_are_errors() {
+        assert_eq!(parse_seed("-1"), Ok(Limit(None)));
+        assert_eq!(parse_seed("42"), Ok(Limit(Some(42))));
+        assert_eq!(
+            parse_seed("18446744073709551615"),
+            Ok(Limit(Some(u64::MAX)))
+        );
+        assert_eq!(parse_max_tokens("-1"), Ok(Limit(None)));
+        assert_eq!(parse_max_tokens("0"), Ok(Limit(Some(0))));
+        let e = parse_max_tokens("-2").unwrap_err();
+        assert!(e.contains("-2 is negative") && e.contains("-1"), "{e}");
+        assert!(parse_seed("x").is_err());
+    }
+
+    #[test]
+    fn piped_text_follows_the_prompt_after_a_blank_line() {
+        assert_eq!(with_piped_text("Sum:".into(), "1\n2\n"), "Sum:\n\n1\n2\n");
+        assert_eq!(with_piped_text("Hi".into(), ""), "Hi");
+        assert_eq!(with_piped_text("Hi".into(), " \n"), "Hi");
+    }
+
+    fn chat(args: &[&str]) -> Chat {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let cli =
+            <Cli as clap::Parser>::parse_from(std::iter::once("run").chain(args.iter().copied()));
+        Chat::new(&cli.run, None)
+    }
+
+    #[test]
+    fn raw_system_text_is_its_own_line_and_survives_clear() {
+        let mut c = chat(&["--raw", "--system", "Write a poem.", "x"]);
+        assert_eq!(c.transcript, "Write a poem.\n");
+        c.transcript.push_str("Roses are red");
+        c.clear();
+        assert_eq!(c.transcript, "Write a poem.\n");
+        let mut c = chat(&["--raw", "x"]);
+        assert_eq!(c.transcript, "");
+        c.transcript.push_str("1, 2,");
+        c.clear();
+        assert_eq!(c.transcript, "");
+        let mut c = chat(&["--system", "Be brief.", "x"]);
+        c.messages.push(json!({"role": "user", "content": "hi"}));
+        c.clear();
+        assert_eq!(
+            c.messages,
+            vec![json!({"role": "system", "content": "Be brief."})]
+        );
+    }
+
+    #[test]
+    fn model_shaped_arguments_are_models() {
+        assert!(names_a_model("missing.gguf"));
+        assert!(names_a_model("dir/missing.THAW"));
+        assert!(names_a_model("hf:org/repo/x.gguf"));
+        assert!(names_a_model("smollm2"));
+        assert!(!names_a_model("What is a .gguf"));
+        assert!(!names_a_model("Why is the sky blue?"));
     }
 }

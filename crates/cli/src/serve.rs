@@ -48,16 +48,13 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         return crate::platform::gateway(config, a.port, a.host);
     }
     let path = thaw_hub::resolve(&a.model)?;
-    let model_id = a.model_id.clone().unwrap_or_else(|| {
-        let spec = a.model.rsplit('/').next().unwrap_or(&a.model);
-        spec.strip_suffix(".gguf").unwrap_or(spec).to_string()
-    });
+    let model_id = a.model_id.clone().unwrap_or_else(|| model_id_of(&a.model));
     let config = thaw_server::ServeConfig {
         model_path: path,
         model_id,
         host: a.host.unwrap_or_else(|| "127.0.0.1".into()),
         port: a.port.unwrap_or(8080),
-        threads: a.threads,
+        threads: crate::kernel_threads(a.threads),
         ctx_size: a.ctx_size,
         max_running: a.max_running,
         max_queue: a.max_queue,
@@ -70,4 +67,28 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         .build()?;
     rt.block_on(thaw_server::serve(config))?;
     Ok(())
+}
+
+/// The id a served model answers to by default: the name given, or the file's stem
+/// for a path (`models/smol.thaw` → `smol`).
+fn model_id_of(spec: &str) -> String {
+    let name = spec.rsplit('/').next().unwrap_or(spec);
+    [".gguf", ".thaw"]
+        .iter()
+        .find_map(|ext| name.strip_suffix(ext))
+        .unwrap_or(name)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn model_id_is_the_name_or_the_file_stem() {
+        use super::model_id_of;
+        assert_eq!(model_id_of("smollm2"), "smollm2");
+        assert_eq!(model_id_of("/tmp/x.thaw"), "x");
+        assert_eq!(model_id_of("x.thaw"), "x");
+        assert_eq!(model_id_of("dir/model.gguf"), "model");
+        assert_eq!(model_id_of("hf:org/repo/file.gguf"), "file");
+    }
 }

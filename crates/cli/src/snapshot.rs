@@ -68,6 +68,7 @@ pub fn snapshot(args: SnapshotArgs) -> Result<()> {
             no_chat_preamble,
             threads,
         } => {
+            check_output(&output)?;
             let read = |f: &PathBuf| {
                 std::fs::read_to_string(f).map_err(|e| {
                     anyhow::anyhow!("{}: {e} (a prefix file must be UTF-8 text)", f.display())
@@ -99,7 +100,7 @@ pub fn snapshot(args: SnapshotArgs) -> Result<()> {
                     name,
                     progress,
                     prefixes,
-                    threads,
+                    threads: crate::kernel_threads(threads),
                 },
             )?;
             println!(
@@ -122,4 +123,48 @@ pub fn snapshot(args: SnapshotArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Refuse an `-o` the build could only fail on, before any work, in words that say
+/// what to do (the build's own error would name its temporary file).
+fn check_output(output: &std::path::Path) -> Result<()> {
+    if output.is_dir() {
+        anyhow::bail!(
+            "{} is a directory; give -o the snapshot file to write, e.g. {}",
+            output.display(),
+            output.join("model.thaw").display()
+        );
+    }
+    let dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "directory {} does not exist; create it or choose another -o",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn output_must_be_a_file_in_an_existing_directory() {
+        use super::check_output;
+        use std::path::Path;
+        let tmp = std::env::temp_dir();
+        let e = check_output(&tmp).unwrap_err().to_string();
+        assert!(e.contains("is a directory"), "{e}");
+        let e = check_output(Path::new("missing-thaw-dir/sub/x.thaw"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "directory missing-thaw-dir/sub does not exist; create it or choose another -o"
+        );
+        check_output(&tmp.join("x.thaw")).unwrap();
+        check_output(Path::new("x.thaw")).unwrap();
+    }
 }

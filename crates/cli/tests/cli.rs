@@ -429,3 +429,264 @@ fn run_freezes_the_gguf_for_the_next_run() {
     assert_eq!(std::fs::metadata(&again).unwrap().len(), bytes.len() as u64);
     std::fs::remove_dir_all(&home).unwrap();
 }
+
+/// `thaw` with stdin closed (no piped text), stdout and stderr piped.
+fn spawn(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_thaw"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn thaw")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A command whose stdout is a pipe closed early (`| head`) ends quietly: by
+/// SIGPIPE or successfully, never in a panic (exit 101).
+#[test]
+fn closed_stdout_ends_quietly_not_in_a_panic() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let Some(m) = model() else { return };
+    let check = |o: Output, what: &str| {
+        let err = stderr(&o);
+        assert!(!err.contains("panicked"), "{what}: {err}");
+        assert!(!err.contains("Broken pipe"), "{what}: {err}");
+        assert_ne!(o.status.code(), Some(101), "{what}: {err}");
+        assert!(
+            o.status.success() || o.status.signal() == Some(13),
+            "{what}: {:?} {err}",
+            o.status
+        );
+    };
+    // `thaw run "Write a long story" -n 100 | head -c 10`
+    let mut child = spawn(&[
+        "run",
+        &m,
+        "--temperature",
+        "0",
+        "-n",
+        "100",
+        "Write a long story.",
+    ]);
+    let mut head = [0u8; 10];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    check(child.wait_with_output().unwrap(), "run");
+    // `thaw inspect smollm2 --tensors | head -0`, `thaw list --known | head -0`.
+    for args in [&["inspect", &m, "--tensors"][..], &["list", "--known"]] {
+        let mut child = spawn(args);
+        drop(child.stdout.take());
+        check(child.wait_with_output().unwrap(), args[0]);
+    }
+}
+
+/// "prompt: N tokens" of a `-v` summary.
+fn prompt_tokens(err: &str) -> usize {
+    let at = err.find("prompt: ").expect("a -v summary") + "prompt: ".len();
+    err[at..].split(' ').next().unwrap().parse().unwrap()
+}
+
+/// `seq 1 200 | thaw run "Summarize this"`: the piped text follows the prompt.
+#[test]
+fn piped_stdin_goes_with_a_prompt_argument() {
+    let Some(m) = model() else { return };
+    let args = [
+        "run",
+        &m,
+        "--temperature",
+        "0",
+        "-n",
+        "1",
+        "-v",
+        "Summarize this",
+    ];
+    let alone = thaw(&args);
+    assert!(alone.status.success(), "{}", stderr(&alone));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_thaw"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let numbers: String = (1..=200).map(|i| format!("{i}\n")).collect();
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(numbers.as_bytes()).unwrap();
+    drop(stdin);
+    let piped = child.wait_with_output().unwrap();
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    let (a, p) = (
+        prompt_tokens(&stderr(&alone)),
+        prompt_tokens(&stderr(&piped)),
+    );
+    // 200 numbers and their newlines: several hundred tokens more.
+    assert!(
+        p > a + 400,
+        "prompt tokens: {a} alone, {p} with the piped text"
+    );
+}
+
+/// Ctrl-C stops a one-shot answer with exit 130, during generation and during the
+/// prompt (between its 512-token chunks, long before the prompt's end).
+#[test]
+fn ctrl_c_stops_a_one_shot_run_with_exit_130() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    use std::io::Read;
+    let Some(m) = model() else { return };
+    let sigint = |child: &std::process::Child| {
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    };
+    let mut child = spawn(&[
+        "run",
+        &m,
+        "--temperature",
+        "0",
+        "-n",
+        "-1",
+        "Write a long story about a dragon.",
+    ]);
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    out.read_exact(&mut first).unwrap();
+    sigint(&child);
+    let mut rest = Vec::new();
+    out.read_to_end(&mut rest).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{:?} {}", o.status, stderr(&o));
+
+    // A ~3,800-token prompt takes seconds to process on a few cores.
+    let long = "The quick brown fox jumps over the lazy dog. ".repeat(380);
+    let child = spawn(&["run", &m, "-c", "4096", "-n", "4", "-v", &long]);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    sigint(&child);
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(130), "{:?} {err}", o.status);
+    let at = err
+        .find("[stopped while processing the prompt: ")
+        .unwrap_or_else(|| panic!("not stopped during the prompt: {err}"));
+    let counts: Vec<usize> = err[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .take(2)
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert!(counts[0] < counts[1], "{err}");
+    assert_eq!(stdout(&o).trim(), "", "nothing was generated");
+}
+
+/// A lone argument shaped like a model file that does not exist is a missing model,
+/// not a prompt for the default model.
+#[test]
+fn missing_model_file_is_an_error_not_a_prompt() {
+    for args in [
+        &["run", "missing.gguf"][..],
+        &["run", "dir/missing.thaw"],
+        &["run", "missing.gguf", "hi"],
+        &["run", "-m", "missing.gguf", "hi"],
+    ] {
+        let o = thaw(args);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(stdout(&o).is_empty(), "{args:?} answered: {}", stdout(&o));
+        assert!(stderr(&o).contains("no such model file"), "{}", stderr(&o));
+    }
+}
+
+/// llama.cpp's `--seed -1` (random) and `-n -1` (no limit); other negative values
+/// are errors that say what -1 means; `-t` beyond the cores is capped with a warning.
+#[test]
+fn minus_one_seed_and_max_tokens_as_llama_cpp() {
+    let Some(m) = model() else { return };
+    // No limit: a raw continuation runs until the 48-token context is full (or the
+    // model stops).
+    let o = thaw(&[
+        "run", &m, "--raw", "--seed", "-1", "-n", "-1", "-c", "48", "-v", "-t", "999", "1, 2, 3,",
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("ContextFull") || err.contains("Stop"), "{err}");
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert!(
+        err.contains(&format!("-t 999 is more than the {cores} cores available")),
+        "{err}"
+    );
+    for (flag, value) in [("--seed", "-2"), ("-n", "-5")] {
+        let o = thaw(&["run", &m, flag, value, "hi"]);
+        assert!(!o.status.success());
+        let err = stderr(&o);
+        assert!(err.contains("negative") && err.contains("-1"), "{err}");
+    }
+}
+
+/// `--raw --system S P` sends "S\nP": the same greedy answer as the raw prompt
+/// written that way.
+#[test]
+fn raw_system_text_is_a_line_before_the_prompt() {
+    let Some(m) = model() else { return };
+    let greedy = |args: &[&str]| {
+        let mut a = vec!["run", &m, "--raw", "--temperature", "0", "-n", "8", "-v"];
+        a.extend_from_slice(args);
+        let o = thaw(&a);
+        assert!(o.status.success(), "{}", stderr(&o));
+        (stdout(&o), prompt_tokens(&stderr(&o)))
+    };
+    let with_system = greedy(&["--system", "Write a poem.", "Roses are red,"]);
+    assert_eq!(with_system, greedy(&["Write a poem.\nRoses are red,"]));
+    assert_ne!(with_system, greedy(&["Write a poem.Roses are red,"]));
+}
+
+/// `thaw inspect FILE.thaw` shows the snapshot's embedded GGUF; the snapshot
+/// commands' file errors say what to do, once.
+#[test]
+fn inspect_takes_a_snapshot_and_snapshot_errors_are_clear() {
+    let Some(m) = model() else { return };
+    let dir = std::env::temp_dir().join(format!("thaw-cli-inspect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let snap = dir.join("s.thaw").display().to_string();
+    thaw_ok(&["snapshot", "build", &m, "--no-chat-preamble", "-o", &snap]);
+    let out = thaw_ok(&["inspect", &snap]);
+    assert!(out.contains("general.architecture = \"llama\""), "{out}");
+    assert!(out.contains("thaw snapshot inspect"), "{out}");
+    assert!(out.contains("tensor types:"), "{out}");
+
+    let o = thaw(&["snapshot", "build", &m, "-o", "missing-thaw-dir/sub/x.thaw"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains(
+            "directory missing-thaw-dir/sub does not exist; create it or choose another -o"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let o = thaw(&["snapshot", "build", &m, "-o", &dir.display().to_string()]);
+    assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
+    let o = thaw(&["snapshot", "verify", "/no/such/file.thaw"]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `thaw bench -p 0` measures generation only (as llama-bench); `-r 0` is an error.
+#[test]
+fn bench_generation_only_and_zero_reps() {
+    let Some(m) = model() else { return };
+    let out = thaw_ok(&["bench", &m, "-p", "0", "-n", "2", "-r", "1", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let tests: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["test"].as_str().unwrap())
+        .collect();
+    assert_eq!(tests, ["tg2"]);
+    let o = thaw(&["bench", &m, "-r", "0"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("at least 1"), "{}", stderr(&o));
+}
