@@ -32,10 +32,12 @@ pub use value::Value;
 /// Errors from opening or querying a GGUF file. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
-    #[error("{path}: {source}")]
+    /// The OS error is part of the message, not a separate cause, so that chained
+    /// printing (`{:#}`) does not repeat it.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: not a GGUF file (bad magic); expected a .gguf model file")]
     BadMagic { path: PathBuf },
@@ -67,9 +69,9 @@ pub enum GgufError {
 /// `unsafe`. An empty file gives an empty mapping.
 pub fn map_file(path: impl AsRef<Path>) -> Result<Arc<memmap2::Mmap>, GgufError> {
     let path = path.as_ref();
-    let io = |source| GgufError::Io {
+    let io = |error| GgufError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let file = File::open(path).map_err(io)?;
     Ok(Arc::new(map(&file).map_err(io)?))
@@ -141,9 +143,9 @@ impl GgufFile {
     /// Map the file and parse and validate its header.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, GgufError> {
         let path = path.as_ref().to_path_buf();
-        let io = |source| GgufError::Io {
+        let io = |error| GgufError::Io {
             path: path.clone(),
-            source,
+            error,
         };
         let file = File::open(&path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
@@ -165,9 +167,9 @@ impl GgufFile {
         let path = name.into();
         // Validate before copying: a rejected buffer costs no mapping.
         let header = reader::parse(&path, bytes)?;
-        let io = |source| GgufError::Io {
+        let io = |error| GgufError::Io {
             path: path.clone(),
-            source,
+            error,
         };
         let mut anon = memmap2::MmapMut::map_anon(bytes.len()).map_err(io)?;
         anon.copy_from_slice(bytes);

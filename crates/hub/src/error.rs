@@ -63,13 +63,13 @@ pub enum HubError {
         detail: String,
         hint: String,
     },
-    /// A local file operation failed.
-    #[error("could not {action} {path}: {source}")]
+    /// A local file operation failed. The OS error is part of the message, not a
+    /// separate cause, so that chained printing (`{:#}`) does not repeat it.
+    #[error("could not {action} {path}: {error}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A spec that names a local file that is not there.
     #[error(
@@ -100,10 +100,10 @@ pub(crate) fn io_err(
     path: impl Into<PathBuf>,
 ) -> impl FnOnce(std::io::Error) -> HubError {
     let path = path.into();
-    move |source| HubError::Io {
+    move |error| HubError::Io {
         action,
         path,
-        source,
+        error,
     }
 }
 

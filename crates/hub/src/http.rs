@@ -177,7 +177,7 @@ pub(crate) fn download(
         out.write_all(&buf[..n]).map_err(|e| HubError::Io {
             action: "write the download of",
             path: url.into(),
-            source: e,
+            error: e,
         })?;
         got += n as u64;
         pb.set_position(got);

@@ -78,7 +78,7 @@ pub fn build(
         let _ = std::fs::remove_file(&tmp);
         return Err(SnapshotError::Io {
             path: out_path,
-            source,
+            error: source,
         });
     }
     let size = sections
@@ -193,9 +193,9 @@ fn write(
     tmp: &Path,
     opts: &BuildOptions,
 ) -> Result<(Vec<SectionInfo>, Meta), SnapshotError> {
-    let io = |source| SnapshotError::Io {
+    let io = |error| SnapshotError::Io {
         path: tmp.to_path_buf(),
-        source,
+        error,
     };
     let tokenizer = thaw_tokenizer::Tokenizer::from_gguf(source)
         .map_err(|e| SnapshotError::Tokenizer {

@@ -139,10 +139,12 @@ pub struct Meta {
 /// where the user can act, says how.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("{path}: {source}")]
+    /// The OS error is part of the message, not a separate cause, so that chained
+    /// printing (`{:#}`) does not repeat it.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The source model (build) or the embedded GGUF section (open) is not valid GGUF.
     #[error(transparent)]

@@ -136,7 +136,7 @@ impl Snapshot {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, SnapshotError> {
         let path = path.as_ref().to_path_buf();
         let map = thaw_gguf::map_file(&path).map_err(|e| match e {
-            thaw_gguf::GgufError::Io { path, source } => SnapshotError::Io { path, source },
+            thaw_gguf::GgufError::Io { path, error } => SnapshotError::Io { path, error },
             other => SnapshotError::Gguf(other),
         })?;
         let (header, entries) = validate(&path, &map)?;
