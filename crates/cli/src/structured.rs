@@ -55,6 +55,12 @@ pub fn load_tools(engine: &Engine, file: &Path, choice: &str) -> Result<Tools> {
     let Some(list) = tools.as_array() else {
         bail!("{}: expected a JSON array of tools", file.display());
     };
+    if list.is_empty() {
+        bail!(
+            "{}: the tools array is empty; list at least one tool, or leave out --tools",
+            file.display()
+        );
+    }
     let mut specs = Vec::new();
     for (i, t) in list.iter().enumerate() {
         let f = t.get("function").unwrap_or(t);

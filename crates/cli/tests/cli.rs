@@ -255,6 +255,14 @@ fn json_schema_and_tools_flags_constrain_the_answer() {
             "pets": {"type": "array", "items": {"enum": ["cat", "dog"]}}},
             "required": ["name", "age", "pets"]}"#,
     );
+    // An empty tools array is a clear error, not the grammar engine's internals.
+    let none = temp_file("no-tools.json", "[]");
+    let o = thaw(&["run", &m, "--tools", none.to_str().unwrap(), "hi"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("tools array is empty"),
+        "{err}"
+    );
     // Sampled, and with a budget tight enough that the model must be wrapped up.
     for (seed, n) in [("1", "24"), ("2", "40"), ("3", "200")] {
         let schema = schema.to_str().unwrap();
