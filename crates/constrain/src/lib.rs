@@ -79,6 +79,7 @@ pub fn tighten(schema: &mut Value) {
     if m.contains_key("properties") && !m.contains_key("additionalProperties") {
         m.insert("additionalProperties".into(), Value::Bool(false));
     }
+    inclusive_lower_bound(m);
     for (k, v) in m.iter_mut() {
         match k.as_str() {
             "properties" | "$defs" | "definitions" => {
@@ -95,6 +96,37 @@ pub fn tighten(schema: &mut Value) {
             _ => {}
         }
     }
+}
+
+/// An integer `exclusiveMinimum` X becomes `minimum` next-double-above-X when the range
+/// ends below X + 1 at a non-integer (`exclusiveMinimum: 3, maximum: 3.5`): llguidance
+/// 1.9.1 builds that range's regex with the fraction optional, so it let `3` through.
+/// For clients that read numbers as doubles the two are the same bound (a decimal
+/// between X and the next double reads back as X, which the exclusive bound forbids).
+fn inclusive_lower_bound(m: &mut serde_json::Map<String, Value>) {
+    let Some(x) = m.get("exclusiveMinimum").and_then(Value::as_f64) else {
+        return;
+    };
+    let top = ["maximum", "exclusiveMaximum"]
+        .iter()
+        .filter_map(|k| m.get(*k).and_then(Value::as_f64))
+        .fold(f64::INFINITY, f64::min);
+    // Negative ranges are built mirrored, where the bound lands on the correct branch.
+    let buggy =
+        x.is_finite() && x >= 0.0 && x.fract() == 0.0 && top < x + 1.0 && top.fract() != 0.0;
+    // Above 0 the next double (5e-324) would spell out 324 digits in the range's
+    // regex, past the regex engine's nesting limit; 1e-16 excludes only positive
+    // numbers no model writes.
+    let next = if x == 0.0 { 1e-16 } else { x.next_up() };
+    if !buggy
+        || m.get("minimum")
+            .and_then(Value::as_f64)
+            .is_some_and(|min| min >= next)
+    {
+        return;
+    }
+    m.remove("exclusiveMinimum");
+    m.insert("minimum".into(), json!(next));
 }
 
 /// Adds the compact-JSON options to a schema (kept if the caller set `x-guidance`)

@@ -339,3 +339,78 @@ fn rambling_outputs_close_within_budget() {
     }
     assert!(c.is_wrapping_up());
 }
+
+/// Numbers just above an exclusive lower bound: the bound itself is refused in every
+/// shape of range (llguidance 1.9.1 let `3` through `exclusiveMinimum: 3, maximum:
+/// 3.5`; thaw rewrites such bounds), and numbers inside are accepted.
+#[test]
+fn exclusive_lower_bounds_refuse_the_bound() {
+    let Some(tok) = tokenizer() else { return };
+    let cons = Constrainer::new(tok.clone()).expect("constrainer");
+    let accepts = |schema: &Value, text: &str| {
+        let mut c = cons.json_schema(schema).expect("compile");
+        for t in tok.encode(text, false, false).unwrap() {
+            let mut l = vec![0.0f32; tok.vocab_size()];
+            c.mask(&mut l).unwrap();
+            if !l[t as usize].is_finite() {
+                return false;
+            }
+            c.commit(t).unwrap();
+        }
+        c.is_accepting()
+    };
+    let num = |bounds: Value| {
+        let mut a = json!({"type": "number"});
+        a.as_object_mut()
+            .unwrap()
+            .extend(bounds.as_object().unwrap().clone());
+        json!({"type": "object", "properties": {"a": a}, "required": ["a"]})
+    };
+    for (bounds, refused, accepted) in [
+        (
+            json!({"exclusiveMinimum": 3, "maximum": 3.5}),
+            ["3", "3.6"],
+            ["3.1", "3.5"],
+        ),
+        (
+            json!({"exclusiveMinimum": 3, "maximum": 3.5}),
+            ["3.0", "4"],
+            ["3.05", "3.00001"],
+        ),
+        (
+            json!({"exclusiveMinimum": 0, "maximum": 0.1}),
+            ["0", "0.0"],
+            ["0.05", "0.1"],
+        ),
+        (
+            json!({"exclusiveMinimum": 0, "maximum": 0.1}),
+            ["0.2", "1"],
+            ["0.001", "0.099"],
+        ),
+        (
+            json!({"exclusiveMinimum": -2, "exclusiveMaximum": -1.5}),
+            ["-2", "-1.5"],
+            ["-1.7", "-1.99"],
+        ),
+        (
+            json!({"exclusiveMinimum": 3, "maximum": 4}),
+            ["3", "3.0"],
+            ["3.5", "4"],
+        ),
+        (json!({"exclusiveMinimum": 0}), ["0", "-1"], ["0.5", "7"]),
+    ] {
+        let schema = num(bounds.clone());
+        for r in refused {
+            assert!(
+                !accepts(&schema, &format!("{{\"a\": {r}}}")),
+                "{bounds} took {r}"
+            );
+        }
+        for a in accepted {
+            assert!(
+                accepts(&schema, &format!("{{\"a\": {a}}}")),
+                "{bounds} refused {a}"
+            );
+        }
+    }
+}
