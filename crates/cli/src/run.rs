@@ -182,7 +182,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         Ok(text)
     };
     let prompt = match prompt {
-        Some(p) if piped => Some(with_piped_text(p, &read_stdin()?)),
+        // Only when text (or its end) arrives soon: a harness that leaves an idle
+        // pipe on stdin must not hang a one-shot prompt.
+        Some(p) if piped && stdin_ready(STDIN_WAIT) => Some(with_piped_text(p, &read_stdin()?)),
         Some(p) => Some(p),
         None if piped => Some(read_stdin()?),
         None => None,
@@ -233,6 +235,20 @@ fn split_positionals(args: &RunArgs) -> Result<(String, Option<String>)> {
         (None, [m, p]) => (m.clone(), Some(p.clone())),
         (None, _) => unreachable!("clap limits positionals to two"),
     })
+}
+
+/// How long a prompt argument waits for piped text to start arriving.
+const STDIN_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Whether stdin has text or its end within `wait` (an idle pipe that nobody
+/// writes to or closes has neither).
+fn stdin_ready(wait: std::time::Duration) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+    let ms = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+    matches!(poll(&mut fds, ms), Ok(n) if n > 0)
 }
 
 /// `prompt`, a blank line, and the text piped on stdin (the prompt alone when

@@ -537,6 +537,31 @@ fn piped_stdin_goes_with_a_prompt_argument() {
         p > a + 400,
         "prompt tokens: {a} alone, {p} with the piped text"
     );
+    // An idle pipe that nobody writes to or closes (a harness's stdin) is not waited
+    // on: the prompt is answered alone.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_thaw"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let idle = child.stdin.take().unwrap();
+    let start = std::time::Instant::now();
+    let out = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "thaw run waited on an idle stdin"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    drop(idle);
+    let rest = child.wait_with_output().unwrap();
+    assert!(out.success(), "{}", stderr(&rest));
+    assert_eq!(prompt_tokens(&stderr(&rest)), a);
 }
 
 /// Ctrl-C stops a one-shot answer with exit 130, during generation and during the
