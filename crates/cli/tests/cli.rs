@@ -9,6 +9,17 @@ fn thaw(args: &[&str]) -> Output {
         .expect("run thaw")
 }
 
+/// `thaw ARGS` with stdin, stdout and stderr all pipes held by the test.
+fn spawn_piped(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_thaw"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run thaw")
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -514,13 +525,7 @@ fn piped_stdin_goes_with_a_prompt_argument() {
     ];
     let alone = thaw(&args);
     assert!(alone.status.success(), "{}", stderr(&alone));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_thaw"))
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(&args);
     let numbers: String = (1..=200).map(|i| format!("{i}\n")).collect();
     use std::io::Write;
     let mut stdin = child.stdin.take().unwrap();
@@ -539,13 +544,7 @@ fn piped_stdin_goes_with_a_prompt_argument() {
     );
     // An idle pipe that nobody writes to or closes (a harness's stdin) is not waited
     // on: the prompt is answered alone.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_thaw"))
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(&args);
     let idle = child.stdin.take().unwrap();
     let start = std::time::Instant::now();
     let out = loop {

@@ -124,6 +124,9 @@ struct Harness {
     _dir: tempfile::TempDir,
 }
 
+/// The unread rest of a streamed response.
+type Chunks = std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<Vec<u8>>> + Send>>;
+
 impl Harness {
     /// A gateway (open: no keys) with `deployments` (TOML tables without `source`:
     /// each gets the fake replica, starting in `delay` seconds).
@@ -201,6 +204,27 @@ impl Harness {
     }
 
     /// Wait up to `secs` for `f` to hold.
+    /// A streamed chat whose prompt tells the fake replica what to do, read until
+    /// `n` content deltas (the opening role chunk's empty one included) have arrived:
+    /// the rest of the stream, unread, and the text read so far.
+    async fn stream_until_content(&self, prompt: &str, n: usize) -> (Chunks, String) {
+        let r = self
+            .http
+            .post(format!("{}/v1/chat/completions", self.url))
+            .json(&chat(prompt, true))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let mut body = r.bytes_stream();
+        let mut text = String::new();
+        while text.matches("\"content\":\"").count() < n {
+            let b = body.next().await.expect("more events").unwrap();
+            text.push_str(&String::from_utf8_lossy(&b));
+        }
+        (Box::pin(body.map(|r| r.map(|b| b.to_vec()))), text)
+    }
+
     async fn until(&self, secs: u64, mut f: impl AsyncFnMut(&Harness) -> bool) -> bool {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while Instant::now() < deadline {
@@ -364,20 +388,7 @@ async fn non_streamed_request_whose_client_leaves_is_metered() {
 async fn streams_cut_short_bill_prompt_and_generated_tokens() {
     let h = Harness::start(&["name = \"d\""], 0.0).await;
     // Client disconnects after the three content chunks.
-    let r = h
-        .http
-        .post(format!("{}/v1/chat/completions", h.url))
-        .json(&chat("hang", true))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let mut body = r.bytes_stream();
-    let mut text = String::new();
-    while text.matches("\"content\":\"").count() < 4 {
-        let b = body.next().await.expect("more events").unwrap();
-        text.push_str(&String::from_utf8_lossy(&b));
-    }
+    let (body, _) = h.stream_until_content("hang", 4).await;
     drop(body);
     assert!(h.until(5, async |h| h.rows().len() == 1).await);
     // A complete stream for comparison: the replica's usage chunk.
@@ -406,20 +417,7 @@ async fn streams_cut_short_bill_prompt_and_generated_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_killed_mid_stream_counts_as_a_crash() {
     let h = Harness::start(&["name = \"d\""], 0.0).await;
-    let r = h
-        .http
-        .post(format!("{}/v1/chat/completions", h.url))
-        .json(&chat("cut", true))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let mut body = r.bytes_stream();
-    let mut text = String::new();
-    while text.matches("\"content\":\"").count() < 4 {
-        let b = body.next().await.expect("more events").unwrap();
-        text.push_str(&String::from_utf8_lossy(&b));
-    }
+    let (mut body, mut text) = h.stream_until_content("cut", 4).await;
     let d = h.deployment("d").await;
     let pid = d["replicas"][0]["pid"].as_u64().expect("a ready replica");
     // The worker dies, and with it the connection.
