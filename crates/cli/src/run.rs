@@ -189,6 +189,15 @@ pub fn run(args: RunArgs) -> Result<()> {
         None if piped => Some(read_stdin()?),
         None => None,
     };
+    // An empty question would be answered as one (llama.cpp and ollama refuse it too);
+    // `--raw --system TEXT` with nothing after is a plain continuation of TEXT.
+    if prompt.as_deref().is_some_and(|p| p.trim().is_empty())
+        && !(args.raw && args.system.is_some())
+    {
+        anyhow::bail!(
+            "the prompt is empty: give a question (argument or piped), or none at all on a terminal for an interactive chat"
+        );
+    }
     ctrlc::set_handler(|| {
         if GENERATING.load(Ordering::SeqCst) {
             INTERRUPTED.store(true, Ordering::SeqCst);

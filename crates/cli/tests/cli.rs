@@ -155,6 +155,15 @@ fn unknown_model_and_bad_options_are_clear_errors() {
         let o = thaw(&["run", "--top-p", "1.5", "-n", "1", "hi"]);
         assert!(!o.status.success());
         assert!(String::from_utf8_lossy(&o.stderr).contains("top_p"));
+        // An empty question, as an argument or piped, is refused, not answered.
+        for args in [&["run", "-n", "1", "  "][..], &["run", "-n", "1"][..]] {
+            let o = thaw(args);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                !o.status.success() && err.contains("prompt is empty"),
+                "{args:?}: {err}"
+            );
+        }
     }
 }
 
