@@ -930,16 +930,18 @@ pub unsafe fn f16_accumulate_512(
             i += 1;
             continue;
         };
-        let qs: Vec<usize> = (i..i + k).collect();
+        // On the stack: this runs per run of queries, per task, per layer.
+        let run_of: [usize; 8] = from_fn(|j| i + j);
+        let qs = &run_of[..k];
         // SAFETY (all calls): the ranges lie inside each query's rows (checked by
         // `f16_accumulate`) and are added in increasing order per query.
         unsafe {
-            for &q in &qs {
+            for &q in qs {
                 let before = rows[q].start..shared.start;
                 add_rows(qw, &[q], before, vals, hd, first_slot, lanes, acc);
             }
-            add_rows(qw, &qs, shared.clone(), vals, hd, first_slot, lanes, acc);
-            for &q in &qs {
+            add_rows(qw, qs, shared.clone(), vals, hd, first_slot, lanes, acc);
+            for &q in qs {
                 let after = shared.end..rows[q].end;
                 add_rows(qw, &[q], after, vals, hd, first_slot, lanes, acc);
             }
