@@ -255,30 +255,11 @@ pub async fn forward(
     }
 }
 
-/// The content type `thaw serve` accepts (`application/json` or `application/*+json`),
+/// The content type `thaw serve` accepts (the same check, [`thaw_openai::check_json_content_type`]),
 /// so the gateway refuses what a replica would, with the same 415.
 fn check_json(h: &HeaderMap) -> Result<(), GatewayError> {
-    let ct = h
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
-        return Ok(());
-    }
-    Err(GatewayError::invalid(
-        "",
-        format!(
-            "Expected a JSON body with `Content-Type: application/json`, got `{}`.",
-            if ct.is_empty() { "(none)" } else { ct }
-        ),
-    )
-    .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE))
+    let ct = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    Ok(thaw_openai::check_json_content_type(ct)?)
 }
 
 async fn forward_inner(

@@ -97,6 +97,15 @@ impl ApiError {
     }
 }
 
+/// 415 `invalid_request_error`: the body is not declared JSON.
+impl From<thaw_openai::NotJson> for ApiError {
+    fn from(e: thaw_openai::NotJson) -> Self {
+        let status = StatusCode::from_u16(thaw_openai::NotJson::STATUS)
+            .unwrap_or(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        Self::new(status, thaw_openai::NotJson::KIND, e.to_string())
+    }
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({})", self.message, self.status)

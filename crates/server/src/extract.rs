@@ -18,26 +18,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OpenAiJson<T> {
         let ct = req
             .headers()
             .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let mime = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if !(mime == "application/json"
-            || (mime.starts_with("application/") && mime.ends_with("+json")))
-        {
-            return Err(ApiError::invalid(
-                "",
-                format!(
-                    "Expected a JSON body with `Content-Type: application/json`, got `{}`.",
-                    if ct.is_empty() { "(none)" } else { ct }
-                ),
-            )
-            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
-        }
+            .and_then(|v| v.to_str().ok());
+        thaw_openai::check_json_content_type(ct)?;
         let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
             let status = rej.status();
             let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
