@@ -72,11 +72,12 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    let (filter, warning) = log_filter(std::env::var("THAW_LOG"));
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("THAW_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -113,6 +114,45 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {}", error_chain(&e));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The log filter `THAW_LOG` asks for, `warn` when it is unset. A value that is not a
+/// filter also gives `warn`, with a warning naming the value and the directive at fault
+/// (a typo must not change the logging without a word).
+fn log_filter(
+    var: Result<String, std::env::VarError>,
+) -> (tracing_subscriber::EnvFilter, Option<String>) {
+    use tracing_subscriber::EnvFilter;
+    const DEFAULT: &str = "warn";
+    let fallback = |v: &dyn std::fmt::Debug, why: String| {
+        (
+            EnvFilter::new(DEFAULT),
+            Some(format!(
+                "THAW_LOG={v:?} is not a valid log filter ({why}); logging at `{DEFAULT}` instead"
+            )),
+        )
+    };
+    let v = match var {
+        Err(std::env::VarError::NotPresent) => return (EnvFilter::new(DEFAULT), None),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            return fallback(&v, "not UTF-8".to_string());
+        }
+        Ok(v) => v,
+    };
+    // Directive by directive, to name the bad one. `target=` parses (as `target=trace`,
+    // every other target off) but is an unfinished filter, not a request for that.
+    for d in v.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if d.ends_with('=') {
+            return fallback(&v, format!("`{d}` has no level after `=`"));
+        }
+        if let Err(e) = EnvFilter::try_new(d) {
+            return fallback(&v, format!("`{d}`: {e}"));
+        }
+    }
+    match EnvFilter::try_new(&v) {
+        Ok(f) => (f, None),
+        Err(e) => fallback(&v, e.to_string()),
     }
 }
 

@@ -731,3 +731,43 @@ fn bench_generation_only_and_zero_reps() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("at least 1"), "{}", stderr(&o));
 }
+
+/// A `THAW_LOG` that is not a log filter is named in one warning on stderr, `warn` is
+/// used and the command goes on; a valid one (or none) adds no warning.
+#[test]
+fn invalid_thaw_log_is_a_warning_not_silence() {
+    let home = std::env::temp_dir().join(format!("thaw-cli-log-{}", std::process::id()));
+    let list = |log: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_thaw"));
+        c.env("THAW_HOME", &home).args(["list", "--known"]);
+        match log {
+            Some(v) => c.env("THAW_LOG", v),
+            None => c.env_remove("THAW_LOG"),
+        };
+        c.output().expect("run thaw")
+    };
+    let plain = list(None);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    assert_eq!(stderr(&plain), "");
+    for (bad, directive) in [("debug,,=x", "`=x`"), ("notalevel=", "`notalevel=`")] {
+        let o = list(Some(bad));
+        let err = stderr(&o);
+        assert!(o.status.success(), "{bad}: {err}");
+        assert_eq!(stdout(&o), stdout(&plain), "{bad}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "{bad}: {err}");
+        assert!(
+            lines[0].starts_with("warning: ")
+                && lines[0].contains(&format!("THAW_LOG={bad:?}"))
+                && lines[0].contains(directive)
+                && lines[0].ends_with("logging at `warn` instead"),
+            "{bad}: {err}"
+        );
+    }
+    for good in ["info", "thaw_server=debug,warn", "debug,"] {
+        let o = list(Some(good));
+        assert!(o.status.success(), "{good}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("warning"), "{good}: {}", stderr(&o));
+    }
+    std::fs::remove_dir_all(&home).ok();
+}
