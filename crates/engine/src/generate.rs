@@ -168,12 +168,9 @@ impl Session {
     /// already holds, and return the logits of the last prompt token and how many
     /// prompt tokens were reused.
     pub fn prefill(&mut self, prompt: &[u32]) -> Result<(Vec<f32>, usize), EngineError> {
-        let reuse = self.begin_prompt(prompt)?;
-        let logits =
-            self.model
-                .forward(&self.pool, &mut self.cache, &prompt[reuse..], Logits::Last)?;
-        self.tokens.extend_from_slice(&prompt[reuse..]);
-        Ok((logits, reuse))
+        let (logits, reuse) = self.prefill_cancellable(prompt, None)?;
+        // Never cancelled, and `begin_prompt` leaves at least one token to compute.
+        Ok((logits.unwrap_or_default(), reuse))
     }
 
     /// Get ready to feed `prompt` in pieces (see [`Session::forward_batch`]): keep
@@ -294,15 +291,20 @@ impl Session {
         // Every chunk's checks up front: an error leaves the cache as it was.
         self.model.check(&self.cache, rest)?;
         let mut logits = None;
+        let n_chunks = rest.len().div_ceil(MAX_BATCH);
         for (i, chunk) in rest.chunks(MAX_BATCH).enumerate() {
             if i > 0 && cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return Ok((None, reuse));
             }
-            logits = Some(
-                self.model
-                    .forward(&self.pool, &mut self.cache, chunk, Logits::Last)?,
-            );
+            // Only the last chunk's last row is sampled from: the others skip the
+            // output head.
+            let last = i + 1 == n_chunks;
+            let want = if last { Logits::Last } else { Logits::None };
+            let out = self
+                .model
+                .forward(&self.pool, &mut self.cache, chunk, want)?;
             self.tokens.extend_from_slice(chunk);
+            logits = last.then_some(out);
         }
         Ok((logits, reuse))
     }
@@ -431,13 +433,22 @@ mod tests {
             ..GenerateParams::default()
         };
 
+        // The reference: the model's own forward over the whole prompt.
         let mut whole = engine.session(2048).unwrap();
-        whole.prefill(&prompt).unwrap();
+        let want = whole
+            .model
+            .forward(&whole.pool, &mut whole.cache, &prompt, Logits::Last)
+            .unwrap();
         let mut chunked = engine.session(2048).unwrap();
         let stats = chunked.generate(&prompt, &params, None, |_| {}).unwrap();
         assert_eq!(stats.finish_reason, FinishReason::Length);
         assert_eq!(chunked.tokens(), &prompt[..]);
         assert!(chunked.export_kv() == whole.export_kv(), "K/V differ");
+        let mut fresh = engine.session(2048).unwrap();
+        let (got, reused) = fresh.prefill(&prompt).unwrap();
+        assert_eq!(reused, 0);
+        assert!(got == want, "prefill logits differ from one forward");
+        assert!(fresh.export_kv() == whole.export_kv(), "K/V differ");
 
         let cancel = AtomicBool::new(true);
         let mut s = engine.session(2048).unwrap();

@@ -7,7 +7,8 @@ use crate::ModelError;
 /// The model family, from `general.architecture`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
-    /// `llama` and `mistral` files.
+    /// `llama`, `mistral` and `smollm3` files (SmolLM3: llama without RoPE on every
+    /// fourth layer).
     Llama,
     /// `qwen2`: llama with Q/K/V biases and NEOX RoPE.
     Qwen2,
@@ -58,6 +59,9 @@ pub struct ModelConfig {
     pub swa_pattern: usize,
     /// `cap · tanh(logit / cap)` on the output logits when present.
     pub final_logit_softcap: Option<f32>,
+    /// Every `n`-th layer (`(il + 1) % n == 0`) attends without RoPE (SmolLM3's NoPE
+    /// layers: 4, fixed by the architecture as in llama.cpp; the GGUF has no key).
+    pub no_rope_layer_step: Option<usize>,
 }
 
 impl ModelConfig {
@@ -65,7 +69,7 @@ impl ModelConfig {
     pub fn from_gguf(f: &GgufFile) -> Result<Self, ModelError> {
         let arch_name = f.get_str("general.architecture")?.to_string();
         let arch = match arch_name.as_str() {
-            "llama" | "mistral" => Arch::Llama,
+            "llama" | "mistral" | "smollm3" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
             "gemma3" => Arch::Gemma3,
             other => return Err(ModelError::UnsupportedArch(other.to_string())),
@@ -122,6 +126,14 @@ impl ModelConfig {
         {
             return Err(ModelError::Config(format!(
                 "value_length {v} differs from key_length {head_dim} (not supported)"
+            )));
+        }
+        // Mixtral-style files say `llama` too; their expert tensors would otherwise
+        // surface as a missing `ffn_gate.weight`.
+        if let Some(n) = opt_usize("expert_count")?.filter(|&n| n > 0) {
+            return Err(ModelError::Config(format!(
+                "{arch_name} with {n} experts (mixture of experts) is not supported yet; \
+                 thaw runs dense llama, mistral, qwen2, smollm3 and gemma3 models"
             )));
         }
         let rope_dim = opt_usize("rope.dimension_count")?.unwrap_or(head_dim);
@@ -212,6 +224,7 @@ impl ModelConfig {
             return Err(ModelError::Config("attention.sliding_window is 0".into()));
         }
 
+        let no_rope_layer_step = (arch_name == "smollm3").then_some(4);
         Ok(Self {
             arch,
             arch_name,
@@ -233,7 +246,14 @@ impl ModelConfig {
             sliding_window,
             swa_pattern,
             final_logit_softcap: softcap,
+            no_rope_layer_step,
         })
+    }
+
+    /// Whether layer `il` rotates Q and K (false on SmolLM3's NoPE layers).
+    pub fn uses_rope(&self, il: usize) -> bool {
+        self.no_rope_layer_step
+            .is_none_or(|n| !(il + 1).is_multiple_of(n))
     }
 
     /// Whether layer `il` attends only to the last `sliding_window` positions.

@@ -121,6 +121,7 @@ impl Gemma3 {
             let attend = Attend {
                 layer: il,
                 freqs: inv_freq,
+                rope: true,
                 prescale_q: Some(c.attn_scale),
                 window: if local { c.sliding_window } else { None },
             };

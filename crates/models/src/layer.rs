@@ -23,6 +23,8 @@ pub(crate) fn embeddings(c: &ModelConfig, l: &Loader<'_>) -> Result<(Tensor, Ten
 pub(crate) struct Attend<'a> {
     pub layer: usize,
     pub freqs: &'a RopeFreqs,
+    /// RoPE on Q and K (false on a NoPE layer).
+    pub rope: bool,
     /// Multiply Q by this after RoPE and attend with scale 1 (Gemma 3, as llama.cpp
     /// does: it rounds differently from scaling the scores once Q goes through f16);
     /// `None` scales the scores by `c.attn_scale`.
@@ -52,8 +54,10 @@ pub(crate) fn attend_sequences(
         let q = &mut s.q[rows.start * c.q_dim()..rows.end * c.q_dim()];
         let k = &mut s.k[rows.start * c.kv_dim()..rows.end * c.kv_dim()];
         let v = &s.v[rows.start * c.kv_dim()..rows.end * c.kv_dim()];
-        ops::rope(q, c.n_head, hd, pos0, fs, a.freqs, st, &mut s.rope);
-        ops::rope(k, c.n_head_kv, hd, pos0, fs, a.freqs, st, &mut s.rope);
+        if a.rope {
+            ops::rope(q, c.n_head, hd, pos0, fs, a.freqs, st, &mut s.rope);
+            ops::rope(k, c.n_head_kv, hd, pos0, fs, a.freqs, st, &mut s.rope);
+        }
         if let Some(f) = a.prescale_q {
             q.iter_mut().for_each(|v| *v *= f);
         }

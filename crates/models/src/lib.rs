@@ -49,7 +49,9 @@ pub(crate) fn trace(name: impl FnOnce() -> String, data: &[f32]) {
 pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
-    #[error("unsupported model architecture `{0}` (thaw runs llama, mistral, qwen2 and gemma3)")]
+    #[error(
+        "unsupported model architecture `{0}` (thaw runs llama, mistral, qwen2, smollm3 and gemma3)"
+    )]
     UnsupportedArch(String),
     #[error("model configuration: {0}")]
     Config(String),
@@ -90,6 +92,8 @@ pub enum Logits {
     Last,
     /// `tokens.len() × n_vocab` logits, one row per token (perplexity, scoring).
     All,
+    /// None: only the K/V cache is filled (a prompt chunk other than the last).
+    None,
 }
 
 /// A loaded model: its configuration and the weights of one family.
@@ -170,6 +174,7 @@ impl Model {
         let n_out = match logits {
             Logits::Last => 1,
             Logits::All => tokens.len(),
+            Logits::None => 0,
         };
         let mut out = vec![0.0f32; n_out * c.n_vocab];
         let mut scratch = std::mem::take(&mut cache.scratch);
@@ -183,7 +188,7 @@ impl Model {
                     &mut out[done * c.n_vocab..(done + chunk.len()) * c.n_vocab],
                 ),
                 Logits::Last if last_chunk => (vec![chunk.len() - 1], &mut out[..]),
-                Logits::Last => (Vec::new(), &mut []),
+                Logits::Last | Logits::None => (Vec::new(), &mut []),
             };
             let mut seqs = [PassSeq {
                 cache: &mut *cache,

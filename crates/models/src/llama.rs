@@ -3,7 +3,8 @@
 //!
 //! Per layer: `h = x + Wo·attn(rope(Wq·n), rope(Wk·n), Wv·n)` with `n = rmsnorm(x)`,
 //! then `x' = h + Wdown·(silu(Wgate·m) * Wup·m)` with `m = rmsnorm(h)`.
-//! qwen2 adds biases to Q/K/V and uses NEOX RoPE (set in the config).
+//! qwen2 adds biases to Q/K/V and uses NEOX RoPE (set in the config); smollm3 skips
+//! RoPE on every fourth layer.
 
 use thaw_kernels::{ThreadPool, matmul, matmul_many};
 
@@ -113,6 +114,7 @@ impl Llama {
             let attend = Attend {
                 layer: il,
                 freqs: &self.inv_freq,
+                rope: c.uses_rope(il),
                 prescale_q: None,
                 window: None,
             };

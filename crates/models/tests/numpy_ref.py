@@ -1,4 +1,4 @@
-"""float64 numpy reference of thaw's llama/qwen2/gemma3 forward pass, written from
+"""float64 numpy reference of thaw's llama/qwen2/smollm3/gemma3 forward pass, written from
 the model definitions independently of the Rust code (used by tests/numpy_ref.rs and
 for debugging against real models).
 
@@ -58,7 +58,9 @@ for il in range(L):
         q = rms(q, W(p+'attn_q_norm.weight')); k = rms(k, W(p+'attn_k_norm.weight'))
     b = 10000.0 if local else base
     neox = arch in ('gemma3', 'qwen2')
-    q = rope(q, b, neox); k = rope(k, b, neox)
+    # SmolLM3: every fourth layer attends without positions (NoPE).
+    if not (arch == 'smollm3' and (il + 1) % 4 == 0):
+        q = rope(q, b, neox); k = rope(k, b, neox)
     out = np.zeros((n, H, hd))
     g = H // HKV
     for hh in range(H):

@@ -29,7 +29,12 @@ fn forward_matches_float64_reference() {
     let dir = std::env::temp_dir().join(format!("thaw-models-ref-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pool = ThreadPool::new(2);
-    for spec in [Spec::llama(), Spec::qwen2(), Spec::gemma3()] {
+    for spec in [
+        Spec::llama(),
+        Spec::qwen2(),
+        Spec::smollm3(),
+        Spec::gemma3(),
+    ] {
         let w = common::writer(&spec, 11);
         let path = dir.join(format!("{}.gguf", spec.arch));
         w.write_to(&path).unwrap();

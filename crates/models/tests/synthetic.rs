@@ -195,6 +195,15 @@ fn malformed_models_are_rejected_with_the_tensor_named() {
         matches!(err, ModelError::UnsupportedArch(ref a) if a == "mamba"),
         "{err}"
     );
+    // A mixture of experts (Mixtral files say `llama`) is named as such, not reported
+    // as a missing dense FFN tensor.
+    let mut w = common::writer(&Spec::llama(), 7);
+    w.kv("llama.expert_count", 8u32);
+    let err = Model::load(&common::file(&w)).unwrap_err();
+    assert!(
+        matches!(err, ModelError::Config(ref m) if m.contains("8 experts")),
+        "{err}"
+    );
 }
 
 #[test]

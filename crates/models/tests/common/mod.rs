@@ -66,6 +66,14 @@ impl Spec {
             ..Self::llama()
         }
     }
+    /// Four layers, so the last is a NoPE layer (no RoPE on every fourth).
+    pub fn smollm3() -> Self {
+        Self {
+            arch: "smollm3",
+            n_layer: 4,
+            ..Self::llama()
+        }
+    }
     /// Head size differs from n_embd / n_head, six layers so both local and global
     /// attention run, and a window shorter than the test prompts.
     pub fn gemma3() -> Self {
