@@ -695,6 +695,27 @@ fn inspect_takes_a_snapshot_and_snapshot_errors_are_clear() {
     assert!(out.contains("general.architecture = \"llama\""), "{out}");
     assert!(out.contains("thaw snapshot inspect"), "{out}");
     assert!(out.contains("tensor types:"), "{out}");
+    // The build time is an RFC 3339 UTC timestamp, not raw unix seconds.
+    let out = thaw_ok(&["snapshot", "inspect", &snap]);
+    let built = out
+        .lines()
+        .find_map(|l| l.strip_prefix("built         "))
+        .unwrap_or_else(|| panic!("no built line: {out}"));
+    let stamp = built.split(' ').next().unwrap();
+    assert!(
+        stamp.len() == 20
+            && stamp.starts_with("20")
+            && stamp.ends_with('Z')
+            && stamp.chars().enumerate().all(|(i, c)| match i {
+                4 | 7 => c == '-',
+                10 => c == 'T',
+                13 | 16 => c == ':',
+                19 => c == 'Z',
+                _ => c.is_ascii_digit(),
+            })
+            && built.contains(" by thaw "),
+        "{built}"
+    );
 
     let o = thaw(&["snapshot", "build", &m, "-o", "missing-thaw-dir/sub/x.thaw"]);
     assert!(!o.status.success());

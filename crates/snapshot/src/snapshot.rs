@@ -90,10 +90,14 @@ impl std::fmt::Display for SnapshotInfo {
         }
         writeln!(f, "source        {}", self.meta.source_path)?;
         writeln!(f, "source sha256 {}", self.meta.source_sha256)?;
+        let built = i64::try_from(self.meta.built_unix).map_or_else(
+            |_| format!("unix {}", self.meta.built_unix),
+            thaw_tokenizer::rfc3339_utc,
+        );
         writeln!(
             f,
-            "built         unix {} by thaw {}",
-            self.meta.built_unix, self.meta.thaw_version
+            "built         {built} by thaw {}",
+            self.meta.thaw_version
         )?;
         writeln!(f, "sections:")?;
         for s in &self.sections {
@@ -429,4 +433,40 @@ fn validate(path: &Path, b: &[u8]) -> Result<(format::Header, Vec<Entry>), Snaps
         }
     }
     Ok((h, entries))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_shows_the_build_time_as_rfc3339_utc() {
+        let info = SnapshotInfo {
+            path: PathBuf::from("m.thaw"),
+            file_size: 1,
+            format_version: 1,
+            kernel_layout: 1,
+            flags: 0,
+            sections: Vec::new(),
+            meta: Meta {
+                name: "m".into(),
+                source_path: "m.gguf".into(),
+                source_sha256: "00".into(),
+                source_size: 1,
+                built_unix: 1_796_181_850,
+                thaw_version: "0.1.0".into(),
+            },
+            architecture: None,
+            model_name: None,
+            n_tensors: 0,
+            vocab_size: 0,
+            prefixes: Vec::new(),
+        };
+        let text = info.to_string();
+        assert!(
+            text.contains("\nbuilt         2026-12-02T03:24:10Z by thaw 0.1.0\n"),
+            "{text}"
+        );
+        assert!(!text.contains("1796181850"), "{text}");
+    }
 }

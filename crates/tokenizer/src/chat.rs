@@ -19,6 +19,8 @@ use crate::Tokenizer;
 mod json;
 mod time;
 
+pub use time::rfc3339_utc;
+
 /// ChatML, used when a model ships no template.
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 

@@ -35,7 +35,7 @@ mod spm;
 mod stream;
 mod vocab;
 
-pub use chat::{ChatMessage, ChatTemplate, TemplateError};
+pub use chat::{ChatMessage, ChatTemplate, TemplateError, rfc3339_utc};
 pub use shared::Backing;
 pub use stream::StreamDecoder;
 pub use vocab::ModelKind;

@@ -91,6 +91,13 @@ pub(super) fn strftime(secs: i64, fmt: &str) -> String {
     out
 }
 
+/// `secs` since the Unix epoch as an RFC 3339 UTC timestamp, `2026-12-02T03:24:10Z`
+/// (years 1000 to 9999 have RFC 3339's four digits). Exported for `thaw snapshot
+/// inspect`; it lives here because `strftime_now` has the calendar.
+pub fn rfc3339_utc(secs: i64) -> String {
+    strftime(secs, "%Y-%m-%dT%H:%M:%SZ")
+}
+
 pub(super) fn strftime_utc_now(fmt: &str) -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -100,7 +107,7 @@ pub(super) fn strftime_utc_now(fmt: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::strftime;
+    use super::{rfc3339_utc, strftime};
 
     #[test]
     fn known_dates() {
@@ -114,5 +121,14 @@ mod tests {
             "29 Feb 2024 12:34:56 Thu 060"
         );
         assert_eq!(strftime(1_709_210_096, "%-d %B %%"), "29 February %");
+    }
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(rfc3339_utc(951_868_799), "2000-02-29T23:59:59Z");
+        assert_eq!(rfc3339_utc(1_796_181_850), "2026-12-02T03:24:10Z");
+        assert_eq!(rfc3339_utc(4_107_542_400), "2100-03-01T00:00:00Z");
     }
 }
