@@ -10,7 +10,8 @@ pub enum Arch {
     /// `llama`, `mistral` and `smollm3` files (SmolLM3: llama without RoPE on every
     /// fourth layer).
     Llama,
-    /// `qwen2`: llama with Q/K/V biases and NEOX RoPE.
+    /// `qwen2`: llama with Q/K/V biases and NEOX RoPE; `qwen3`: the same without
+    /// biases and with per-head RMSNorm of Q and K before RoPE.
     Qwen2,
     /// `gemma3`: sandwich norms, QK-norm, GeGLU, local/global attention layers.
     Gemma3,
@@ -62,6 +63,9 @@ pub struct ModelConfig {
     /// Every `n`-th layer (`(il + 1) % n == 0`) attends without RoPE (SmolLM3's NoPE
     /// layers: 4, fixed by the architecture as in llama.cpp; the GGUF has no key).
     pub no_rope_layer_step: Option<usize>,
+    /// Per-head RMSNorm of Q and K (weights `attn_q_norm`/`attn_k_norm`) before RoPE
+    /// in the llama-family layer (Qwen3).
+    pub qk_norm: bool,
 }
 
 impl ModelConfig {
@@ -70,7 +74,7 @@ impl ModelConfig {
         let arch_name = f.get_str("general.architecture")?.to_string();
         let arch = match arch_name.as_str() {
             "llama" | "mistral" | "smollm3" => Arch::Llama,
-            "qwen2" => Arch::Qwen2,
+            "qwen2" | "qwen3" => Arch::Qwen2,
             "gemma3" => Arch::Gemma3,
             other => return Err(ModelError::UnsupportedArch(other.to_string())),
         };
@@ -133,7 +137,7 @@ impl ModelConfig {
         if let Some(n) = opt_usize("expert_count")?.filter(|&n| n > 0) {
             return Err(ModelError::Config(format!(
                 "{arch_name} with {n} experts (mixture of experts) is not supported yet; \
-                 thaw runs dense llama, mistral, qwen2, smollm3 and gemma3 models"
+                 thaw runs dense llama, mistral, qwen2, qwen3, smollm3 and gemma3 models"
             )));
         }
         let rope_dim = opt_usize("rope.dimension_count")?.unwrap_or(head_dim);
@@ -227,6 +231,7 @@ impl ModelConfig {
         let no_rope_layer_step = (arch_name == "smollm3").then_some(4);
         Ok(Self {
             arch,
+            qk_norm: arch_name == "qwen3",
             arch_name,
             n_vocab,
             n_embd,

@@ -50,7 +50,7 @@ pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
     #[error(
-        "unsupported model architecture `{0}` (thaw runs llama, mistral, qwen2, smollm3 and gemma3)"
+        "unsupported model architecture `{0}` (thaw runs llama, mistral, qwen2, qwen3, smollm3 and gemma3)"
     )]
     UnsupportedArch(String),
     #[error("model configuration: {0}")]

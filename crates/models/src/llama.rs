@@ -3,8 +3,9 @@
 //!
 //! Per layer: `h = x + Wo·attn(rope(Wq·n), rope(Wk·n), Wv·n)` with `n = rmsnorm(x)`,
 //! then `x' = h + Wdown·(silu(Wgate·m) * Wup·m)` with `m = rmsnorm(h)`.
-//! qwen2 adds biases to Q/K/V and uses NEOX RoPE (set in the config); smollm3 skips
-//! RoPE on every fourth layer.
+//! qwen2 adds biases to Q/K/V and uses NEOX RoPE (set in the config); qwen3 drops the
+//! biases and RMS-normalizes each head of Q and K before RoPE; smollm3 skips RoPE on
+//! every fourth layer.
 
 use thaw_kernels::{ThreadPool, matmul, matmul_many};
 
@@ -31,6 +32,9 @@ struct Layer {
     bq: Option<Vec<f32>>,
     bk: Option<Vec<f32>>,
     bv: Option<Vec<f32>>,
+    /// Per-head Q/K RMSNorm weights (Qwen3).
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
     wo: Tensor,
     ffn_norm: Vec<f32>,
     w_gate: Tensor,
@@ -45,6 +49,7 @@ impl Llama {
         let mut layers = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
             let name = |s: &str| format!("blk.{i}.{s}");
+            let qk_norm = |n: &str| c.qk_norm.then(|| l.vector(n, c.head_dim)).transpose();
             layers.push(Layer {
                 attn_norm: l.vector(&name("attn_norm.weight"), e)?,
                 wq: l.matrix(&name("attn_q.weight"), q, e)?,
@@ -53,6 +58,8 @@ impl Llama {
                 bq: l.opt_vector(&name("attn_q.bias"), q)?,
                 bk: l.opt_vector(&name("attn_k.bias"), kv)?,
                 bv: l.opt_vector(&name("attn_v.bias"), kv)?,
+                q_norm: qk_norm(&name("attn_q_norm.weight"))?,
+                k_norm: qk_norm(&name("attn_k_norm.weight"))?,
                 wo: l.matrix(&name("attn_output.weight"), e, q)?,
                 ffn_norm: l.vector(&name("ffn_norm.weight"), e)?,
                 w_gate: l.matrix(&name("ffn_gate.weight"), ff, e)?,
@@ -110,6 +117,10 @@ impl Llama {
             }
             if let Some(b) = &w.bv {
                 ops::add_bias(&mut s.v, b);
+            }
+            if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
+                ops::rmsnorm_inplace(&mut s.q, qn, c.rms_eps);
+                ops::rmsnorm_inplace(&mut s.k, kn, c.rms_eps);
             }
             let attend = Attend {
                 layer: il,

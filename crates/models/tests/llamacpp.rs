@@ -5,7 +5,7 @@
 //! the test is skipped, with the reason printed, when the model or llama_cpp is
 //! unavailable. Every supported family is also checked on a small random model
 //! (`synthetic_families_match_llama_cpp`), including those with no real model here
-//! (qwen2, smollm3).
+//! (qwen2, qwen3, smollm3).
 
 mod common;
 
@@ -256,6 +256,7 @@ fn synthetic_families_match_llama_cpp() {
     for spec in [
         common::Spec::llama(),
         common::Spec::qwen2(),
+        common::Spec::qwen3(),
         common::Spec::smollm3(),
         common::Spec::gemma3(),
     ] {

@@ -1,4 +1,4 @@
-"""float64 numpy reference of thaw's llama/qwen2/smollm3/gemma3 forward pass, written from
+"""float64 numpy reference of thaw's llama/qwen2/qwen3/smollm3/gemma3 forward pass, written from
 the model definitions independently of the Rust code (used by tests/numpy_ref.rs and
 for debugging against real models).
 
@@ -54,10 +54,10 @@ for il in range(L):
     k = (qa(h) @ W(p+'attn_k.weight').T + bias('attn_k.bias')).reshape(n, HKV, hd)
     v = (qa(h) @ W(p+'attn_v.weight').T + bias('attn_v.bias')).reshape(n, HKV, hd)
     local = gem and il % 6 < 5
-    if gem:
+    if gem or arch == 'qwen3':
         q = rms(q, W(p+'attn_q_norm.weight')); k = rms(k, W(p+'attn_k_norm.weight'))
     b = 10000.0 if local else base
-    neox = arch in ('gemma3', 'qwen2')
+    neox = arch in ('gemma3', 'qwen2', 'qwen3')
     # SmolLM3: every fourth layer attends without positions (NoPE).
     if not (arch == 'smollm3' and (il + 1) % 4 == 0):
         q = rope(q, b, neox); k = rope(k, b, neox)

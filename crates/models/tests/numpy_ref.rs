@@ -32,6 +32,7 @@ fn forward_matches_float64_reference() {
     for spec in [
         Spec::llama(),
         Spec::qwen2(),
+        Spec::qwen3(),
         Spec::smollm3(),
         Spec::gemma3(),
     ] {

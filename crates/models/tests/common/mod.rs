@@ -66,6 +66,15 @@ impl Spec {
             ..Self::llama()
         }
     }
+    /// Head size differs from n_embd / n_head (as Qwen3's does), per-head Q/K norms.
+    pub fn qwen3() -> Self {
+        Self {
+            arch: "qwen3",
+            head_dim: 16,
+            tied: true,
+            ..Self::llama()
+        }
+    }
     /// Four layers, so the last is a NoPE layer (no RoPE on every fourth).
     pub fn smollm3() -> Self {
         Self {
@@ -156,9 +165,11 @@ pub fn writer_except(spec: &Spec, seed: u64, skip: &[&str]) -> GgufWriter {
         let b = |n: &str| format!("blk.{i}.{n}");
         norm(&mut w, b("attn_norm.weight"), e);
         norm(&mut w, b("ffn_norm.weight"), e);
-        if a == "gemma3" {
+        if a == "gemma3" || a == "qwen3" {
             norm(&mut w, b("attn_q_norm.weight"), hd);
             norm(&mut w, b("attn_k_norm.weight"), hd);
+        }
+        if a == "gemma3" {
             norm(&mut w, b("post_attention_norm.weight"), e);
             norm(&mut w, b("post_ffw_norm.weight"), e);
         }
