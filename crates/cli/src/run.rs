@@ -210,9 +210,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     .context("installing the Ctrl-C handler")?;
 
     let mut chat = Chat::new(&args, tools);
+    let mut json_cut = false;
     match prompt {
         Some(p) => {
-            chat.turn(&engine, &mut session, &params, &p, args.verbose)?;
+            json_cut = chat.turn(&engine, &mut session, &params, &p, args.verbose)?;
             if INTERRUPTED.load(Ordering::SeqCst) {
                 // Stopped by Ctrl-C: a failure for scripts, as for other tools (128 +
                 // SIGINT), and nothing frozen for a run the user broke off.
@@ -226,8 +227,17 @@ pub fn run(args: RunArgs) -> Result<()> {
         // started only now, so that it neither delays nor slows this answer.
         crate::frozen::freeze_detached(&path);
     }
+    if json_cut {
+        // What is on stdout is not the JSON asked for: a failure for scripts.
+        std::io::stdout().flush().ok();
+        std::process::exit(EXIT_JSON_CUT);
+    }
     Ok(())
 }
+
+/// Exit status of a one-shot `--json-schema`/`--tools` run whose answer was cut off
+/// (by `-n` or a full context) before its JSON closed.
+const EXIT_JSON_CUT: i32 = 3;
 
 /// Decide which positional argument is the model and which the prompt.
 fn split_positionals(args: &RunArgs) -> Result<(String, Option<String>)> {
@@ -291,6 +301,8 @@ struct Chat {
     /// --raw: the system text and a newline (what `/clear` keeps).
     raw_start: String,
     tools: Option<crate::structured::Tools>,
+    /// Answers are constrained to a JSON schema (--json-schema).
+    json_schema: bool,
 }
 
 impl Chat {
@@ -315,6 +327,7 @@ impl Chat {
             transcript: raw_start.clone(),
             raw_start,
             tools,
+            json_schema: args.json_schema.is_some(),
         }
     }
 
@@ -324,7 +337,9 @@ impl Chat {
         self.transcript = self.raw_start.clone();
     }
 
-    /// One user turn: print the answer as it streams and remember it.
+    /// One user turn: print the answer as it streams and remember it. True when a
+    /// --json-schema or --tools answer was cut off before its JSON closed (said on
+    /// stderr).
     fn turn(
         &mut self,
         engine: &Engine,
@@ -332,7 +347,7 @@ impl Chat {
         params: &GenerateParams,
         user: &str,
         verbose: bool,
-    ) -> Result<GenerateStats> {
+    ) -> Result<bool> {
         let transcript_len = self.transcript.len();
         let tokens = if self.raw {
             self.transcript.push_str(user);
@@ -374,7 +389,7 @@ impl Chat {
                 tokens.len(),
                 stats.prefill_time.as_secs_f64() * 1e3
             );
-            return Ok(stats);
+            return Ok(false);
         }
         if let Some(t) = &self.tools
             && let Some(line) = t.calls_line(&answer)
@@ -393,10 +408,39 @@ impl Chat {
                 session.n_ctx()
             );
         }
+        let json_cut = self.json_cut(&answer, stats.finish_reason);
+        if json_cut {
+            let what = if self.json_schema {
+                "the JSON value"
+            } else {
+                "the tool call's JSON"
+            };
+            match params.max_tokens {
+                Some(n) if stats.finish_reason == FinishReason::Length => eprintln!(
+                    "warning: the answer stopped at the -n token limit ({n}) before {what} closed, so it is not valid JSON; raise -n"
+                ),
+                _ => eprintln!(
+                    "warning: the answer filled the context ({} tokens) before {what} closed, so it is not valid JSON; raise --ctx-size",
+                    session.n_ctx()
+                ),
+            }
+        }
         if verbose {
             print_stats(&stats);
         }
-        Ok(stats)
+        Ok(json_cut)
+    }
+
+    /// Whether a constrained answer that ended at a token limit (-n or the context)
+    /// has JSON that did not close. A stop (the grammar's end) always closes it.
+    fn json_cut(&self, answer: &str, finish: FinishReason) -> bool {
+        if !matches!(finish, FinishReason::Length | FinishReason::ContextFull) {
+            return false;
+        }
+        if self.json_schema {
+            return !crate::structured::json_closed(answer);
+        }
+        self.tools.as_ref().is_some_and(|t| t.call_unclosed(answer))
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use thaw_constrain::{
-    Constraint, ToolChoice, ToolFormat, ToolSpec, generic_tool_prompt, parse_tool_calls,
+    Constraint, ToolChoice, ToolFormat, ToolSpec, generic_tool_prompt, parse_tool_calls, scan_calls,
 };
 use thaw_engine::Engine;
 
@@ -14,6 +14,12 @@ fn read_json(file: &Path) -> Result<Value> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", file.display()))
+}
+
+/// Whether a `--json-schema` answer is a whole JSON value (not one cut off by `-n` or
+/// a full context before it closed).
+pub fn json_closed(answer: &str) -> bool {
+    serde_json::from_str::<Value>(answer.trim()).is_ok()
 }
 
 pub fn schema_constraint(engine: &Engine, file: &Path) -> Result<Constraint> {
@@ -31,6 +37,8 @@ pub struct Tools {
     pub template_tools: Option<Value>,
     /// Generic tool prompt for templates without one.
     pub system: Option<String>,
+    /// The answer must be a call (`--tool-choice required` or a tool's name).
+    pub call_due: bool,
 }
 
 impl Tools {
@@ -47,6 +55,28 @@ impl Tools {
             })
             .collect();
         Some(json!({"tool_calls": list}).to_string())
+    }
+}
+
+impl Tools {
+    /// Whether an answer that was cut off (by `-n` or a full context) was cut in a
+    /// tool call, before its JSON closed: a call was begun and did not close, or none
+    /// was begun when one was due (`required`, a named tool), or the answer ends in
+    /// the start of the call marker. A text answer (`auto`) begins no call.
+    pub fn call_unclosed(&self, answer: &str) -> bool {
+        let trigger = self.format.trigger();
+        match answer.find(trigger) {
+            Some(at) => {
+                let calls = scan_calls(&answer[at..]);
+                calls.is_empty() || calls.iter().any(|c| !c.complete)
+            }
+            None => {
+                let tail = answer.trim_end();
+                self.call_due
+                    || (1..trigger.len())
+                        .any(|k| trigger.is_char_boundary(k) && tail.ends_with(&trigger[..k]))
+            }
+        }
     }
 }
 
@@ -95,6 +125,7 @@ pub fn load_tools(engine: &Engine, file: &Path, choice: &str) -> Result<Tools> {
     let control = |s: &str| tok.token_id(s).filter(|&id| tok.is_control(id));
     let grammar = format.grammar(&specs, choice.parallel(true), control);
     let cons = engine.constrainer()?;
+    let call_due = choice != ToolChoice::Auto;
     let constraint = match choice {
         ToolChoice::Auto => cons.lazy_lark(&grammar, format.trigger()),
         _ => cons.lark(&grammar),
@@ -105,5 +136,6 @@ pub fn load_tools(engine: &Engine, file: &Path, choice: &str) -> Result<Tools> {
         constraint,
         template_tools: native.then(|| tools.clone()),
         system: (!native).then(|| generic_tool_prompt(list, &choice)),
+        call_due,
     })
 }

@@ -792,3 +792,91 @@ fn invalid_thaw_log_is_a_warning_not_silence() {
     }
     std::fs::remove_dir_all(&home).ok();
 }
+
+/// A `--json-schema` or `--tools` answer cut off before its JSON closed (by `-n`, or a
+/// full context) says so on stderr and exits with status 3; one that closes exits 0.
+#[test]
+fn json_cut_by_the_token_limit_warns_and_exits_3() {
+    let Some(m) = model() else { return };
+    // Two required strings: the shortest closing is more than 3 tokens.
+    let schema_file = temp_file(
+        "cut.json",
+        r#"{"type": "object", "properties": {"name": {"type": "string"},
+            "city": {"type": "string"}}, "required": ["name", "city"]}"#,
+    );
+    let schema = schema_file.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", &m, "--temperature", "0"];
+        args.extend_from_slice(extra);
+        thaw(&args)
+    };
+    let o = run(&["--json-schema", schema, "-n", "3", "Invent a person."]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("stopped at the -n token limit (3) before the JSON value closed")
+            && err.contains("raise -n"),
+        "{err}"
+    );
+    assert!(serde_json::from_str::<serde_json::Value>(stdout(&o).trim()).is_err());
+
+    let o = run(&[
+        "--json-schema",
+        schema,
+        "-n",
+        "200",
+        "-v",
+        "Invent a person.",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("JSON");
+    assert!(v["name"].is_string() && v["city"].is_string(), "{v}");
+
+    // A full context cuts it the same way: 3 tokens of room after the prompt.
+    let room = (prompt_tokens(&err) + 3).to_string();
+    let o = run(&["--json-schema", schema, "-c", &room, "Invent a person."]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("filled the context") && err.contains("raise --ctx-size"),
+        "{err}"
+    );
+
+    let tools_file = temp_file(
+        "cut-tools.json",
+        r#"[{"type": "function", "function": {"name": "get_weather", "parameters":
+            {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]"#,
+    );
+    let tools = tools_file.to_str().unwrap();
+    let ask = "What is the weather in Paris?";
+    for n in ["1", "3", "8"] {
+        let o = run(&["--tools", tools, "--tool-choice", "required", "-n", n, ask]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(3), "-n {n}: {err}");
+        assert!(
+            err.contains("before the tool call's JSON closed"),
+            "-n {n}: {err}"
+        );
+        assert!(!stdout(&o).contains("{\"tool_calls\""), "-n {n}");
+    }
+    let o = run(&[
+        "--tools",
+        tools,
+        "--tool-choice",
+        "required",
+        "-n",
+        "80",
+        ask,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("{\"tool_calls\""), "{}", stdout(&o));
+    // A text answer (`auto`) cut by -n is only a short answer.
+    let o = run(&["--tools", tools, "-n", "3", "Say hi."]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    for f in [&schema_file, &tools_file] {
+        let _ = std::fs::remove_file(f);
+    }
+}
