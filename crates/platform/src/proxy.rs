@@ -60,10 +60,12 @@ fn usage_of(v: &Value) -> Option<Usage> {
     })
 }
 
-/// What the ledger needs to know about one request, armed from admission on: a
-/// request that is dropped before its row is written (axum drops the handler when the
-/// client disconnects, e.g. while the replica computes a non-streamed answer) is
-/// committed as 499 with the usage known so far, so every request gets its row.
+/// What the ledger needs to know about one request, armed from admission on: every
+/// admitted request gets its row, those refused before a replica took them (429
+/// queue full, 503 no replica could start) and those whose replicas all failed (502)
+/// included, with no tokens; a request that is dropped before its row is written
+/// (axum drops the handler when the client disconnects, e.g. while the replica
+/// computes a non-streamed answer) is committed as 499 with the usage known so far.
 struct Meter {
     gw: Arc<Gateway>,
     id: String,
@@ -76,7 +78,7 @@ struct Meter {
     started: Option<Instant>,
     /// What a row written on drop bills: the prompt once the replica has said it.
     known: Usage,
-    /// The row is written (or the request is one the ledger does not take).
+    /// The row is written.
     done: bool,
 }
 
@@ -119,12 +121,6 @@ impl Meter {
             Ok(Err(e)) => tracing::error!("usage ledger: {e}"),
             Err(e) => tracing::error!("usage ledger task: {e}"),
         }
-    }
-
-    /// No row: the request was answered before any replica took it (the caller
-    /// counts it in the metrics).
-    fn disarm(&mut self) {
-        self.done = true;
     }
 }
 
@@ -312,10 +308,11 @@ async fn forward_inner(
         let lease = match pool.acquire().await {
             Ok(l) => l,
             Err(e) => {
+                // Refused before a replica took it (429 queue full, 503 no replica
+                // could start, 404 deployment deleted meanwhile): a row with no tokens.
                 let err = acquire_error(e, &model);
-                meter.disarm();
-                gw.metrics.request(&model, err.status.as_u16());
-                return Err(err);
+                meter.commit(err.status.as_u16(), Usage::default()).await;
+                return Ok(with_id(err.into_response(), &id));
             }
         };
         let prep = prepare(v.clone(), chat, &lease);
@@ -422,9 +419,8 @@ async fn forward_inner(
     let e = GatewayError::bad_gateway(format!(
         "Deployment `{model}`: the replica failed {ATTEMPTS} times before answering ({last_err}). Retry later."
     ));
-    meter.disarm();
-    gw.metrics.request(&model, 502);
-    Err(e)
+    meter.commit(502, Usage::default()).await;
+    Ok(with_id(e.into_response(), &id))
 }
 
 fn with_id(mut r: Response, id: &str) -> Response {

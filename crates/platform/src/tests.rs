@@ -40,6 +40,11 @@ fn chunk(delta: Value, finish: Value) -> String {
 async fn fake_chat(State(f): State<Arc<Fake>>, body: Bytes) -> Response {
     let v: Value = serde_json::from_slice(&body).expect("the gateway sends JSON");
     let mode = v["fake"].as_str().unwrap_or("ok").to_string();
+    if mode == "dead" {
+        // The replica dies before sending a byte of its answer.
+        let body = stream::once(async { Err::<Bytes, _>(std::io::Error::other("replica died")) });
+        return Response::new(Body::from_stream(body));
+    }
     let mut resp = if v["stream"] == json!(true) {
         // Like `thaw serve`: a role chunk, one chunk per token, then the end.
         let mut head = vec![chunk(
@@ -91,8 +96,9 @@ async fn fake_chat(State(f): State<Arc<Fake>>, body: Bytes) -> Response {
 
 /// The worker stand-in: `SCRIPT worker SOURCE …` with SOURCE = `ADDR+DELAY` sleeps
 /// DELAY seconds (a slow start), reports ADDR, and exits when its stdin closes, as
-/// `thaw worker` does. Written once: a script still open for writing while another
-/// test forks could not be executed.
+/// `thaw worker` does; with SOURCE = `ADDR+fail` it exits at once with an error, a
+/// worker that cannot start. Written once: a script still open for writing while
+/// another test forks could not be executed.
 fn worker_script() -> PathBuf {
     static SCRIPT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     SCRIPT
@@ -103,7 +109,7 @@ fn worker_script() -> PathBuf {
             std::fs::write(
                 &path,
                 format!(
-                    "#!/bin/sh\nsleep \"${{2#*+}}\"\necho \"{} ${{2%+*}}\"\nexec cat >/dev/null\n",
+                    "#!/bin/sh\ncase \"$2\" in *+fail) echo 'fake worker: cannot start' >&2; exit 1;; esac\nsleep \"${{2#*+}}\"\necho \"{} ${{2%+*}}\"\nexec cat >/dev/null\n",
                     crate::replica::READY_LINE
                 ),
             )
@@ -131,6 +137,12 @@ impl Harness {
     /// A gateway (open: no keys) with `deployments` (TOML tables without `source`:
     /// each gets the fake replica, starting in `delay` seconds).
     async fn start(deployments: &[&str], delay: f64) -> Harness {
+        Self::start_as(deployments, &delay.to_string()).await
+    }
+
+    /// [`Self::start`] with the worker stand-in's `+` argument given: a delay in
+    /// seconds, or `fail` (no replica can start).
+    async fn start_as(deployments: &[&str], delay: &str) -> Harness {
         let fake = Arc::new(Fake::default());
         let fake_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let fake_addr = fake_listener.local_addr().unwrap();
@@ -498,5 +510,67 @@ async fn bad_bodies_get_openai_errors() {
     }
     // None of these reached a replica.
     assert_eq!(h.deployment("d").await["replicas"], json!([]));
+    h.shutdown().await;
+}
+
+/// The requests refused after admission, before a replica took them (429 queue full,
+/// 503 no replica could start) or after every replica tried failed (502), get a ledger
+/// row like the others: their status, no tokens, no cost, and the id the client got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_no_replica_answered_get_a_ledger_row() {
+    async fn refused(h: &Harness, mode: &str, status: u16) {
+        let r = h
+            .http
+            .post(format!("{}/v1/chat/completions", h.url))
+            .json(&chat(mode, false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status);
+        let id = r.headers()[crate::proxy::REQUEST_ID_HEADER]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let v: Value = r.json().await.expect("an OpenAI error body");
+        assert!(v["error"]["message"].is_string(), "{v}");
+        let rows = h.rows();
+        assert_eq!(rows.len(), 1, "{status}");
+        let row = &rows[0];
+        assert_eq!(
+            (
+                row.id.as_str(),
+                row.deployment.as_str(),
+                row.status,
+                row.prompt_tokens,
+                row.cached_tokens,
+                row.completion_tokens,
+                row.cost,
+            ),
+            (id.as_str(), "d", status, 0, 0, 0, 0.0)
+        );
+        // Counted once in the metrics, as before.
+        let m = h.get("/metrics").await;
+        assert_eq!(
+            metric(
+                &m,
+                &format!("thaw_gateway_requests_total{{deployment=\"d\",status=\"{status}\"}} ")
+            ),
+            Some(1.0),
+            "{m}"
+        );
+    }
+    // No room to wait and no replica ready: 429 at once.
+    let h = Harness::start(&["name = \"d\"\nmax_queue = 0"], 0.0).await;
+    refused(&h, "ok", 429).await;
+    assert_eq!(h.rows()[0].compute_ms, 0);
+    h.shutdown().await;
+    // The worker exits before it serves: 503 with the reason.
+    let h = Harness::start_as(&["name = \"d\""], "fail").await;
+    refused(&h, "ok", 503).await;
+    assert_eq!(h.rows()[0].compute_ms, 0);
+    h.shutdown().await;
+    // Each replica dies before answering, 3 attempts: 502.
+    let h = Harness::start(&["name = \"d\""], 0.0).await;
+    refused(&h, "dead", 502).await;
     h.shutdown().await;
 }
