@@ -9,9 +9,12 @@
 //! `tool_choice: auto`) stays inactive until its trigger text (e.g. `<tool_call>`)
 //! appears in the output, then constrains the rest of the call.
 
+mod reasoning;
 mod tools;
 mod vocab;
 mod wrapup;
+
+pub use reasoning::{ReasoningSplit, ReasoningStream, split_reasoning};
 
 pub use tools::{
     CallScan, ParsedCall, StreamEvent, ToolCallStream, ToolChoice, ToolFormat, ToolSpec,

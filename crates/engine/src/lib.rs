@@ -234,10 +234,29 @@ impl Engine {
         add_generation_prompt: bool,
         tools: Option<&serde_json::Value>,
     ) -> Result<Vec<u32>, EngineError> {
+        self.chat_tokens_with_vars(messages, add_generation_prompt, tools, None)
+    }
+
+    /// Like [`Engine::chat_tokens_with_tools`] with extra template variables (see
+    /// [`ChatTemplate::render_with_vars`]).
+    pub fn chat_tokens_with_vars(
+        &self,
+        messages: &[serde_json::Value],
+        add_generation_prompt: bool,
+        tools: Option<&serde_json::Value>,
+        vars: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<Vec<u32>, EngineError> {
         let text = self
             .template
-            .render(messages, add_generation_prompt, tools)?;
+            .render_with_vars(messages, add_generation_prompt, tools, vars)?;
         self.chat_text_tokens(&text)
+    }
+
+    /// Whether the model writes its reasoning in a `<think>` … `</think>` block
+    /// (both tags are in its vocabulary: Qwen3, SmolLM3, DeepSeek-R1 distills).
+    pub fn thinks(&self) -> bool {
+        let t = &self.tokenizer;
+        t.token_id("<think>").is_some() && t.token_id("</think>").is_some()
     }
 
     /// A new conversation state with room for `n_ctx` tokens (0 = the model's

@@ -40,6 +40,12 @@ pub struct ChatCompletionRequest {
     /// Keep generating past end-of-generation tokens (llama.cpp/vLLM extension,
     /// for benchmarks with a fixed token count).
     pub ignore_eos: Option<bool>,
+    /// llama.cpp extension: `"auto"` (default) or `"deepseek"` put a thinking model's
+    /// `<think>` block in `reasoning_content`; `"none"` leaves it in `content`.
+    pub reasoning_format: Option<String>,
+    /// Extra variables for the chat template (vLLM/llama.cpp extension), e.g.
+    /// `{"enable_thinking": false}` for Qwen3.
+    pub chat_template_kwargs: Option<serde_json::Map<String, Value>>,
     /// Deprecated forms of `tools` / `tool_choice`, and audio output: read only to be
     /// refused by name (ignoring them would answer without the calls or audio asked for).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -172,6 +178,10 @@ pub struct ChatMessage {
     pub tool_calls: Option<Vec<ToolCall>>,
     /// Tool messages: which call this is the result of.
     pub tool_call_id: Option<String>,
+    /// Assistant messages: the reasoning of a thinking model, as it was returned
+    /// (templates such as Qwen3's place it back in the conversation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
 }
 
 /// Message content: text, or text parts concatenated.

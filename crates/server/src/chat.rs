@@ -5,17 +5,17 @@ use axum::response::Response;
 use serde_json::Value;
 use thaw_openai::{
     ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest,
-    ChatDelta, ChatLogprobs, ChatTokenLogprob, FunctionCall, FunctionCallDelta, ResponseMessage,
-    ToolCall, ToolCallDelta, TopLogprob, Usage,
+    ChatDelta, ChatLogprobs, ChatTokenLogprob, TopLogprob, Usage,
 };
 
+use crate::chat_stream::ChatStream;
 use crate::error::ApiError;
 use crate::extract::OpenAiJson;
 use crate::params::{self, Sampling};
 use crate::respond::{Format, lp_value};
 use crate::scheduler::{Finish, TokenLogprob};
 use crate::{AppState, GenSpec, tools};
-use thaw_constrain::{StreamEvent, ToolCallStream, ToolFormat, parse_tool_calls};
+use thaw_constrain::{ReasoningStream, ToolChoice};
 
 const ROLES: &[&str] = &[
     "system",
@@ -93,7 +93,23 @@ pub async fn chat_completions(
             ));
         }
     }
+    let split_reasoning = match req.reasoning_format.as_deref() {
+        None | Some("auto") | Some("deepseek") => true,
+        Some("none") => false,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "reasoning_format",
+                format!("Unknown reasoning_format `{other}`; expected auto, deepseek or none."),
+            ));
+        }
+    };
     let (messages, tools_json) = tools::messages(&req, &plan)?;
+    let template_vars = req.chat_template_kwargs.clone();
+    // A grammar that applies from the first token (JSON output, a forced call) leaves
+    // no room for a `<think>` block; the lazy one of `tool_choice: auto` does.
+    let grammar_from_start = plan.json.is_some()
+        || (plan.format.is_some()
+            && matches!(plan.choice, ToolChoice::Required | ToolChoice::Named(_)));
     let sampler = params::sampler_config(
         &Sampling {
             temperature: req.temperature,
@@ -116,7 +132,7 @@ pub async fn chat_completions(
     let engine = state.engine();
     let (prompt, plan) = tokio::task::spawn_blocking(move || {
         let prompt = engine
-            .chat_tokens_with_tools(&messages, true, tools_json.as_ref())
+            .chat_tokens_with_vars(&messages, true, tools_json.as_ref(), template_vars.as_ref())
             .map_err(|e| {
                 ApiError::invalid(
                     "messages",
@@ -136,15 +152,20 @@ pub async fn chat_completions(
     .await
     .map_err(|_| ApiError::internal("tokenization failed"))??;
     let (tool_format, constraint) = plan;
+    // A thinking model's `<think>` block goes to `reasoning_content`.
+    let engine = state.engine_ref();
+    let reasoning = (split_reasoning && !grammar_from_start && engine.thinks()).then(|| {
+        let tail = &prompt[prompt.len().saturating_sub(4)..];
+        ReasoningStream::prompt_opens(&engine.tokenizer().decode(tail, false))
+    });
     let fmt = ChatFormat {
         id: format!("chatcmpl-{}", crate::new_id()),
         created: crate::unix_now(),
         model: state.model_id().to_string(),
         state: state.clone(),
         want_logprobs: logprobs.is_some(),
-        tools: tool_format.map(|f| (f, ToolCallStream::new(f))),
+        stream: ChatStream::new(tool_format, reasoning),
         pending_lp: Vec::new(),
-        call_ids: Vec::new(),
     };
     let include_usage = req
         .stream_options
@@ -175,11 +196,10 @@ struct ChatFormat {
     model: String,
     state: AppState,
     want_logprobs: bool,
-    /// Tool calls possible: their format and the streaming parser.
-    tools: Option<(ToolFormat, ToolCallStream)>,
+    /// Reasoning, content and tool calls split out of the text.
+    stream: ChatStream,
     /// Logprobs of held-back text, sent with the next chunk.
     pending_lp: Vec<TokenLogprob>,
-    call_ids: Vec<String>,
 }
 
 impl ChatFormat {
@@ -216,51 +236,6 @@ impl ChatFormat {
         }
     }
 
-    /// A delta from parser events; `None` when there is nothing to send yet.
-    fn delta(&mut self, events: Vec<StreamEvent>) -> Option<ChatDelta> {
-        let mut d = ChatDelta::default();
-        let mut calls: Vec<ToolCallDelta> = Vec::new();
-        for e in events {
-            match e {
-                StreamEvent::Content(c) => d.content.get_or_insert_with(String::new).push_str(&c),
-                StreamEvent::CallStart { index, name } => {
-                    let id = format!("call_{}", crate::new_id());
-                    self.call_ids.push(id.clone());
-                    calls.push(ToolCallDelta {
-                        index: index as u32,
-                        id: Some(id),
-                        kind: Some("function".into()),
-                        function: FunctionCallDelta {
-                            name: Some(name),
-                            arguments: Some(String::new()),
-                        },
-                    });
-                }
-                StreamEvent::Arguments { index, fragment } => {
-                    match calls.iter_mut().find(|c| c.index == index as u32) {
-                        Some(c) => c
-                            .function
-                            .arguments
-                            .get_or_insert_with(String::new)
-                            .push_str(&fragment),
-                        None => calls.push(ToolCallDelta {
-                            index: index as u32,
-                            function: FunctionCallDelta {
-                                name: None,
-                                arguments: Some(fragment),
-                            },
-                            ..ToolCallDelta::default()
-                        }),
-                    }
-                }
-            }
-        }
-        if !calls.is_empty() {
-            d.tool_calls = Some(calls);
-        }
-        (d.content.is_some() || d.tool_calls.is_some()).then_some(d)
-    }
-
     fn chunk(&self, choices: Vec<ChatChunkChoice>, usage: Option<Usage>) -> Value {
         serde_json::to_value(ChatCompletionChunk {
             id: self.id.clone(),
@@ -283,7 +258,7 @@ impl Format for ChatFormat {
                 delta: ChatDelta {
                     role: Some("assistant".into()),
                     content: Some(String::new()),
-                    tool_calls: None,
+                    ..ChatDelta::default()
                 },
                 logprobs: None,
                 finish_reason: None,
@@ -293,24 +268,8 @@ impl Format for ChatFormat {
     }
 
     fn text_chunk(&mut self, text: &str, lps: &[TokenLogprob]) -> Option<Value> {
-        let Some((_, parser)) = &mut self.tools else {
-            let logprobs = (!lps.is_empty()).then(|| self.logprobs(lps));
-            return Some(self.chunk(
-                vec![ChatChunkChoice {
-                    index: 0,
-                    delta: ChatDelta {
-                        content: Some(text.to_string()),
-                        ..ChatDelta::default()
-                    },
-                    logprobs,
-                    finish_reason: None,
-                }],
-                None,
-            ));
-        };
-        let events = parser.push(text);
         self.pending_lp.extend_from_slice(lps);
-        let delta = self.delta(events)?;
+        let delta = self.stream.push(text)?;
         let lps = std::mem::take(&mut self.pending_lp);
         let logprobs = (!lps.is_empty()).then(|| self.logprobs(&lps));
         Some(self.chunk(
@@ -325,24 +284,19 @@ impl Format for ChatFormat {
     }
 
     fn final_chunk(&mut self, finish: Finish) -> Value {
-        let (delta, calls) = match &mut self.tools {
-            Some((_, parser)) => {
-                let events = parser.finish();
-                let calls = parser.calls();
-                (self.delta(events).unwrap_or_default(), calls)
-            }
-            None => (ChatDelta::default(), 0),
-        };
+        let (delta, calls) = self.stream.finish();
         let reason = if calls > 0 && finish == Finish::Stop {
             "tool_calls"
         } else {
             finish.as_str()
         };
+        let lps = std::mem::take(&mut self.pending_lp);
+        let logprobs = (!lps.is_empty()).then(|| self.logprobs(&lps));
         self.chunk(
             vec![ChatChunkChoice {
                 index: 0,
                 delta,
-                logprobs: None,
+                logprobs,
                 finish_reason: Some(reason.into()),
             }],
             None,
@@ -354,36 +308,12 @@ impl Format for ChatFormat {
     }
 
     fn whole(&mut self, text: &str, lps: &[TokenLogprob], finish: Finish, usage: Usage) -> Value {
-        let mut message = ResponseMessage {
-            role: "assistant".into(),
-            content: Some(text.to_string()),
-            refusal: None,
-            tool_calls: None,
+        let (message, calls) = self.stream.whole(text);
+        let reason = if calls && finish == Finish::Stop {
+            "tool_calls"
+        } else {
+            finish.as_str()
         };
-        let mut reason = finish.as_str();
-        if let Some((format, _)) = &self.tools
-            && let (content, Some(calls)) = parse_tool_calls(*format, text)
-            && !calls.is_empty()
-        {
-            // An unfinished call (max_tokens) stays in `content` as text.
-            message.content = (!content.is_empty()).then_some(content);
-            message.tool_calls = Some(
-                calls
-                    .into_iter()
-                    .map(|c| ToolCall {
-                        id: format!("call_{}", crate::new_id()),
-                        kind: "function".into(),
-                        function: FunctionCall {
-                            name: c.name,
-                            arguments: c.arguments,
-                        },
-                    })
-                    .collect(),
-            );
-            if finish == Finish::Stop {
-                reason = "tool_calls";
-            }
-        }
         serde_json::to_value(ChatCompletion {
             id: self.id.clone(),
             object: "chat.completion".into(),

@@ -9,6 +9,7 @@
 //! alone so tests can drive it without a socket.
 
 mod chat;
+mod chat_stream;
 mod completions;
 mod error;
 mod extract;

@@ -304,6 +304,9 @@ pub fn messages(
             if let Some(n) = &m.name {
                 v["name"] = Value::String(n.clone());
             }
+            if let Some(r) = m.reasoning_content.as_ref().filter(|_| role == "assistant") {
+                v["reasoning_content"] = Value::String(r.clone());
+            }
             out.push(v);
         }
     }

@@ -222,7 +222,21 @@ impl ChatTemplate {
         add_generation_prompt: bool,
         tools: Option<&serde_json::Value>,
     ) -> Result<String, TemplateError> {
-        let mut ctx = serde_json::Map::new();
+        self.render_with_vars(messages, add_generation_prompt, tools, None)
+    }
+
+    /// [`Self::render`] with extra template variables (a request's
+    /// `chat_template_kwargs`, e.g. `enable_thinking`); they cannot replace
+    /// `messages`, `tools`, `add_generation_prompt` or the special tokens.
+    pub fn render_with_vars(
+        &self,
+        messages: &[serde_json::Value],
+        add_generation_prompt: bool,
+        tools: Option<&serde_json::Value>,
+        vars: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<String, TemplateError> {
+        let mut ctx = vars.cloned().unwrap_or_default();
+        ctx.remove("tools");
         ctx.insert(
             "messages".into(),
             serde_json::Value::Array(messages.to_vec()),

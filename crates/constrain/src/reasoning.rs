@@ -1,0 +1,261 @@
+//! Reasoning ("thinking") text of models that write it between `<think>` and
+//! `</think>` before their answer (Qwen3, SmolLM3, DeepSeek-R1 distills), split from
+//! the answer the way llama.cpp's server does (`reasoning_format: deepseek`): the
+//! reasoning goes to `reasoning_content`, the rest is the message content. The block
+//! counts only at the start of the output, or from the start when the chat template
+//! already opened it at the end of the prompt.
+
+const OPEN: &str = "<think>";
+const CLOSE: &str = "</think>";
+
+/// Text split by [`ReasoningStream`]: what to send as reasoning and as content.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReasoningSplit {
+    pub reasoning: String,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Nothing but whitespace yet: the output may still open a block.
+    Start,
+    /// Inside the block.
+    Thinking,
+    /// Just after `</think>`: whitespace before the answer is dropped.
+    Answer,
+    /// The answer (or output that never opened a block).
+    Content,
+}
+
+/// Splits streamed output text. Text that may still turn out to be a tag, or
+/// whitespace that may turn out to end the reasoning, is held back until it is known.
+#[derive(Debug, Clone)]
+pub struct ReasoningStream {
+    state: State,
+    held: String,
+    /// Reasoning text sent so far is empty (its leading whitespace is dropped).
+    fresh: bool,
+}
+
+impl ReasoningStream {
+    /// `open`: the prompt ends inside a block (the template wrote `<think>`), so the
+    /// output starts as reasoning.
+    pub fn new(open: bool) -> Self {
+        Self {
+            state: if open { State::Thinking } else { State::Start },
+            held: String::new(),
+            fresh: true,
+        }
+    }
+
+    /// Whether a rendered prompt ends with an opened block (the template started
+    /// the reasoning for the model).
+    pub fn prompt_opens(prompt_tail: &str) -> bool {
+        let t = prompt_tail.trim_end();
+        t.ends_with(OPEN)
+    }
+
+    /// Feed the next piece of output.
+    pub fn push(&mut self, text: &str) -> ReasoningSplit {
+        self.held.push_str(text);
+        let mut out = ReasoningSplit::default();
+        loop {
+            match self.state {
+                State::Start => {
+                    let t = self.held.trim_start();
+                    if t.is_empty() || (OPEN.starts_with(t) && t != OPEN) {
+                        return out;
+                    }
+                    if let Some(rest) = t.strip_prefix(OPEN) {
+                        self.held = rest.to_string();
+                        self.state = State::Thinking;
+                    } else {
+                        self.state = State::Content;
+                    }
+                }
+                State::Thinking => {
+                    if let Some(i) = self.held.find(CLOSE) {
+                        let rest = self.held.split_off(i + CLOSE.len());
+                        self.held.truncate(i);
+                        let r = std::mem::take(&mut self.held);
+                        self.emit_reasoning(r.trim_end(), &mut out);
+                        self.held = rest;
+                        self.state = State::Answer;
+                        continue;
+                    }
+                    // Hold what may begin `</think>`, and trailing whitespace (it may
+                    // be followed by `</think>`, and a block's text is trimmed).
+                    let keep_tag = (1..CLOSE.len())
+                        .rev()
+                        .find(|&k| self.held.ends_with(&CLOSE[..k]))
+                        .unwrap_or(0);
+                    let body = &self.held[..self.held.len() - keep_tag];
+                    let cut = body.trim_end().len();
+                    let ready: String = self.held.drain(..cut).collect();
+                    self.emit_reasoning(&ready, &mut out);
+                    return out;
+                }
+                State::Answer => {
+                    let t = self.held.trim_start();
+                    if t.is_empty() {
+                        self.held.clear();
+                        return out;
+                    }
+                    self.held = t.to_string();
+                    self.state = State::Content;
+                }
+                State::Content => {
+                    out.content.push_str(&self.held);
+                    self.held.clear();
+                    return out;
+                }
+            }
+        }
+    }
+
+    /// The end of the output: whatever was held back. An unclosed block (the output
+    /// was cut) is all reasoning.
+    pub fn finish(&mut self) -> ReasoningSplit {
+        let mut out = ReasoningSplit::default();
+        let held = std::mem::take(&mut self.held);
+        match self.state {
+            State::Start | State::Content => out.content = held,
+            State::Thinking => self.emit_reasoning(held.trim_end(), &mut out),
+            State::Answer => {}
+        }
+        out
+    }
+
+    /// Whether the output has reached its answer (a block was closed or never opened).
+    pub fn in_content(&self) -> bool {
+        self.state == State::Content
+    }
+
+    fn emit_reasoning(&mut self, text: &str, out: &mut ReasoningSplit) {
+        let text = if self.fresh { text.trim_start() } else { text };
+        if !text.is_empty() {
+            self.fresh = false;
+            out.reasoning.push_str(text);
+        }
+    }
+}
+
+/// A whole output split at once: (reasoning, content); `None` when there was no
+/// reasoning.
+pub fn split_reasoning(text: &str, open: bool) -> (Option<String>, String) {
+    let mut s = ReasoningStream::new(open);
+    let a = s.push(text);
+    let b = s.finish();
+    let reasoning = a.reasoning + &b.reasoning;
+    (
+        (!reasoning.is_empty()).then_some(reasoning),
+        a.content + &b.content,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fed in every split into pieces of 1..=4 bytes at char boundaries, the stream
+    /// gives what the whole text gives.
+    fn pieces_agree(text: &str, open: bool) {
+        let whole = split_reasoning(text, open);
+        for step in 1..=4 {
+            let mut s = ReasoningStream::new(open);
+            let (mut r, mut c) = (String::new(), String::new());
+            let mut i = 0;
+            while i < text.len() {
+                let mut j = (i + step).min(text.len());
+                while !text.is_char_boundary(j) {
+                    j += 1;
+                }
+                let o = s.push(&text[i..j]);
+                r += &o.reasoning;
+                c += &o.content;
+                i = j;
+            }
+            let o = s.finish();
+            r += &o.reasoning;
+            c += &o.content;
+            let got = ((!r.is_empty()).then_some(r), c);
+            assert_eq!(got, whole, "{text:?} in pieces of {step}");
+        }
+    }
+
+    #[test]
+    fn block_at_start_goes_to_reasoning_and_answer_loses_leading_blank_lines() {
+        let t = "<think>\nThe user greets me.\nI greet back.\n</think>\n\nHello!";
+        assert_eq!(
+            split_reasoning(t, false),
+            (
+                Some("The user greets me.\nI greet back.".into()),
+                "Hello!".into()
+            )
+        );
+        pieces_agree(t, false);
+    }
+
+    #[test]
+    fn template_opened_block_starts_as_reasoning() {
+        let t = "Let me think. 2 + 2 = 4.\n</think>\n\nIt is 4.";
+        assert_eq!(
+            split_reasoning(t, true),
+            (Some("Let me think. 2 + 2 = 4.".into()), "It is 4.".into())
+        );
+        pieces_agree(t, true);
+        assert!(ReasoningStream::prompt_opens(
+            "<|im_start|>assistant\n<think>\n"
+        ));
+        assert!(!ReasoningStream::prompt_opens("<|im_start|>assistant\n"));
+        assert!(!ReasoningStream::prompt_opens(
+            "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+        ));
+    }
+
+    #[test]
+    fn output_without_a_leading_block_is_all_content() {
+        for t in [
+            "Hello <think>not a block</think> there",
+            "  <thin",
+            "<thinking>x</thinking>",
+            "",
+            " \n",
+        ] {
+            assert_eq!(split_reasoning(t, false), (None, t.to_string()), "{t:?}");
+            pieces_agree(t, false);
+        }
+    }
+
+    #[test]
+    fn cut_block_is_all_reasoning_and_empty_block_is_none() {
+        assert_eq!(
+            split_reasoning("<think>\nStill thinking about </thi", false),
+            (Some("Still thinking about </thi".into()), String::new())
+        );
+        assert_eq!(
+            split_reasoning("<think>\n\n</think>\n\nAnswer.", false),
+            (None, "Answer.".into())
+        );
+        for t in [
+            "<think>\nStill thinking about </thi",
+            "<think>\n\n</think>\n\nAnswer.",
+            "<think>a</think>",
+            "<think>é ü </think> ok </think>",
+        ] {
+            pieces_agree(t, false);
+        }
+    }
+
+    #[test]
+    fn whitespace_inside_reasoning_is_kept_only_between_words() {
+        let mut s = ReasoningStream::new(true);
+        assert_eq!(s.push("a  ").reasoning, "a");
+        // The held spaces come out once more text follows them.
+        assert_eq!(s.push("b\n").reasoning, "  b");
+        assert!(!s.in_content());
+        let end = s.push("</think>x");
+        assert_eq!((end.reasoning.as_str(), end.content.as_str()), ("", "x"));
+        assert!(s.in_content());
+    }
+}
