@@ -349,14 +349,20 @@ impl Chat {
         verbose: bool,
     ) -> Result<bool> {
         let transcript_len = self.transcript.len();
+        let mut params = params.clone();
         let tokens = if self.raw {
             self.transcript.push_str(user);
             engine.text_tokens(&self.transcript, true)?
         } else {
             self.messages.push(json!({"role": "user", "content": user}));
             let tools = self.tools.as_ref().and_then(|t| t.template_tools.as_ref());
-            engine.chat_tokens_with_tools(&self.messages, true, tools)?
+            let mut tokens = engine.chat_tokens_with_tools(&self.messages, true, tools)?;
+            // A thinking model: JSON output starts after a closed block, and a tool
+            // call counts only after its reasoning (printed as written).
+            engine.prepare_thinking(&mut tokens, params.constraint.as_mut())?;
+            tokens
         };
+        let params = &params;
         let mut answer = String::new();
         let mut stdout = std::io::stdout();
         CANCEL.store(false, Ordering::SeqCst);

@@ -62,7 +62,8 @@ impl Tools {
     /// Whether an answer that was cut off (by `-n` or a full context) was cut in a
     /// tool call, before its JSON closed: a call was begun and did not close, or none
     /// was begun when one was due (`required`, a named tool), or the answer ends in
-    /// the start of the call marker. A text answer (`auto`) begins no call.
+    /// the start of the call marker (two bytes or more). A text answer (`auto`) begins
+    /// no call.
     pub fn call_unclosed(&self, answer: &str) -> bool {
         let trigger = self.format.trigger();
         match answer.find(trigger) {
@@ -72,8 +73,9 @@ impl Tools {
             }
             None => {
                 let tail = answer.trim_end();
+                // Two bytes at least: a text answer may well end in `<` or `{`.
                 self.call_due
-                    || (1..trigger.len())
+                    || (2..trigger.len())
                         .any(|k| trigger.is_char_boundary(k) && tail.ends_with(&trigger[..k]))
             }
         }

@@ -14,7 +14,7 @@ mod tools;
 mod vocab;
 mod wrapup;
 
-pub use reasoning::{ReasoningSplit, ReasoningStream, split_reasoning};
+pub use reasoning::{ReasoningSplit, ReasoningStream, answer_start, split_reasoning};
 
 pub use tools::{
     CallScan, ParsedCall, StreamEvent, ToolCallStream, ToolChoice, ToolFormat, ToolSpec,
@@ -191,6 +191,7 @@ impl Constrainer {
         c.lazy = Some(Lazy {
             trigger: trigger.to_string(),
             text: Vec::new(),
+            think: None,
         });
         Ok(c)
     }
@@ -236,6 +237,9 @@ struct Lazy {
     trigger: String,
     /// Output so far (bytes), searched for the trigger.
     text: Vec<u8>,
+    /// A thinking model (`Some(opened by the template)`): the trigger counts only in
+    /// the answer, after its `<think>` block.
+    think: Option<bool>,
 }
 
 /// One sequence's grammar state. Cloning gives an independent copy (a deep clone:
@@ -287,6 +291,15 @@ impl std::fmt::Debug for Constraint {
 }
 
 impl Constraint {
+    /// For a thinking model's output (`open`: the template opened its `<think>`
+    /// block): a lazy constraint's trigger counts only after the block, so a call
+    /// written while reasoning is not taken for the answer's.
+    pub fn think_first(&mut self, open: bool) {
+        if let Some(lazy) = &mut self.lazy {
+            lazy.think = Some(open);
+        }
+    }
+
     /// Whether the grammar is enforcing (false while a lazy one waits for its trigger).
     pub fn is_active(&self) -> bool {
         self.lazy.is_none()
@@ -461,7 +474,15 @@ impl Constraint {
         if let Some(lazy) = &mut self.lazy {
             let trie = self.env.tok_trie();
             lazy.text.extend_from_slice(trie.token(token));
-            let Some(at) = find(&lazy.text, lazy.trigger.as_bytes()) else {
+            let from = match lazy.think {
+                Some(open) => match reasoning::answer_start(&lazy.text, open) {
+                    Some(i) => i,
+                    None => return Ok(()),
+                },
+                None => 0,
+            };
+            let Some(at) = find(&lazy.text[from..], lazy.trigger.as_bytes()).map(|i| from + i)
+            else {
                 return Ok(());
             };
             // The trigger may sit inside a token: feed the grammar the output from the

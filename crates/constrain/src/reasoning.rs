@@ -140,6 +140,28 @@ impl ReasoningStream {
     }
 }
 
+/// Where the answer starts in output `text` (bytes) of a thinking model: after the
+/// `</think>` that closes a block the output opened at its start (or the template
+/// opened, `open`), at 0 when the output began without one, `None` while it is still
+/// thinking or may yet open a block. Used to keep a tool-call trigger written while
+/// thinking from counting.
+pub fn answer_start(text: &[u8], open: bool) -> Option<usize> {
+    let lead = text.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    let t = &text[lead..];
+    if !open {
+        if t.len() < OPEN.len() && OPEN.as_bytes().starts_with(t) {
+            return None;
+        }
+        if !t.starts_with(OPEN.as_bytes()) {
+            return Some(0);
+        }
+    }
+    let close = CLOSE.as_bytes();
+    text.windows(close.len())
+        .position(|w| w == close)
+        .map(|i| i + close.len())
+}
+
 /// A whole output split at once: (reasoning, content); `None` when there was no
 /// reasoning.
 pub fn split_reasoning(text: &str, open: bool) -> (Option<String>, String) {
@@ -245,6 +267,21 @@ mod tests {
         ] {
             pieces_agree(t, false);
         }
+    }
+
+    #[test]
+    fn answer_starts_after_the_block_or_at_once_without_one() {
+        assert_eq!(answer_start(b"<think>a <tool_call>", false), None);
+        assert_eq!(answer_start(b"  <thi", false), None);
+        assert_eq!(answer_start(b"", false), None);
+        assert_eq!(
+            answer_start(b"<think>a</think>\n<tool_call>", false),
+            Some(16)
+        );
+        assert_eq!(answer_start(b"<tool_call>", false), Some(0));
+        assert_eq!(answer_start(b"ok <think>", false), Some(0));
+        assert_eq!(answer_start(b"a <tool_call>", true), None);
+        assert_eq!(answer_start(b"a</think><tool_call>", true), Some(9));
     }
 
     #[test]

@@ -252,11 +252,46 @@ impl Engine {
         self.chat_text_tokens(&text)
     }
 
-    /// Whether the model writes its reasoning in a `<think>` … `</think>` block
-    /// (both tags are in its vocabulary: Qwen3, SmolLM3, DeepSeek-R1 distills).
+    /// Whether the model writes its reasoning in a `<think>` … `</think>` block: both
+    /// tags are text tokens of its vocabulary (Qwen3, SmolLM3, DeepSeek-R1 distills).
+    /// Control tokens are left out of the output text, so a block made of them could
+    /// not be found there.
     pub fn thinks(&self) -> bool {
         let t = &self.tokenizer;
-        t.token_id("<think>").is_some() && t.token_id("</think>").is_some()
+        let text_token = |s: &str| t.token_id(s).is_some_and(|id| !t.is_control(id));
+        text_token("<think>") && text_token("</think>")
+    }
+
+    /// Gets a thinking model's chat turn ready. Under a grammar that applies from the
+    /// first token (JSON output, a forced tool call) a block the template opened is
+    /// closed in `prompt`, so the answer is the JSON rather than reasoning; a lazy
+    /// grammar (`tool_choice: auto`) counts its trigger only after the block. Returns
+    /// `Some(opened by the template)` when the output may hold a block to split off,
+    /// `None` for other models and for a closed block.
+    pub fn prepare_thinking(
+        &self,
+        prompt: &mut Vec<u32>,
+        constraint: Option<&mut thaw_constrain::Constraint>,
+    ) -> Result<Option<bool>, EngineError> {
+        if !self.thinks() {
+            return Ok(None);
+        }
+        let tail = &prompt[prompt.len().saturating_sub(4)..];
+        let open =
+            thaw_constrain::ReasoningStream::prompt_opens(&self.tokenizer.decode(tail, false));
+        match constraint {
+            Some(c) if c.is_active() => {
+                if open {
+                    prompt.extend(self.tokenizer.encode("\n</think>\n\n", false, true)?);
+                }
+                Ok(None)
+            }
+            Some(c) => {
+                c.think_first(open);
+                Ok(Some(open))
+            }
+            None => Ok(Some(open)),
+        }
     }
 
     /// A new conversation state with room for `n_ctx` tokens (0 = the model's

@@ -154,8 +154,8 @@ fn prompt_tokens_header(h: &reqwest::header::HeaderMap) -> u64 {
         .unwrap_or(0)
 }
 
-/// Whether a streamed chunk carries generated output: content, a refusal, tool-call
-/// deltas (chat) or text (completions). The role chunk, the finish chunk and the usage
+/// Whether a streamed chunk carries generated output: content, reasoning, a refusal,
+/// tool-call deltas (chat) or text (completions). The role chunk, the finish chunk and the usage
 /// chunk do not. `thaw serve` sends at most one such chunk per generated token (one
 /// per token, fewer when text is held back for a stop string, an unfinished UTF-8
 /// character or a tool call being parsed: `crates/server/src/scheduler.rs`,
@@ -173,6 +173,7 @@ fn is_output_chunk(v: &Value) -> bool {
     choices.iter().any(|c| {
         let d = c.get("delta");
         non_empty(d.and_then(|d| d.get("content")))
+            || non_empty(d.and_then(|d| d.get("reasoning_content")))
             || non_empty(d.and_then(|d| d.get("refusal")))
             || non_empty(d.and_then(|d| d.get("tool_calls")))
             || non_empty(c.get("text"))
@@ -571,6 +572,9 @@ mod tests {
         assert!(!is_output_chunk(&delta(json!({}))));
         assert!(!is_output_chunk(&json!({"choices": [], "usage": {}})));
         assert!(is_output_chunk(&delta(json!({"content": "Hi"}))));
+        // A thinking model's reasoning is generated output too.
+        assert!(is_output_chunk(&delta(json!({"reasoning_content": "Hmm"}))));
+        assert!(!is_output_chunk(&delta(json!({"reasoning_content": ""}))));
         assert!(is_output_chunk(&delta(
             json!({"tool_calls": [{"index": 0, "function": {"arguments": "{"}}]})
         )));

@@ -15,7 +15,6 @@ use crate::params::{self, Sampling};
 use crate::respond::{Format, lp_value};
 use crate::scheduler::{Finish, TokenLogprob};
 use crate::{AppState, GenSpec, tools};
-use thaw_constrain::{ReasoningStream, ToolChoice};
 
 const ROLES: &[&str] = &[
     "system",
@@ -105,11 +104,6 @@ pub async fn chat_completions(
     };
     let (messages, tools_json) = tools::messages(&req, &plan)?;
     let template_vars = req.chat_template_kwargs.clone();
-    // A grammar that applies from the first token (JSON output, a forced call) leaves
-    // no room for a `<think>` block; the lazy one of `tool_choice: auto` does.
-    let grammar_from_start = plan.json.is_some()
-        || (plan.format.is_some()
-            && matches!(plan.choice, ToolChoice::Required | ToolChoice::Named(_)));
     let sampler = params::sampler_config(
         &Sampling {
             temperature: req.temperature,
@@ -151,13 +145,14 @@ pub async fn chat_completions(
     })
     .await
     .map_err(|_| ApiError::internal("tokenization failed"))??;
-    let (tool_format, constraint) = plan;
+    let (tool_format, mut constraint) = plan;
+    let mut prompt = prompt;
     // A thinking model's `<think>` block goes to `reasoning_content`.
-    let engine = state.engine_ref();
-    let reasoning = (split_reasoning && !grammar_from_start && engine.thinks()).then(|| {
-        let tail = &prompt[prompt.len().saturating_sub(4)..];
-        ReasoningStream::prompt_opens(&engine.tokenizer().decode(tail, false))
-    });
+    let reasoning = state
+        .engine_ref()
+        .prepare_thinking(&mut prompt, constraint.as_mut())
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .filter(|_| split_reasoning);
     let fmt = ChatFormat {
         id: format!("chatcmpl-{}", crate::new_id()),
         created: crate::unix_now(),

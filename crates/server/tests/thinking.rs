@@ -14,7 +14,13 @@ use serde_json::{Value, json};
 use thaw_engine::{Engine, LoadOptions};
 use thaw_server::{AppState, app};
 
-const SPECIALS: [&str; 4] = ["<|im_start|>", "<|im_end|>", "<think>", "</think>"];
+const SPECIALS: [&str; 5] = [
+    "<|im_start|>",
+    "<|im_end|>",
+    "<think>",
+    "</think>",
+    "<tool_call>",
+];
 
 const TEMPLATE: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}\
 {% if add_generation_prompt %}<|im_start|>assistant\n\
@@ -37,9 +43,9 @@ fn thinking_model(dir: &std::path::Path) -> Arc<Engine> {
     tokens.push("ab".into());
     tokens.extend(SPECIALS.iter().map(|s| s.to_string()));
     let mut types = vec![1i32; 257];
-    // Chat markers are control tokens; the think tags are text (user-defined), as
-    // in Qwen3's and SmolLM3's files.
-    types.extend([3, 3, 4, 4]);
+    // Chat markers are control tokens; the think and call tags are text
+    // (user-defined), as in Qwen3's files.
+    types.extend([3, 3, 4, 4, 4]);
     let spec = synth::Spec {
         n_vocab: tokens.len(),
         n_ctx_train: 4096,
@@ -174,7 +180,12 @@ async fn think_block_goes_to_reasoning_content_streamed_or_not() {
     let text = raw["choices"][0]["message"]["content"].as_str().unwrap();
     let (want_r, want_c) = thaw_constrain::split_reasoning(text, true);
     assert!(want_r.is_some(), "{text:?}");
-    let (status, body) = common::post(&app, "/v1/chat/completions", request(2, tools, &bias)).await;
+    let (status, body) = common::post(
+        &app,
+        "/v1/chat/completions",
+        request(2, tools.clone(), &bias),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let m = &body["choices"][0]["message"];
     assert_eq!(
@@ -183,6 +194,50 @@ async fn think_block_goes_to_reasoning_content_streamed_or_not() {
         "{text:?}"
     );
     assert_eq!(m["content"].as_str(), Some(want_c.as_str()), "{text:?}");
+
+    // A call written while thinking does not count (the lazy grammar waits for the
+    // block to close); one in the answer does. `<tool_call>` is likely everywhere.
+    let mut call_bias = bias.clone();
+    call_bias.insert(id_of(&engine, "<tool_call>").to_string(), json!(2));
+    let mut ignored_then_called = false;
+    for seed in 1..=8u64 {
+        let mut req = request(seed, tools.clone(), &call_bias);
+        req["max_tokens"] = json!(400);
+        let (status, body) = common::post(&app, "/v1/chat/completions", req).await;
+        assert_eq!(status, 200, "{body}");
+        let c = &body["choices"][0];
+        let reasoning = c["message"]["reasoning_content"].as_str().unwrap_or("");
+        if let Some(calls) = c["message"]["tool_calls"].as_array() {
+            assert_eq!(c["finish_reason"], "tool_calls", "{body}");
+            assert_eq!(calls[0]["function"]["name"], "add", "{body}");
+            ignored_then_called |= reasoning.contains("<tool_call>");
+        }
+    }
+    assert!(
+        ignored_then_called,
+        "no answer made a call after a <tool_call> inside its reasoning"
+    );
+
+    // JSON output: the grammar applies from the first token, so the block the
+    // template opened is closed in the prompt and the answer is the JSON.
+    let (_, plain) = common::post(&app, "/v1/chat/completions", request(4, json!({}), &bias)).await;
+    let json_req = request(
+        4,
+        json!({"response_format": {"type": "json_object"}}),
+        &bias,
+    );
+    let (status, body) = common::post(&app, "/v1/chat/completions", json_req).await;
+    assert_eq!(status, 200, "{body}");
+    let m = &body["choices"][0]["message"];
+    assert!(m.get("reasoning_content").is_none(), "{m}");
+    let closing = engine
+        .tokenizer()
+        .encode("\n</think>\n\n", false, true)
+        .unwrap();
+    assert_eq!(
+        body["usage"]["prompt_tokens"].as_u64().unwrap(),
+        plain["usage"]["prompt_tokens"].as_u64().unwrap() + closing.len() as u64
+    );
 
     // `enable_thinking: false` reaches the template, which closes the block itself:
     // the output (with `<think>` banned) is all content.
