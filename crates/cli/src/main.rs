@@ -138,6 +138,8 @@ fn log_filter(
         Err(std::env::VarError::NotUnicode(v)) => {
             return fallback(&v, "not UTF-8".to_string());
         }
+        // Set but empty (`THAW_LOG= thaw …`): the default, not an empty filter.
+        Ok(v) if v.trim().is_empty() => return (EnvFilter::new(DEFAULT), None),
         Ok(v) => v,
     };
     // Directive by directive, to name the bad one. `target=` parses (as `target=trace`,
@@ -145,6 +147,16 @@ fn log_filter(
     for d in v.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         if d.ends_with('=') {
             return fallback(&v, format!("`{d}` has no level after `=`"));
+        }
+        // A bare word that is not a level is a target: `warning` would switch every
+        // log off but that target's. thaw's own targets start with `thaw`.
+        const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+        let bare = !d.contains(['=', '[', ':']);
+        if bare && !LEVELS.contains(&d.to_ascii_lowercase().as_str()) && !d.starts_with("thaw") {
+            return fallback(
+                &v,
+                format!("`{d}` is not a level (off, error, warn, info, debug, trace)"),
+            );
         }
         if let Err(e) = EnvFilter::try_new(d) {
             return fallback(&v, format!("`{d}`: {e}"));

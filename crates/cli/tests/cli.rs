@@ -770,7 +770,12 @@ fn invalid_thaw_log_is_a_warning_not_silence() {
     let plain = list(None);
     assert!(plain.status.success(), "{}", stderr(&plain));
     assert_eq!(stderr(&plain), "");
-    for (bad, directive) in [("debug,,=x", "`=x`"), ("notalevel=", "`notalevel=`")] {
+    for (bad, directive) in [
+        ("debug,,=x", "`=x`"),
+        ("notalevel=", "`notalevel=`"),
+        ("warning", "`warning`"),
+        ("info,debg", "`debg`"),
+    ] {
         let o = list(Some(bad));
         let err = stderr(&o);
         assert!(o.status.success(), "{bad}: {err}");
@@ -785,7 +790,13 @@ fn invalid_thaw_log_is_a_warning_not_silence() {
             "{bad}: {err}"
         );
     }
-    for good in ["info", "thaw_server=debug,warn", "debug,"] {
+    for good in [
+        "info",
+        "thaw_server=debug,warn",
+        "debug,",
+        "WARN",
+        "thaw_engine",
+    ] {
         let o = list(Some(good));
         assert!(o.status.success(), "{good}: {}", stderr(&o));
         assert!(!stderr(&o).contains("warning"), "{good}: {}", stderr(&o));
