@@ -261,9 +261,10 @@ impl Session {
 
     /// [`Session::forward_batch`] of one entry.
     fn feed(&mut self, tokens: &[u32], logits: bool) -> Result<Option<Vec<f32>>, EngineError> {
+        let want = if logits { Logits::Last } else { Logits::None };
         let out = self
             .model
-            .forward(&self.pool, &mut self.cache, tokens, Logits::Last)?;
+            .forward(&self.pool, &mut self.cache, tokens, want)?;
         self.tokens.extend_from_slice(tokens);
         Ok(logits.then_some(out))
     }

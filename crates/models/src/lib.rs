@@ -249,7 +249,8 @@ impl Model {
         while i < batch.len() {
             if batch[i].tokens.len() > MAX_BATCH {
                 let b = &mut batch[i];
-                let out = self.forward(pool, b.cache, b.tokens, Logits::Last)?;
+                let want = if b.logits { Logits::Last } else { Logits::None };
+                let out = self.forward(pool, b.cache, b.tokens, want)?;
                 results[i] = b.logits.then_some(out);
                 i += 1;
                 continue;

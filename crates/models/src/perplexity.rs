@@ -59,7 +59,7 @@ pub fn perplexity(
         }
         cache.clear();
         // The first half only fills the cache; logits are needed from `first` on.
-        model.forward(pool, &mut cache, &chunk[..first], Logits::Last)?;
+        model.forward(pool, &mut cache, &chunk[..first], Logits::None)?;
         let logits = model.forward(pool, &mut cache, &chunk[first..], Logits::All)?;
         // Rows first..n_ctx-2 predict tokens first+1..n_ctx-1 (the original tokens).
         for (j, row) in logits
