@@ -69,6 +69,18 @@ pub struct RunArgs {
     /// tool) or a function name (it must call that one).
     #[arg(long, default_value = "auto", requires = "tools")]
     pub tool_choice: String,
+    /// Extra chat-template variables as a JSON object, e.g.
+    /// '{"enable_thinking": false}' for Qwen3 or SmolLM3 to answer without thinking.
+    #[arg(long, value_name = "JSON", value_parser = parse_template_vars, conflicts_with = "raw")]
+    pub chat_template_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+fn parse_template_vars(s: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    match serde_json::from_str(s) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        Ok(_) => Err("expected a JSON object, e.g. '{\"enable_thinking\": false}'".into()),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
 }
 
 /// `-n` or `--seed`: a number, or -1 for none (no limit, a random seed), as
@@ -303,6 +315,8 @@ struct Chat {
     tools: Option<crate::structured::Tools>,
     /// Answers are constrained to a JSON schema (--json-schema).
     json_schema: bool,
+    /// --chat-template-kwargs.
+    template_vars: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Chat {
@@ -328,6 +342,7 @@ impl Chat {
             raw_start,
             tools,
             json_schema: args.json_schema.is_some(),
+            template_vars: args.chat_template_kwargs.clone(),
         }
     }
 
@@ -356,7 +371,8 @@ impl Chat {
         } else {
             self.messages.push(json!({"role": "user", "content": user}));
             let tools = self.tools.as_ref().and_then(|t| t.template_tools.as_ref());
-            let mut tokens = engine.chat_tokens_with_tools(&self.messages, true, tools)?;
+            let vars = self.template_vars.as_ref();
+            let mut tokens = engine.chat_tokens_with_vars(&self.messages, true, tools, vars)?;
             // A thinking model: JSON output starts after a closed block, and a tool
             // call counts only after its reasoning (printed as written).
             engine.prepare_thinking(&mut tokens, params.constraint.as_mut())?;

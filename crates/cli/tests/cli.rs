@@ -891,3 +891,31 @@ fn json_cut_by_the_token_limit_warns_and_exits_3() {
         let _ = std::fs::remove_file(f);
     }
 }
+
+/// `--chat-template-kwargs` takes a JSON object (a clear usage error otherwise) and
+/// an answer is given with it.
+#[test]
+fn chat_template_kwargs_must_be_a_json_object() {
+    let Some(m) = model() else { return };
+    for (bad, why) in [("[1]", "expected a JSON object"), ("{oops", "not JSON")] {
+        let o = thaw(&["run", &m, "--chat-template-kwargs", bad, "hi"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("--chat-template-kwargs") && err.contains(why),
+            "{err}"
+        );
+    }
+    let out = thaw_ok(&[
+        "run",
+        &m,
+        "--chat-template-kwargs",
+        r#"{"enable_thinking": false}"#,
+        "--temperature",
+        "0",
+        "-n",
+        "4",
+        "Say hi.",
+    ]);
+    assert!(!out.trim().is_empty());
+}
