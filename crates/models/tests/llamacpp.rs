@@ -278,26 +278,8 @@ fn synthetic_families_match_llama_cpp() {
         w.write_to(&path).unwrap();
         // Longer than Gemma's test window (5), so its local layers really slide.
         let toks: Vec<u32> = (0..13).map(|i| ((i * 17 + 3) % nv) as u32).collect();
-        let out = Command::new("python3")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/llamacpp_ids.py"
-            ))
-            .arg(&path)
-            .args(toks.iter().map(u32::to_string))
-            .output()
-            .expect("run python3");
-        assert!(
-            out.status.success(),
-            "{}: llamacpp_ids.py failed: {}",
-            spec.arch,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let want: Vec<f32> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| l.trim().parse().unwrap())
-            .collect();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/llamacpp_ids.py");
+        let want = common::script_logits(script, &path, &toks);
         let model = Model::load(&common::file(&w)).unwrap();
         let mut cache = model.new_cache(32).unwrap();
         let got = model

@@ -43,22 +43,7 @@ fn forward_matches_float64_reference() {
         let toks: Vec<u32> = (0..13)
             .map(|i| ((i * 17 + 3) % spec.n_vocab) as u32)
             .collect();
-        let out = Command::new("python3")
-            .arg(script)
-            .arg(&path)
-            .args(toks.iter().map(u32::to_string))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let want: Vec<f32> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| l.trim().parse().unwrap())
-            .collect();
+        let want = common::script_logits(script, &path, &toks);
         let model = Model::load(&common::file(&w)).unwrap();
         let mut cache = model.new_cache(32).unwrap();
         let got = model

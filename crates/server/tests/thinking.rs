@@ -65,6 +65,17 @@ fn thinking_model(dir: &std::path::Path) -> Arc<Engine> {
     Arc::new(Engine::load(&path, &LoadOptions { threads: 2 }).unwrap())
 }
 
+/// The answer's message holds `reasoning` and `content`.
+fn assert_split(body: &Value, reasoning: &Option<String>, content: &str, what: &str) {
+    let m = &body["choices"][0]["message"];
+    assert_eq!(
+        m["reasoning_content"].as_str(),
+        reasoning.as_deref(),
+        "{what}"
+    );
+    assert_eq!(m["content"].as_str(), Some(content), "{what}");
+}
+
 fn id_of(engine: &Engine, text: &str) -> u32 {
     engine.tokenizer().token_id(text).unwrap()
 }
@@ -133,17 +144,7 @@ async fn think_block_goes_to_reasoning_content_streamed_or_not() {
         )
         .await;
         assert_eq!(status, 200, "{body}");
-        let m = &body["choices"][0]["message"];
-        assert_eq!(
-            m["reasoning_content"].as_str(),
-            want_r.as_deref(),
-            "seed {seed}: {text:?}"
-        );
-        assert_eq!(
-            m["content"].as_str(),
-            Some(want_c.as_str()),
-            "seed {seed}: {text:?}"
-        );
+        assert_split(&body, &want_r, &want_c, &format!("seed {seed}: {text:?}"));
 
         let (status, events) = common::sse_events(
             &app,
@@ -187,13 +188,7 @@ async fn think_block_goes_to_reasoning_content_streamed_or_not() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let m = &body["choices"][0]["message"];
-    assert_eq!(
-        m["reasoning_content"].as_str(),
-        want_r.as_deref(),
-        "{text:?}"
-    );
-    assert_eq!(m["content"].as_str(), Some(want_c.as_str()), "{text:?}");
+    assert_split(&body, &want_r, &want_c, &format!("with tools: {text:?}"));
 
     // A call written while thinking does not count (the lazy grammar waits for the
     // block to close); one in the answer does. `<tool_call>` is likely everywhere.

@@ -189,6 +189,28 @@ pub fn writer_except(spec: &Spec, seed: u64, skip: &[&str]) -> GgufWriter {
     w
 }
 
+/// Last-token logits printed one per line by a reference script run as
+/// `python3 SCRIPT MODEL ID...` (`numpy_ref.py`, `llamacpp_ids.py`).
+pub fn script_logits(script: &str, model: &std::path::Path, ids: &[u32]) -> Vec<f32> {
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(model)
+        .args(ids.iter().map(u32::to_string))
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{script} {}: {}",
+        model.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("UTF-8 output")
+        .lines()
+        .map(|l| l.trim().parse().expect("one number per line"))
+        .collect()
+}
+
 pub fn file(w: &GgufWriter) -> GgufFile {
     GgufFile::from_bytes("synthetic.gguf", &w.to_bytes()).expect("synthetic GGUF parses")
 }
