@@ -365,6 +365,7 @@ impl Chat {
     ) -> Result<bool> {
         let transcript_len = self.transcript.len();
         let mut params = params.clone();
+        let mut open_block = None;
         let tokens = if self.raw {
             self.transcript.push_str(user);
             engine.text_tokens(&self.transcript, true)?
@@ -374,20 +375,23 @@ impl Chat {
             let vars = self.template_vars.as_ref();
             let mut tokens = engine.chat_tokens_with_vars(&self.messages, true, tools, vars)?;
             // A thinking model: JSON output starts after a closed block, and a tool
-            // call counts only after its reasoning (printed as written).
-            engine.prepare_thinking(&mut tokens, params.constraint.as_mut())?;
+            // call counts only after its reasoning.
+            open_block = engine.prepare_thinking(&mut tokens, params.constraint.as_mut())?;
             tokens
         };
         let params = &params;
         let mut answer = String::new();
         let mut stdout = std::io::stdout();
+        // On a terminal a thinking model's reasoning is shown dimmed, without its
+        // tags; piped output stays the raw text.
+        let mut printer = ThinkingPrinter::new(open_block.filter(|_| stdout.is_terminal()));
         CANCEL.store(false, Ordering::SeqCst);
         GENERATING.store(true, Ordering::SeqCst);
         let result = session.generate(&tokens, params, Some(&CANCEL), |piece| {
             answer.push_str(piece);
             // A closed stdout (e.g. `| head`) ends the answer quietly.
             if stdout
-                .write_all(piece.as_bytes())
+                .write_all(printer.push(piece).as_bytes())
                 .and_then(|_| stdout.flush())
                 .is_err()
             {
@@ -396,6 +400,7 @@ impl Chat {
         });
         GENERATING.store(false, Ordering::SeqCst);
         let stats = result?;
+        print!("{}", printer.finish());
         println!();
         let computed = session.tokens().len();
         if stats.finish_reason == FinishReason::Cancelled && computed < tokens.len() {
@@ -531,9 +536,80 @@ fn interactive(
     }
 }
 
+/// What to print of a thinking model's answer on a terminal: its reasoning dimmed
+/// (ANSI faint) without the `<think>` tags, a blank line, then the answer; other
+/// output as it comes.
+struct ThinkingPrinter {
+    split: Option<thaw_constrain::ReasoningStream>,
+    reasoned: bool,
+    answering: bool,
+}
+
+impl ThinkingPrinter {
+    /// `open`: `Some(the template opened the block)` to split, `None` to pass through.
+    fn new(open: Option<bool>) -> Self {
+        Self {
+            split: open.map(thaw_constrain::ReasoningStream::new),
+            reasoned: false,
+            answering: false,
+        }
+    }
+
+    fn push(&mut self, piece: &str) -> String {
+        match &mut self.split {
+            Some(s) => {
+                let p = s.push(piece);
+                self.render(p)
+            }
+            None => piece.to_string(),
+        }
+    }
+
+    fn finish(&mut self) -> String {
+        match &mut self.split {
+            Some(s) => {
+                let p = s.finish();
+                self.render(p)
+            }
+            None => String::new(),
+        }
+    }
+
+    fn render(&mut self, p: thaw_constrain::ReasoningSplit) -> String {
+        let mut out = String::new();
+        if !p.reasoning.is_empty() {
+            self.reasoned = true;
+            out += &format!("\x1b[2m{}\x1b[0m", p.reasoning);
+        }
+        if !p.content.is_empty() {
+            if self.reasoned && !self.answering {
+                out += "\n\n";
+            }
+            self.answering = true;
+            out += &p.content;
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thinking_is_dimmed_and_set_apart_from_the_answer() {
+        let mut p = ThinkingPrinter::new(Some(true));
+        let mut out = String::new();
+        for piece in ["Let me", " think.\n</th", "ink>\n\n", "Hello", "!"] {
+            out += &p.push(piece);
+        }
+        out += &p.finish();
+        assert_eq!(out, "\x1b[2mLet me\x1b[0m\x1b[2m think.\x1b[0m\n\nHello!");
+        // Piped output, or a model that does not think: the text as it comes.
+        let mut p = ThinkingPrinter::new(None);
+        assert_eq!(p.push("<think>x</think>y"), "<think>x</think>y");
+        assert_eq!(p.finish(), "");
+    }
 
     #[test]
     fn minus_one_means_none_and_other_negatives_are_errors() {
