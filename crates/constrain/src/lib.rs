@@ -76,28 +76,78 @@ fn json_options() -> Value {
 /// `additionalProperties: false` (what OpenAI's strict mode requires anyway): the
 /// output stays valid against the original schema, and a small model cannot ramble on
 /// with invented keys until `max_tokens`. Not applied under `allOf`, where it would
-/// make the parts contradict each other.
+/// make the parts contradict each other (nor to an object with an `allOf`, nor to the
+/// definitions an `allOf` refers to), nor to objects that require a key their
+/// `properties` do not list.
 pub fn tighten(schema: &mut Value) {
+    let mut under_all_of = std::collections::HashSet::new();
+    refs_under_all_of(schema, false, &mut under_all_of);
+    tighten_in(schema, &under_all_of);
+}
+
+fn tighten_in(schema: &mut Value, skip_defs: &std::collections::HashSet<String>) {
     let Value::Object(m) = schema else { return };
-    if m.contains_key("properties") && !m.contains_key("additionalProperties") {
+    let listed = |m: &serde_json::Map<String, Value>, key: &str| {
+        m.get("properties")
+            .and_then(Value::as_object)
+            .is_some_and(|p| p.contains_key(key))
+    };
+    let required_listed = m
+        .get("required")
+        .and_then(Value::as_array)
+        .is_none_or(|r| r.iter().all(|k| k.as_str().is_some_and(|k| listed(m, k))));
+    // An object with its own `allOf` gets keys from the parts too.
+    let closable = m.contains_key("properties")
+        && !m.contains_key("additionalProperties")
+        && !m.contains_key("allOf");
+    if closable && required_listed {
         m.insert("additionalProperties".into(), Value::Bool(false));
     }
     inclusive_lower_bound(m);
+    inclusive_upper_bound(m);
     for (k, v) in m.iter_mut() {
         match k.as_str() {
-            "properties" | "$defs" | "definitions" => {
+            "properties" => {
                 if let Value::Object(props) = v {
-                    props.values_mut().for_each(tighten);
+                    props.values_mut().for_each(|p| tighten_in(p, skip_defs));
                 }
             }
-            "items" | "additionalProperties" => tighten(v),
+            "$defs" | "definitions" => {
+                if let Value::Object(defs) = v {
+                    for (name, d) in defs.iter_mut() {
+                        if !skip_defs.contains(&format!("#/{k}/{name}")) {
+                            tighten_in(d, skip_defs);
+                        }
+                    }
+                }
+            }
+            "items" | "additionalProperties" => tighten_in(v, skip_defs),
             "anyOf" | "oneOf" | "prefixItems" => {
                 if let Value::Array(list) = v {
-                    list.iter_mut().for_each(tighten);
+                    list.iter_mut().for_each(|p| tighten_in(p, skip_defs));
                 }
             }
             _ => {}
         }
+    }
+}
+
+/// The `$ref`s found anywhere under an `allOf`.
+fn refs_under_all_of(v: &Value, inside: bool, out: &mut std::collections::HashSet<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                if k == "$ref"
+                    && inside
+                    && let Some(r) = x.as_str()
+                {
+                    out.insert(r.to_string());
+                }
+                refs_under_all_of(x, inside || k == "allOf", out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| refs_under_all_of(x, inside, out)),
+        _ => {}
     }
 }
 
@@ -130,6 +180,32 @@ fn inclusive_lower_bound(m: &mut serde_json::Map<String, Value>) {
     }
     m.remove("exclusiveMinimum");
     m.insert("minimum".into(), json!(next));
+}
+
+/// The mirror of [`inclusive_lower_bound`] below 0: an integer `exclusiveMaximum` X ≤ 0
+/// becomes `maximum` next-double-below-X when the range starts above X − 1 at a
+/// non-integer (`minimum: -3.5, exclusiveMaximum: -3` let `-3` through, and
+/// `exclusiveMaximum: 0` let `-0` through).
+fn inclusive_upper_bound(m: &mut serde_json::Map<String, Value>) {
+    let Some(x) = m.get("exclusiveMaximum").and_then(Value::as_f64) else {
+        return;
+    };
+    let bottom = ["minimum", "exclusiveMinimum"]
+        .iter()
+        .filter_map(|k| m.get(*k).and_then(Value::as_f64))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let buggy =
+        x.is_finite() && x <= 0.0 && x.fract() == 0.0 && bottom > x - 1.0 && bottom.fract() != 0.0;
+    let next = if x == 0.0 { -1e-16 } else { x.next_down() };
+    if !buggy
+        || m.get("maximum")
+            .and_then(Value::as_f64)
+            .is_some_and(|max| max <= next)
+    {
+        return;
+    }
+    m.remove("exclusiveMaximum");
+    m.insert("maximum".into(), json!(next));
 }
 
 /// Adds the compact-JSON options to a schema (kept if the caller set `x-guidance`)
@@ -217,6 +293,26 @@ impl Constrainer {
 /// llguidance reports unsupported keywords as `Unimplemented keys: ["a", "b"]`.
 fn compile_error(e: anyhow::Error) -> ConstrainError {
     let msg = format!("{e:#}");
+    // llguidance's own wording points at an option of its API, not of this one.
+    if msg.contains("oneOf constraints are not supported") {
+        return ConstrainError::Unsupported {
+            keywords: "`oneOf` whose branches can match the same value (write `anyOf`)".into(),
+        };
+    }
+    if [
+        "number too large to fit",
+        "Invalid range: left",
+        "Failed to parse max value",
+        "Failed to parse min value",
+    ]
+    .iter()
+    .any(|m| msg.contains(m))
+    {
+        return ConstrainError::Grammar(format!(
+            "a numeric bound is beyond what constrained decoding handles (keep bounds within ±1e17): {}",
+            msg.lines().next().unwrap_or("")
+        ));
+    }
     if let Some(i) = msg.find("Unimplemented keys: [") {
         let rest = &msg[i + "Unimplemented keys: [".len()..];
         let keys = rest.split(']').next().unwrap_or("").replace('"', "`");

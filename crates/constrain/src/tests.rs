@@ -177,8 +177,24 @@ fn tighten_closes_objects_but_not_under_all_of() {
         "allOf": [{"properties": {"y": {}}}]
     });
     tighten(&mut s);
-    assert_eq!(s["additionalProperties"], json!(false));
+    // The root has an allOf: its parts add keys, so it stays open.
+    assert!(s.get("additionalProperties").is_none());
     assert_eq!(s["properties"]["a"]["additionalProperties"], json!(false));
     assert_eq!(s["$defs"]["d"]["additionalProperties"], json!(true));
     assert!(s["allOf"][0].get("additionalProperties").is_none());
+
+    // Pydantic's inheritance shape: a definition used under allOf stays open, others
+    // close; an object requiring a key it does not list stays open.
+    let mut s = json!({
+        "$defs": {
+            "base": {"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]},
+            "other": {"type": "object", "properties": {"z": {}}},
+            "loose": {"type": "object", "properties": {"a": {}}, "required": ["a", "b"]}
+        },
+        "allOf": [{"$ref": "#/$defs/base"}, {"properties": {"name": {"type": "string"}}, "required": ["name"]}]
+    });
+    tighten(&mut s);
+    assert!(s["$defs"]["base"].get("additionalProperties").is_none());
+    assert_eq!(s["$defs"]["other"]["additionalProperties"], json!(false));
+    assert!(s["$defs"]["loose"].get("additionalProperties").is_none());
 }

@@ -98,13 +98,15 @@ impl ToolFormat {
             None => serde_json::to_string(s).unwrap_or_default(),
         };
         let key = self.args_key();
+        let mut defs = serde_json::Map::new();
         let variants: Vec<Value> = tools
             .iter()
-            .map(|t| {
+            .enumerate()
+            .map(|(i, t)| {
                 let params = if t.parameters.is_null() {
                     json!({"type": "object"})
                 } else {
-                    t.parameters.clone()
+                    hoist_refs(&t.parameters, i, &mut defs)
                 };
                 json!({
                     "type": "object",
@@ -114,13 +116,20 @@ impl ToolFormat {
                 })
             })
             .collect();
-        let one = if variants.len() == 1 {
+        let mut one = if variants.len() == 1 {
             variants[0].clone()
         } else {
             json!({"anyOf": variants})
         };
+        let with_defs = |mut root: Value| {
+            if !defs.is_empty() {
+                root["$defs"] = Value::Object(defs.clone());
+            }
+            root
+        };
         match self {
             ToolFormat::Hermes => {
+                one = with_defs(one);
                 let body = with_json_options(&one);
                 let more = if parallel { " (\"\\n\" call)*" } else { "" };
                 format!(
@@ -130,6 +139,7 @@ impl ToolFormat {
                 )
             }
             ToolFormat::Llama3 => {
+                let one = with_defs(one);
                 format!("start: body\nbody: %json {}\n", with_json_options(&one))
             }
             ToolFormat::Mistral => {
@@ -137,6 +147,7 @@ impl ToolFormat {
                 if !parallel {
                     arr["maxItems"] = json!(1);
                 }
+                let arr = with_defs(arr);
                 format!(
                     "start: {} body\nbody: %json {}\n",
                     lit("[TOOL_CALLS]"),
@@ -232,6 +243,66 @@ struct Frame {
     key: Option<String>,
     /// This container is the arguments value of call N.
     args_of: Option<usize>,
+}
+
+/// A tool's parameters sit inside the call's schema (as `arguments` of `{"name",
+/// "arguments"}`), where their local `$ref`s would point into the call: `#` at the
+/// call, `#/$defs/A` nowhere. When they use any, the parameters become definition
+/// `t{i}` of the call schema's root and their `$defs`/`definitions` `t{i}_NAME` /
+/// `t{i}_d_NAME`, with every local `$ref` rewritten to match; the call refers to
+/// `t{i}`. Parameters without `$ref` are used as they are.
+fn hoist_refs(params: &Value, i: usize, defs: &mut serde_json::Map<String, Value>) -> Value {
+    fn has_ref(v: &Value) -> bool {
+        match v {
+            Value::Object(m) => m.contains_key("$ref") || m.values().any(has_ref),
+            Value::Array(a) => a.iter().any(has_ref),
+            _ => false,
+        }
+    }
+    fn rewrite(v: &mut Value, i: usize) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get_mut("$ref") {
+                    let new = if r == "#" || r.is_empty() {
+                        Some(format!("#/$defs/t{i}"))
+                    } else if let Some(rest) = r.strip_prefix("#/$defs/") {
+                        Some(format!("#/$defs/t{i}_{rest}"))
+                    } else if let Some(rest) = r.strip_prefix("#/definitions/") {
+                        Some(format!("#/$defs/t{i}_d_{rest}"))
+                    } else {
+                        r.strip_prefix('#')
+                            .map(|rest| format!("#/$defs/t{i}{rest}"))
+                    };
+                    if let Some(n) = new {
+                        *r = n;
+                    }
+                }
+                m.values_mut().for_each(|x| rewrite(x, i));
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| rewrite(x, i)),
+            _ => {}
+        }
+    }
+    if !has_ref(params) {
+        return params.clone();
+    }
+    let mut p = params.clone();
+    if let Value::Object(m) = &mut p {
+        for (kind, prefix) in [
+            ("$defs", format!("t{i}_")),
+            ("definitions", format!("t{i}_d_")),
+        ] {
+            if let Some(Value::Object(list)) = m.remove(kind) {
+                for (name, mut d) in list {
+                    rewrite(&mut d, i);
+                    defs.insert(format!("{prefix}{name}"), d);
+                }
+            }
+        }
+    }
+    rewrite(&mut p, i);
+    defs.insert(format!("t{i}"), p);
+    json!({"$ref": format!("#/$defs/t{i}")})
 }
 
 /// Finds call objects (`{"name": ..., "arguments"|"parameters": ...}` not nested in

@@ -192,6 +192,66 @@ fn tool_grammar_walks_parse_as_calls() {
     }
 }
 
+/// Tool parameters with local `$ref`s (Pydantic's `$defs`, draft-07 `definitions`,
+/// a recursive `#`) compile and constrain the arguments, not the call around them.
+#[test]
+fn tool_parameters_refs_point_into_the_parameters() {
+    let Some(tok) = tokenizer() else { return };
+    let cons = Constrainer::new(tok.clone()).expect("constrainer");
+    let tools = vec![
+        ToolSpec {
+            name: "chain".into(),
+            parameters: json!({"type": "object", "properties": {"name": {"type": "string", "maxLength": 5},
+                "next": {"anyOf": [{"$ref": "#"}, {"type": "null"}]}}, "required": ["name", "next"]}),
+        },
+        ToolSpec {
+            name: "place".into(),
+            parameters: json!({"$defs": {"A": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}}, "required": ["city"]}},
+                "type": "object", "properties": {"a": {"$ref": "#/$defs/A"}}, "required": ["a"]}),
+        },
+        ToolSpec {
+            name: "old".into(),
+            parameters: json!({"definitions": {"N": {"type": "integer", "minimum": 1, "maximum": 9}},
+                "type": "object", "properties": {"n": {"$ref": "#/definitions/N"}}, "required": ["n"]}),
+        },
+    ];
+    // A chain link: a name and either null or another link, never a call object.
+    fn link_ok(v: &Value, depth: usize) -> bool {
+        let Some(m) = v.as_object() else { return false };
+        let name_ok = m
+            .get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| n.chars().count() <= 5);
+        let next_ok = match m.get("next") {
+            Some(Value::Null) => true,
+            Some(n) => depth < 20 && link_ok(n, depth + 1),
+            None => false,
+        };
+        name_ok && next_ok && m.len() == 2
+    }
+    let mut rng = Rng(7);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..12 {
+        let g = ToolFormat::Hermes.grammar(&tools, false, |_| None);
+        let mut c = cons.lark(&g).expect("compile");
+        let text = walk(&mut c, &tok, &mut rng, 600);
+        let (_, calls) = parse_tool_calls(ToolFormat::Hermes, &text);
+        let call = &calls.expect("a call")[0];
+        let args: Value = serde_json::from_str(&call.arguments).unwrap();
+        let ok = match call.name.as_str() {
+            "chain" => link_ok(&args, 0),
+            "place" => args["a"]["city"]
+                .as_str()
+                .is_some_and(|c| c.chars().count() <= 12),
+            "old" => args["n"].as_i64().is_some_and(|n| (1..=9).contains(&n)),
+            other => panic!("unknown tool {other}"),
+        };
+        assert!(ok, "{} arguments break its schema: {args}", call.name);
+        seen.insert(call.name.clone());
+    }
+    assert!(seen.len() >= 2, "only {seen:?} called");
+}
+
 #[test]
 fn lazy_constraint_starts_at_trigger() {
     let Some(tok) = tokenizer() else { return };
@@ -247,6 +307,26 @@ fn unsupported_keywords_are_named() {
         cons.json_schema(&json!("nope")),
         Err(ConstrainError::Grammar(_))
     ));
+    // Overlapping oneOf branches: named, with what to write instead.
+    match cons.json_schema(&json!({"type": "object", "properties": {"v": {"oneOf": [{"type": "integer"}, {"type": "number"}]}}, "required": ["v"]})) {
+        Err(ConstrainError::Unsupported { keywords }) => {
+            assert!(keywords.contains("oneOf") && keywords.contains("anyOf"), "{keywords}")
+        }
+        other => panic!("expected Unsupported oneOf, got {other:?}"),
+    }
+    // Bounds past the engine's integers: said so, not its internal wording alone.
+    for bound in [json!({"minimum": 1e20}), json!({"maximum": 1e20})] {
+        let mut n = json!({"type": "number"});
+        n.as_object_mut()
+            .unwrap()
+            .extend(bound.as_object().unwrap().clone());
+        match cons
+            .json_schema(&json!({"type": "object", "properties": {"n": n}, "required": ["n"]}))
+        {
+            Err(ConstrainError::Grammar(m)) => assert!(m.contains("numeric bound"), "{m}"),
+            other => panic!("{bound}: expected a bound error, got {other:?}"),
+        }
+    }
 }
 
 /// A model that would ramble forever (it prefers one token above all, or random
@@ -340,11 +420,12 @@ fn rambling_outputs_close_within_budget() {
     assert!(c.is_wrapping_up());
 }
 
-/// Numbers just above an exclusive lower bound: the bound itself is refused in every
-/// shape of range (llguidance 1.9.1 let `3` through `exclusiveMinimum: 3, maximum:
-/// 3.5`; thaw rewrites such bounds), and numbers inside are accepted.
+/// Numbers just inside an exclusive bound: the bound itself is refused in every shape
+/// of range (llguidance 1.9.1 let `3` through `exclusiveMinimum: 3, maximum: 3.5`, and
+/// `-3` through `minimum: -3.5, exclusiveMaximum: -3`; thaw rewrites such bounds), and
+/// numbers inside are accepted.
 #[test]
-fn exclusive_lower_bounds_refuse_the_bound() {
+fn exclusive_bounds_refuse_the_bound() {
     let Some(tok) = tokenizer() else { return };
     let cons = Constrainer::new(tok.clone()).expect("constrainer");
     let accepts = |schema: &Value, text: &str| {
@@ -398,6 +479,23 @@ fn exclusive_lower_bounds_refuse_the_bound() {
             ["3.5", "4"],
         ),
         (json!({"exclusiveMinimum": 0}), ["0", "-1"], ["0.5", "7"]),
+        // Mirrored below 0 (llguidance let `-3` and `-0` through).
+        (
+            json!({"minimum": -3.5, "exclusiveMaximum": -3}),
+            ["-3", "-3.6"],
+            ["-3.1", "-3.00001"],
+        ),
+        (
+            json!({"exclusiveMinimum": -2.5, "exclusiveMaximum": -2}),
+            ["-2", "-2.5"],
+            ["-2.1", "-2.49"],
+        ),
+        (
+            json!({"minimum": -0.5, "exclusiveMaximum": 0}),
+            ["0", "-0"],
+            ["-0.1", "-0.5"],
+        ),
+        (json!({"exclusiveMaximum": -3}), ["-3", "0"], ["-4", "-3.5"]),
     ] {
         let schema = num(bounds.clone());
         for r in refused {
