@@ -103,8 +103,8 @@ fn tighten_in(schema: &mut Value, skip_defs: &std::collections::HashSet<String>)
     if closable && required_listed {
         m.insert("additionalProperties".into(), Value::Bool(false));
     }
-    inclusive_lower_bound(m);
-    inclusive_upper_bound(m);
+    exclusive_as_inclusive(m, true);
+    exclusive_as_inclusive(m, false);
     for (k, v) in m.iter_mut() {
         match k.as_str() {
             "properties" => {
@@ -151,61 +151,54 @@ fn refs_under_all_of(v: &Value, inside: bool, out: &mut std::collections::HashSe
     }
 }
 
-/// An integer `exclusiveMinimum` X becomes `minimum` next-double-above-X when the range
-/// ends below X + 1 at a non-integer (`exclusiveMinimum: 3, maximum: 3.5`): llguidance
-/// 1.9.1 builds that range's regex with the fraction optional, so it let `3` through.
-/// For clients that read numbers as doubles the two are the same bound (a decimal
-/// between X and the next double reads back as X, which the exclusive bound forbids).
-fn inclusive_lower_bound(m: &mut serde_json::Map<String, Value>) {
-    let Some(x) = m.get("exclusiveMinimum").and_then(Value::as_f64) else {
+/// An integer `exclusiveMinimum` X ≥ 0 becomes `minimum` next-double-above-X when the
+/// range ends below X + 1 at a non-integer (`exclusiveMinimum: 3, maximum: 3.5`):
+/// llguidance 1.9.1 builds that range's regex with the fraction optional, so it let
+/// `3` through. Mirrored below 0 (`lower` false): an integer `exclusiveMaximum` X ≤ 0
+/// with a non-integer start above X − 1 becomes `maximum` next-double-below-X
+/// (`minimum: -3.5, exclusiveMaximum: -3` let `-3` through, `exclusiveMaximum: 0`
+/// let `-0`). For clients that read numbers as doubles the two are the same bound (a
+/// decimal between X and the next double reads back as X, which the bound forbids).
+fn exclusive_as_inclusive(m: &mut serde_json::Map<String, Value>, lower: bool) {
+    // Worked out as the lower case on `s · value`.
+    let (s, ex, inc, far) = if lower {
+        (
+            1.0,
+            "exclusiveMinimum",
+            "minimum",
+            ["maximum", "exclusiveMaximum"],
+        )
+    } else {
+        (
+            -1.0,
+            "exclusiveMaximum",
+            "maximum",
+            ["minimum", "exclusiveMinimum"],
+        )
+    };
+    let Some(x) = m.get(ex).and_then(Value::as_f64).map(|v| s * v) else {
         return;
     };
-    let top = ["maximum", "exclusiveMaximum"]
+    let top = far
         .iter()
         .filter_map(|k| m.get(*k).and_then(Value::as_f64))
+        .map(|v| s * v)
         .fold(f64::INFINITY, f64::min);
-    // Negative ranges are built mirrored, where the bound lands on the correct branch.
     let buggy =
         x.is_finite() && x >= 0.0 && x.fract() == 0.0 && top < x + 1.0 && top.fract() != 0.0;
-    // Above 0 the next double (5e-324) would spell out 324 digits in the range's
-    // regex, past the regex engine's nesting limit; 1e-16 excludes only positive
-    // numbers no model writes.
+    // At 0 the next double (5e-324) would spell out 324 digits in the range's regex,
+    // past the regex engine's nesting limit; 1e-16 excludes only numbers no model
+    // writes.
     let next = if x == 0.0 { 1e-16 } else { x.next_up() };
     if !buggy
-        || m.get("minimum")
+        || m.get(inc)
             .and_then(Value::as_f64)
-            .is_some_and(|min| min >= next)
+            .is_some_and(|v| s * v >= next)
     {
         return;
     }
-    m.remove("exclusiveMinimum");
-    m.insert("minimum".into(), json!(next));
-}
-
-/// The mirror of [`inclusive_lower_bound`] below 0: an integer `exclusiveMaximum` X ≤ 0
-/// becomes `maximum` next-double-below-X when the range starts above X − 1 at a
-/// non-integer (`minimum: -3.5, exclusiveMaximum: -3` let `-3` through, and
-/// `exclusiveMaximum: 0` let `-0` through).
-fn inclusive_upper_bound(m: &mut serde_json::Map<String, Value>) {
-    let Some(x) = m.get("exclusiveMaximum").and_then(Value::as_f64) else {
-        return;
-    };
-    let bottom = ["minimum", "exclusiveMinimum"]
-        .iter()
-        .filter_map(|k| m.get(*k).and_then(Value::as_f64))
-        .fold(f64::NEG_INFINITY, f64::max);
-    let buggy =
-        x.is_finite() && x <= 0.0 && x.fract() == 0.0 && bottom > x - 1.0 && bottom.fract() != 0.0;
-    let next = if x == 0.0 { -1e-16 } else { x.next_down() };
-    if !buggy
-        || m.get("maximum")
-            .and_then(Value::as_f64)
-            .is_some_and(|max| max <= next)
-    {
-        return;
-    }
-    m.remove("exclusiveMaximum");
-    m.insert("maximum".into(), json!(next));
+    m.remove(ex);
+    m.insert(inc.into(), json!(s * next));
 }
 
 /// Adds the compact-JSON options to a schema (kept if the caller set `x-guidance`)
@@ -309,7 +302,7 @@ fn compile_error(e: anyhow::Error) -> ConstrainError {
     .any(|m| msg.contains(m))
     {
         return ConstrainError::Grammar(format!(
-            "a numeric bound is beyond what constrained decoding handles (keep bounds within ±1e17): {}",
+            "a numeric bound is too large for constrained decoding (the grammar engine works within 64-bit integers): {}",
             msg.lines().next().unwrap_or("")
         ));
     }
