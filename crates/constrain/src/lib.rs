@@ -10,6 +10,7 @@
 //! appears in the output, then constrains the rest of the call.
 
 mod reasoning;
+mod schema;
 mod tools;
 mod vocab;
 mod wrapup;
@@ -201,10 +202,11 @@ fn exclusive_as_inclusive(m: &mut serde_json::Map<String, Value>, lower: bool) {
     m.insert(inc.into(), json!(s * next));
 }
 
-/// Adds the compact-JSON options to a schema (kept if the caller set `x-guidance`)
-/// and [`tighten`]s it.
+/// Adds the compact-JSON options to a schema (kept if the caller set `x-guidance`),
+/// resolves `$ref`s with escaped segments, drops `format`s the grammar engine does
+/// not know (an annotation in JSON Schema) and [`tighten`]s it.
 pub fn with_json_options(schema: &Value) -> Value {
-    let mut schema = schema.clone();
+    let mut schema = schema::normalize(schema);
     tighten(&mut schema);
     match schema {
         Value::Object(mut m) if !m.contains_key("x-guidance") => {

@@ -106,7 +106,7 @@ impl ToolFormat {
                 let params = if t.parameters.is_null() {
                     json!({"type": "object"})
                 } else {
-                    hoist_refs(&t.parameters, i, &mut defs)
+                    hoist_refs(&crate::schema::normalize(&t.parameters), i, &mut defs)
                 };
                 json!({
                     "type": "object",

@@ -512,3 +512,50 @@ fn exclusive_bounds_refuse_the_bound() {
         }
     }
 }
+
+#[test]
+fn escaped_refs_and_unknown_formats_compile_and_hold() {
+    // `$ref` pointers with `~1`, `~0` and `%20` segments resolve (llguidance alone
+    // looks them up unescaped and fails), and a `format` it does not know is ignored
+    // like JSON Schema's annotations, while the rest of the schema still holds.
+    let Some(tok) = tokenizer() else { return };
+    let cons = Constrainer::new(tok.clone()).expect("constrainer");
+    let schema = json!({
+        "$defs": {
+            "a/b": {"type": "integer", "minimum": 10, "maximum": 20},
+            "c~d": {"enum": ["red", "blue"]},
+            "e f": {"type": "string", "format": "x-handle", "maxLength": 5}
+        },
+        "type": "object",
+        "properties": {
+            "x": {"$ref": "#/$defs/a~1b"},
+            "y": {"$ref": "#/$defs/c~0d"},
+            "z": {"$ref": "#/$defs/e%20f"}
+        },
+        "required": ["x", "y", "z"]
+    });
+    let fresh = cons.json_schema(&schema).expect("escaped refs compile");
+    let mut rng = Rng(7);
+    for _ in 0..4 {
+        let mut c = fresh.clone();
+        let text = walk(&mut c, &tok, &mut rng, 200);
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let x = v["x"].as_i64().unwrap_or_else(|| panic!("x: {text}"));
+        assert!((10..=20).contains(&x), "{text}");
+        assert!(
+            ["red", "blue"].contains(&v["y"].as_str().unwrap()),
+            "{text}"
+        );
+        assert!(v["z"].as_str().unwrap().chars().count() <= 5, "{text}");
+    }
+    // Known formats are still enforced: a date cannot start with a letter.
+    let mut c = cons
+        .json_schema(&json!({"type": "string", "format": "date"}))
+        .unwrap();
+    let quote = tok.encode("\"", false, false).unwrap()[0];
+    c.commit(quote).unwrap();
+    let mut l = vec![0.0; tok.vocab_size()];
+    c.mask(&mut l).unwrap();
+    let x = tok.encode("x", false, false).unwrap()[0];
+    assert_eq!(l[x as usize], f32::NEG_INFINITY, "a date allowed `x`");
+}
