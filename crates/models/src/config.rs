@@ -8,10 +8,11 @@ use crate::ModelError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
     /// `llama`, `mistral` and `smollm3` files (SmolLM3: llama without RoPE on every
-    /// fourth layer).
+    /// fourth layer; Mixtral: llama with a mixture of experts).
     Llama,
     /// `qwen2`: llama with Q/K/V biases and NEOX RoPE; `qwen3`: the same without
-    /// biases and with per-head RMSNorm of Q and K before RoPE.
+    /// biases and with per-head RMSNorm of Q and K before RoPE; `qwen3moe`: qwen3
+    /// with a mixture of experts.
     Qwen2,
     /// `gemma3`: sandwich norms, QK-norm, GeGLU, local/global attention layers.
     Gemma3,
@@ -66,6 +67,19 @@ pub struct ModelConfig {
     /// Per-head RMSNorm of Q and K (weights `attn_q_norm`/`attn_k_norm`) before RoPE
     /// in the llama-family layer (Qwen3).
     pub qk_norm: bool,
+    /// A mixture of experts in place of the dense feed-forward network.
+    pub moe: Option<MoeConfig>,
+}
+
+/// A sparse feed-forward layer: each token goes through `n_expert_used` of
+/// `n_expert` SwiGLU experts, picked and weighted by a softmax router (Mixtral,
+/// Qwen3-MoE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoeConfig {
+    pub n_expert: usize,
+    pub n_expert_used: usize,
+    /// Hidden width of one expert.
+    pub n_ff_expert: usize,
 }
 
 impl ModelConfig {
@@ -74,7 +88,7 @@ impl ModelConfig {
         let arch_name = f.get_str("general.architecture")?.to_string();
         let arch = match arch_name.as_str() {
             "llama" | "mistral" | "smollm3" => Arch::Llama,
-            "qwen2" | "qwen3" => Arch::Qwen2,
+            "qwen2" | "qwen3" | "qwen3moe" => Arch::Qwen2,
             "gemma3" => Arch::Gemma3,
             other => return Err(ModelError::UnsupportedArch(other.to_string())),
         };
@@ -132,14 +146,37 @@ impl ModelConfig {
                 "value_length {v} differs from key_length {head_dim} (not supported)"
             )));
         }
-        // Mixtral-style files say `llama` too; their expert tensors would otherwise
-        // surface as a missing `ffn_gate.weight`.
-        if let Some(n) = opt_usize("expert_count")?.filter(|&n| n > 0) {
-            return Err(ModelError::Config(format!(
-                "{arch_name} with {n} experts (mixture of experts) is not supported yet; \
-                 thaw runs dense llama, mistral, qwen2, qwen3, smollm3 and gemma3 models"
-            )));
-        }
+        let moe = match opt_usize("expert_count")?.filter(|&n| n > 0) {
+            None if arch_name == "qwen3moe" => {
+                return Err(ModelError::Config("qwen3moe without expert_count".into()));
+            }
+            None => None,
+            Some(n) => {
+                // Mixtral-style files say `llama`; other families' experts (shared
+                // experts, other routers) are not implemented.
+                if !matches!(arch_name.as_str(), "llama" | "mistral" | "qwen3moe") {
+                    return Err(ModelError::Config(format!(
+                        "{arch_name} with {n} experts (mixture of experts) is not supported; \
+                         thaw runs experts in llama/mistral (Mixtral) and qwen3moe files"
+                    )));
+                }
+                let used = opt_usize("expert_used_count")?.unwrap_or(0);
+                if used == 0 || used > n {
+                    return Err(ModelError::Config(format!(
+                        "expert_used_count {used} must be between 1 and expert_count {n}"
+                    )));
+                }
+                let n_ff_expert = opt_usize("expert_feed_forward_length")?.unwrap_or(n_ff);
+                if n_ff_expert == 0 {
+                    return Err(ModelError::Config("expert_feed_forward_length is 0".into()));
+                }
+                Some(MoeConfig {
+                    n_expert: n,
+                    n_expert_used: used,
+                    n_ff_expert,
+                })
+            }
+        };
         let rope_dim = opt_usize("rope.dimension_count")?.unwrap_or(head_dim);
         if rope_dim > head_dim || rope_dim % 2 != 0 || head_dim == 0 {
             return Err(ModelError::Config(format!(
@@ -231,7 +268,8 @@ impl ModelConfig {
         let no_rope_layer_step = (arch_name == "smollm3").then_some(4);
         Ok(Self {
             arch,
-            qk_norm: arch_name == "qwen3",
+            qk_norm: matches!(arch_name.as_str(), "qwen3" | "qwen3moe"),
+            moe,
             arch_name,
             n_vocab,
             n_embd,

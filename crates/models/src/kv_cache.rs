@@ -262,6 +262,8 @@ pub(crate) struct Scratch {
     pub rope: Vec<f32>,
     /// Attention scratch, one per query head (at least one per thread).
     pub heads: Vec<Mutex<HeadScratch>>,
+    /// Mixture-of-experts buffers (empty for dense models).
+    pub moe: crate::moe::MoeScratch,
 }
 
 /// One attention task's buffers: a block of query rows (the query heads sharing one
@@ -304,8 +306,10 @@ impl Scratch {
         self.k.resize(n * c.kv_dim(), 0.0);
         self.v.resize(n * c.kv_dim(), 0.0);
         self.att.resize(n * c.q_dim(), 0.0);
-        self.gate.resize(n * c.n_ff, 0.0);
-        self.up.resize(n * c.n_ff, 0.0);
+        // A mixture of experts sizes its own buffers per expert batch.
+        let ff = if c.moe.is_some() { 0 } else { c.n_ff };
+        self.gate.resize(n * ff, 0.0);
+        self.up.resize(n * ff, 0.0);
         self.rope.resize(c.rope_dim, 0.0);
         if self.heads.len() != c.n_head {
             self.heads = (0..c.n_head)

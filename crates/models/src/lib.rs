@@ -11,11 +11,12 @@ mod gemma3;
 mod kv_cache;
 mod layer;
 mod llama;
+mod moe;
 mod ops;
 mod perplexity;
 mod weights;
 
-pub use config::{Arch, ModelConfig, RopeStyle};
+pub use config::{Arch, ModelConfig, MoeConfig, RopeStyle};
 pub use kv_cache::{KvCache, KvSource};
 pub use perplexity::{PerplexityReport, perplexity};
 pub use weights::{Storage, Tensor};

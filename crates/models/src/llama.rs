@@ -5,12 +5,14 @@
 //! then `x' = h + Wdown·(silu(Wgate·m) * Wup·m)` with `m = rmsnorm(h)`.
 //! qwen2 adds biases to Q/K/V and uses NEOX RoPE (set in the config); qwen3 drops the
 //! biases and RMS-normalizes each head of Q and K before RoPE; smollm3 skips RoPE on
-//! every fourth layer.
+//! every fourth layer. Mixtral (`llama` with `expert_count`) and qwen3moe replace the
+//! feed-forward network by a mixture of experts (`moe`).
 
 use thaw_kernels::{ThreadPool, matmul, matmul_many};
 
 use crate::kv_cache::Scratch;
 use crate::layer::{Attend, attend_sequences, embeddings};
+use crate::moe::Moe;
 use crate::ops;
 use crate::weights::{Loader, Tensor};
 use crate::{ModelConfig, ModelError, PassSeq};
@@ -37,9 +39,17 @@ struct Layer {
     k_norm: Option<Vec<f32>>,
     wo: Tensor,
     ffn_norm: Vec<f32>,
-    w_gate: Tensor,
-    w_up: Tensor,
-    w_down: Tensor,
+    ffn: Ffn,
+}
+
+/// The feed-forward network of a layer.
+enum Ffn {
+    Dense {
+        gate: Tensor,
+        up: Tensor,
+        down: Tensor,
+    },
+    Experts(Moe),
 }
 
 impl Llama {
@@ -62,9 +72,14 @@ impl Llama {
                 k_norm: qk_norm(&name("attn_k_norm.weight"))?,
                 wo: l.matrix(&name("attn_output.weight"), e, q)?,
                 ffn_norm: l.vector(&name("ffn_norm.weight"), e)?,
-                w_gate: l.matrix(&name("ffn_gate.weight"), ff, e)?,
-                w_up: l.matrix(&name("ffn_up.weight"), ff, e)?,
-                w_down: l.matrix(&name("ffn_down.weight"), e, ff)?,
+                ffn: match c.moe {
+                    Some(m) => Ffn::Experts(Moe::load(c, l, i, m)?),
+                    None => Ffn::Dense {
+                        gate: l.matrix(&name("ffn_gate.weight"), ff, e)?,
+                        up: l.matrix(&name("ffn_up.weight"), ff, e)?,
+                        down: l.matrix(&name("ffn_down.weight"), e, ff)?,
+                    },
+                },
             });
         }
         let mut inv_freq = ops::rope_inv_freq(c.rope_base, c.rope_dim);
@@ -142,14 +157,19 @@ impl Llama {
             // Feed-forward block.
             ops::rmsnorm(&s.x, &w.ffn_norm, c.rms_eps, &mut s.xb);
             tr("ffn_norm", &s.xb[..n * e]);
-            let (wg, wu) = (w.w_gate.matrix(), w.w_up.matrix());
-            let gate_up: [&mut [f32]; 2] = [&mut s.gate, &mut s.up];
-            matmul_many(pool, &[&wg, &wu], &s.xb, n, &mut { gate_up });
-            tr("ffn_gate", &s.gate[..n * c.n_ff]);
-            tr("ffn_up", &s.up[..n * c.n_ff]);
-            ops::swiglu(&mut s.gate, &s.up);
-            tr("ffn_swiglu", &s.gate[..n * c.n_ff]);
-            matmul(pool, &w.w_down.matrix(), &s.gate, n, &mut s.proj);
+            match &w.ffn {
+                Ffn::Dense { gate, up, down } => {
+                    let (wg, wu) = (gate.matrix(), up.matrix());
+                    let gate_up: [&mut [f32]; 2] = [&mut s.gate, &mut s.up];
+                    matmul_many(pool, &[&wg, &wu], &s.xb, n, &mut { gate_up });
+                    tr("ffn_gate", &s.gate[..n * c.n_ff]);
+                    tr("ffn_up", &s.up[..n * c.n_ff]);
+                    ops::swiglu(&mut s.gate, &s.up);
+                    tr("ffn_swiglu", &s.gate[..n * c.n_ff]);
+                    matmul(pool, &down.matrix(), &s.gate, n, &mut s.proj);
+                }
+                Ffn::Experts(moe) => moe.forward(pool, &s.xb[..n * e], n, &mut s.moe, &mut s.proj),
+            }
             tr("ffn_out", &s.proj[..n * e]);
             ops::add_assign(&mut s.x, &s.proj);
             tr("l_out", &s.x[..n * e]);

@@ -217,6 +217,50 @@ impl<'a> Loader<'a> {
         Ok(Some(t))
     }
 
+    /// The `n` matrices of a mixture of experts' 3-D tensor (GGUF dims `[cols, rows,
+    /// n]`), each a `rows × cols` view of its own slice (nothing copied).
+    pub fn experts(
+        &self,
+        name: &str,
+        n: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<Tensor>, ModelError> {
+        let info = self
+            .file
+            .tensor_info(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.into()))?;
+        let expected = [cols as u64, rows as u64, n as u64];
+        if info.dims.as_slice() != expected {
+            return Err(ModelError::Shape {
+                name: name.into(),
+                expected: expected.to_vec(),
+                found: info.dims.clone(),
+            });
+        }
+        let offset = usize::try_from(info.offset).map_err(|_| ModelError::BadTensor {
+            name: name.into(),
+            what: "offset does not fit in memory".into(),
+        })?;
+        let bytes = info.ty.row_bytes(cols).unwrap_or(0) * rows;
+        if (bytes * n) as u64 != info.size {
+            return Err(ModelError::BadTensor {
+                name: name.into(),
+                what: format!(
+                    "{} bytes stored, {} expected for its shape",
+                    info.size,
+                    bytes * n
+                ),
+            });
+        }
+        (0..n)
+            .map(|e| {
+                let at = offset + e * bytes;
+                Tensor::new(name, self.storage.clone(), info.ty, rows, cols, at)
+            })
+            .collect()
+    }
+
     /// A vector of `n` values (norm weights, biases), dequantized.
     pub fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>, ModelError> {
         self.opt_vector(name, n)?

@@ -238,9 +238,9 @@ fn gemma3_matches_llama_cpp() {
 
 /// Random small models of every family (f32 weights, so no quantized kernel is
 /// involved) against llama.cpp: last-token logits of 13 token ids. SmolLM3's NoPE
-/// layers, Qwen2's biases and NEOX RoPE, Gemma 3's sliding window and norms each
-/// move logits by 1e-1 or more when wrong; f32 summation order differences stay
-/// near 1e-5.
+/// layers, Qwen2's biases and NEOX RoPE, Gemma 3's sliding window and norms, and the
+/// experts' routing and weights (Mixtral, Qwen3-MoE) each move logits by 1e-1 or
+/// more when wrong; f32 summation order differences stay near 1e-5.
 #[test]
 fn synthetic_families_match_llama_cpp() {
     let ok = Command::new("python3")
@@ -259,6 +259,16 @@ fn synthetic_families_match_llama_cpp() {
         common::Spec::qwen3(),
         common::Spec::smollm3(),
         common::Spec::gemma3(),
+        common::Spec::mixtral(),
+        common::Spec {
+            q8: true,
+            ..common::Spec::mixtral()
+        },
+        common::Spec::qwen3moe(),
+        common::Spec {
+            q8: true,
+            ..common::Spec::qwen3moe()
+        },
     ] {
         let mut w = common::writer(&spec, 11);
         // llama.cpp will not load a model without a vocabulary; the ids below are
@@ -274,7 +284,14 @@ fn synthetic_families_match_llama_cpp() {
             .kv("tokenizer.ggml.merges", vec!["t 1".to_string()])
             .kv("tokenizer.ggml.bos_token_id", 0u32)
             .kv("tokenizer.ggml.eos_token_id", 1u32);
-        let path = dir.join(format!("{}.gguf", spec.arch));
+        let mut label = match spec.experts.0 {
+            0 => spec.arch.to_string(),
+            n => format!("{} ({n} experts, {} per token)", spec.arch, spec.experts.1),
+        };
+        if spec.q8 {
+            label.push_str(", Q8_0");
+        }
+        let path = dir.join(format!("{}-{}-{}.gguf", spec.arch, spec.experts.0, spec.q8));
         w.write_to(&path).unwrap();
         // Longer than Gemma's test window (5), so its local layers really slide.
         let toks: Vec<u32> = (0..13).map(|i| ((i * 17 + 3) % nv) as u32).collect();
@@ -285,7 +302,7 @@ fn synthetic_families_match_llama_cpp() {
         let got = model
             .forward(&pool, &mut cache, &toks, Logits::Last)
             .unwrap();
-        assert_eq!(got.len(), want.len(), "{}", spec.arch);
+        assert_eq!(got.len(), want.len(), "{}", label);
         let diff = got
             .iter()
             .zip(&want)
@@ -294,12 +311,12 @@ fn synthetic_families_match_llama_cpp() {
         let scale = want.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
         eprintln!(
             "{}: max |thaw - llama.cpp| {diff:.2e} (largest logit {scale:.2})",
-            spec.arch
+            label
         );
         assert!(
             diff <= 5e-4 * scale,
             "{}: logits differ from llama.cpp by {diff} (largest {scale})",
-            spec.arch
+            label
         );
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,4 +1,5 @@
-"""float64 numpy reference of thaw's llama/qwen2/qwen3/smollm3/gemma3 forward pass, written from
+"""float64 numpy reference of thaw's llama/qwen2/qwen3/smollm3/gemma3 (and Mixtral/qwen3moe
+experts) forward pass, written from
 the model definitions independently of the Rust code (used by tests/numpy_ref.rs and
 for debugging against real models).
 
@@ -54,10 +55,10 @@ for il in range(L):
     k = (qa(h) @ W(p+'attn_k.weight').T + bias('attn_k.bias')).reshape(n, HKV, hd)
     v = (qa(h) @ W(p+'attn_v.weight').T + bias('attn_v.bias')).reshape(n, HKV, hd)
     local = gem and il % 6 < 5
-    if gem or arch == 'qwen3':
+    if gem or arch in ('qwen3', 'qwen3moe'):
         q = rms(q, W(p+'attn_q_norm.weight')); k = rms(k, W(p+'attn_k_norm.weight'))
     b = 10000.0 if local else base
-    neox = arch in ('gemma3', 'qwen2', 'qwen3')
+    neox = arch in ('gemma3', 'qwen2', 'qwen3', 'qwen3moe')
     # SmolLM3: every fourth layer attends without positions (NoPE).
     if not (arch == 'smollm3' and (il + 1) % 4 == 0):
         q = rope(q, b, neox); k = rope(k, b, neox)
@@ -74,10 +75,24 @@ for il in range(L):
     if gem: o = rms(o, W(p+'post_attention_norm.weight'))
     x = x + o
     h = rms(x, W(p+'ffn_norm.weight'))
-    h = qa(h); gt = h @ W(p+'ffn_gate.weight').T; up = h @ W(p+'ffn_up.weight').T
-    if gem: act = 0.5*gt*(1+np.tanh(np.sqrt(2/np.pi)*(gt+0.044715*gt**3)))
-    else: act = gt/(1+np.exp(-gt))
-    o = qa(act*up) @ W(p+'ffn_down.weight').T
+    if p+'ffn_gate_inp.weight' in T:
+        # Mixture of experts: softmax router, top-k, weights renormalized to sum 1.
+        k_used = f(f'{arch}.expert_used_count')
+        lg = qa(h) @ W(p+'ffn_gate_inp.weight').T
+        pr = np.exp(lg - lg.max(-1, keepdims=True)); pr /= pr.sum(-1, keepdims=True)
+        gx, ux, dx = (W(p+f'ffn_{nm}_exps.weight') for nm in ('gate', 'up', 'down'))
+        o = np.zeros_like(h)
+        for t in range(n):
+            top = np.argsort(-pr[t], kind='stable')[:k_used]
+            wt = pr[t, top] / pr[t, top].sum()
+            for e, we in zip(top, wt):
+                gt = qa(h[t]) @ gx[e].T; up = qa(h[t]) @ ux[e].T
+                o[t] += we * (qa(gt/(1+np.exp(-gt))*up) @ dx[e].T)
+    else:
+        h = qa(h); gt = h @ W(p+'ffn_gate.weight').T; up = h @ W(p+'ffn_up.weight').T
+        if gem: act = 0.5*gt*(1+np.tanh(np.sqrt(2/np.pi)*(gt+0.044715*gt**3)))
+        else: act = gt/(1+np.exp(-gt))
+        o = qa(act*up) @ W(p+'ffn_down.weight').T
     if gem: o = rms(o, W(p+'post_ffw_norm.weight'))
     x = x + o
 x = rms(x[-1], W('output_norm.weight'))

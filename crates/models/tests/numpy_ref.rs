@@ -35,9 +35,11 @@ fn forward_matches_float64_reference() {
         Spec::qwen3(),
         Spec::smollm3(),
         Spec::gemma3(),
+        Spec::mixtral(),
+        Spec::qwen3moe(),
     ] {
         let w = common::writer(&spec, 11);
-        let path = dir.join(format!("{}.gguf", spec.arch));
+        let path = dir.join(format!("{}-{}.gguf", spec.arch, spec.experts.0));
         w.write_to(&path).unwrap();
         // Longer than Gemma's test window (5), so local layers really slide.
         let toks: Vec<u32> = (0..13)
@@ -51,8 +53,8 @@ fn forward_matches_float64_reference() {
             .unwrap();
         let d = rel_diff(&got, &want);
         eprintln!(
-            "{}: relative max difference to float64 reference {d:.2e}",
-            spec.arch
+            "{} ({} experts): relative max difference to float64 reference {d:.2e}",
+            spec.arch, spec.experts.0
         );
         // The f16 KV cache and the f16 rounding of Q and of attention weights (as in
         // llama.cpp) cost up to ~2^-11 relative each; a real bug shows as 1e-2 or more.

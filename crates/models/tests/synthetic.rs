@@ -195,10 +195,27 @@ fn malformed_models_are_rejected_with_the_tensor_named() {
         matches!(err, ModelError::UnsupportedArch(ref a) if a == "mamba"),
         "{err}"
     );
-    // A mixture of experts (Mixtral files say `llama`) is named as such, not reported
-    // as a missing dense FFN tensor.
-    let mut w = common::writer(&Spec::llama(), 7);
-    w.kv("llama.expert_count", 8u32);
+    // A mixture of experts whose expert tensors are missing names the tensor; an
+    // impossible expert count is a config error; experts in a family without them
+    // (gemma3) are refused by name.
+    let w = common::writer_except(&Spec::mixtral(), 7, &["blk.1.ffn_up_exps.weight"]);
+    let err = Model::load(&common::file(&w)).unwrap_err();
+    assert!(
+        matches!(err, ModelError::MissingTensor(ref n) if n == "blk.1.ffn_up_exps.weight"),
+        "{err}"
+    );
+    let spec = Spec {
+        experts: (4, 5),
+        ..Spec::mixtral()
+    };
+    let w = common::writer(&spec, 7);
+    let err = Model::load(&common::file(&w)).unwrap_err();
+    assert!(
+        matches!(err, ModelError::Config(ref m) if m.contains("expert_used_count 5")),
+        "{err}"
+    );
+    let mut w = common::writer(&Spec::gemma3(), 7);
+    w.kv("gemma3.expert_count", 8u32);
     let err = Model::load(&common::file(&w)).unwrap_err();
     assert!(
         matches!(err, ModelError::Config(ref m) if m.contains("8 experts")),

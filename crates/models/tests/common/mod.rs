@@ -39,6 +39,29 @@ pub struct Spec {
     pub sliding_window: usize,
     pub biases: bool,
     pub tied: bool,
+    /// Experts per layer and experts per token (0: a dense feed-forward network).
+    pub experts: (usize, usize),
+    /// Hidden width of an expert when it differs from `n_ff` (qwen3moe's key).
+    pub n_ff_expert: Option<usize>,
+    /// Matrices (2-D and experts' 3-D) whose rows are whole Q8_0 blocks stored as
+    /// Q8_0 instead of f32.
+    pub q8: bool,
+}
+
+/// `v` as tensor `name` of GGUF dims `dims` (`dims[0]` values per row): Q8_0 when
+/// `q8` and the rows are whole blocks, else f32.
+pub fn put(w: &mut GgufWriter, name: String, dims: &[u64], v: &[f32], q8: bool) {
+    let cols = dims[0] as usize;
+    if q8 && cols.is_multiple_of(32) {
+        let rb = GgmlType::Q8_0.row_bytes(cols).expect("whole blocks");
+        let mut data = vec![0u8; v.len() / cols * rb];
+        for (row, dst) in v.chunks_exact(cols).zip(data.chunks_exact_mut(rb)) {
+            thaw_kernels::reference::q8::quantize_q8_0(row, dst);
+        }
+        w.tensor(name, dims, GgmlType::Q8_0, data);
+    } else {
+        w.tensor_f32(name, dims, v);
+    }
 }
 
 impl Spec {
@@ -56,6 +79,25 @@ impl Spec {
             sliding_window: 0,
             biases: false,
             tied: false,
+            experts: (0, 0),
+            n_ff_expert: None,
+            q8: false,
+        }
+    }
+    /// Mixtral's shape: `llama` with 4 experts, 2 per token.
+    pub fn mixtral() -> Self {
+        Self {
+            experts: (4, 2),
+            ..Self::llama()
+        }
+    }
+    /// Qwen3 with 5 experts of their own width, 3 per token.
+    pub fn qwen3moe() -> Self {
+        Self {
+            arch: "qwen3moe",
+            experts: (5, 3),
+            n_ff_expert: Some(24),
+            ..Self::qwen3()
         }
     }
     pub fn qwen2() -> Self {
@@ -129,6 +171,13 @@ pub fn writer_except(spec: &Spec, seed: u64, skip: &[&str]) -> GgufWriter {
             },
         )
         .kv(format!("{a}.attention.layer_norm_rms_epsilon"), 1e-5f32);
+    if s.experts.0 > 0 {
+        w.kv(format!("{a}.expert_count"), s.experts.0 as u32)
+            .kv(format!("{a}.expert_used_count"), s.experts.1 as u32);
+        if let Some(xf) = s.n_ff_expert {
+            w.kv(format!("{a}.expert_feed_forward_length"), xf as u32);
+        }
+    }
     if s.sliding_window > 0 {
         w.kv(
             format!("{a}.attention.sliding_window"),
@@ -146,7 +195,7 @@ pub fn writer_except(spec: &Spec, seed: u64, skip: &[&str]) -> GgufWriter {
         let scale = 1.5 / (cols as f32).sqrt();
         let v = rng.vec(rows * cols, scale);
         if !skip.contains(&name.as_str()) {
-            w.tensor_f32(name, &[cols as u64, rows as u64], &v);
+            put(w, name, &[cols as u64, rows as u64], &v, s.q8);
         }
     };
     mat(&mut w, "token_embd.weight".into(), s.n_vocab, e);
@@ -161,11 +210,12 @@ pub fn writer_except(spec: &Spec, seed: u64, skip: &[&str]) -> GgufWriter {
         }
     };
     norm(&mut w, "output_norm.weight".into(), e);
+    let mut rng3 = Rng::new(seed ^ 0x5eed);
     for i in 0..s.n_layer {
         let b = |n: &str| format!("blk.{i}.{n}");
         norm(&mut w, b("attn_norm.weight"), e);
         norm(&mut w, b("ffn_norm.weight"), e);
-        if a == "gemma3" || a == "qwen3" {
+        if a == "gemma3" || a == "qwen3" || a == "qwen3moe" {
             norm(&mut w, b("attn_q_norm.weight"), hd);
             norm(&mut w, b("attn_k_norm.weight"), hd);
         }
@@ -182,9 +232,28 @@ pub fn writer_except(spec: &Spec, seed: u64, skip: &[&str]) -> GgufWriter {
         mat(&mut w, b("attn_k.weight"), kv, e);
         mat(&mut w, b("attn_v.weight"), kv, e);
         mat(&mut w, b("attn_output.weight"), e, q);
-        mat(&mut w, b("ffn_gate.weight"), ff, e);
-        mat(&mut w, b("ffn_up.weight"), ff, e);
-        mat(&mut w, b("ffn_down.weight"), e, ff);
+        let (ne, _) = s.experts;
+        if ne == 0 {
+            mat(&mut w, b("ffn_gate.weight"), ff, e);
+            mat(&mut w, b("ffn_up.weight"), ff, e);
+            mat(&mut w, b("ffn_down.weight"), e, ff);
+        } else {
+            // Router logits spread enough that the picks are not near-ties.
+            let router = rng3.vec(ne * e, 4.0 / (e as f32).sqrt());
+            let name = b("ffn_gate_inp.weight");
+            if !skip.contains(&name.as_str()) {
+                w.tensor_f32(name, &[e as u64, ne as u64], &router);
+            }
+            let xf = s.n_ff_expert.unwrap_or(ff);
+            for (part, rows, cols) in [("gate", xf, e), ("up", xf, e), ("down", e, xf)] {
+                let v = rng3.vec(ne * rows * cols, 1.5 / (cols as f32).sqrt());
+                let dims = [cols as u64, rows as u64, ne as u64];
+                let name = b(&format!("ffn_{part}_exps.weight"));
+                if !skip.contains(&name.as_str()) {
+                    put(&mut w, name, &dims, &v, s.q8);
+                }
+            }
+        }
     }
     w
 }
