@@ -75,6 +75,27 @@ def test_seeds(client):
     assert len(set(texts[1:])) > 1
 
 
+def test_several_choices(client):
+    # n choices: choice i is the single request with seed + i, streamed the same.
+    many = chat(client, "Write a word.", temperature=1.0, seed=21, max_tokens=8, n=3)
+    assert [c.index for c in many.choices] == [0, 1, 2]
+    for c in many.choices:
+        one = chat(client, "Write a word.", temperature=1.0, seed=21 + c.index, max_tokens=8)
+        assert c.message.content == one.choices[0].message.content
+    stream = chat(client, "Write a word.", temperature=1.0, seed=21, max_tokens=8, n=3,
+                  stream=True, stream_options={"include_usage": True})
+    texts = ["", "", ""]
+    for chunk in stream:
+        for c in chunk.choices:
+            texts[c.index] += c.delta.content or ""
+    assert texts == [c.message.content for c in many.choices]
+    assert chunk.usage.completion_tokens == many.usage.completion_tokens
+    r = client.completions.create(model=MODEL, prompt=["One, two,", "A, B,"], max_tokens=4,
+                                  temperature=0, n=2)
+    assert [c.index for c in r.choices] == [0, 1, 2, 3]
+    assert r.choices[0].text == r.choices[1].text and r.choices[2].text == r.choices[3].text
+
+
 def test_streaming_with_usage(client):
     whole = chat(client, "Say hello.", temperature=0, max_tokens=12)
     stream = chat(

@@ -30,7 +30,7 @@ pub async fn chat_completions(
     OpenAiJson(req): OpenAiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     state.check_model(&req.model)?;
-    params::check_n(req.n)?;
+    let n = params::choices(req.n)?;
     let stream = req.stream.unwrap_or(false);
     params::check_stream_options(stream, req.stream_options.is_some())?;
     if req.messages.is_empty() {
@@ -153,36 +153,38 @@ pub async fn chat_completions(
         .prepare_thinking(&mut prompt, constraint.as_mut())
         .map_err(|e| ApiError::internal(e.to_string()))?
         .filter(|_| split_reasoning);
-    let fmt = ChatFormat {
-        id: format!("chatcmpl-{}", crate::new_id()),
-        created: crate::unix_now(),
-        model: state.model_id().to_string(),
-        state: state.clone(),
-        want_logprobs: logprobs.is_some(),
-        stream: ChatStream::new(tool_format, reasoning),
-        pending_lp: Vec::new(),
-    };
+    let id = format!("chatcmpl-{}", crate::new_id());
+    let created = crate::unix_now();
+    let fmts = (0..n)
+        .map(|_| ChatFormat {
+            id: id.clone(),
+            created,
+            model: state.model_id().to_string(),
+            state: state.clone(),
+            want_logprobs: logprobs.is_some(),
+            stream: ChatStream::new(tool_format, reasoning),
+            pending_lp: Vec::new(),
+        })
+        .collect();
     let include_usage = req
         .stream_options
         .as_ref()
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
-    state
-        .generate(
-            GenSpec {
-                prompt,
-                sampler,
-                max_tokens,
-                stop,
-                logprobs,
-                stream,
-                include_usage,
-                ignore_eos: req.ignore_eos.unwrap_or(false),
-                constraint,
-            },
-            fmt,
-        )
-        .await
+    let specs = (0..n)
+        .map(|i| GenSpec {
+            prompt: prompt.clone(),
+            sampler: params::for_choice(&sampler, i),
+            max_tokens,
+            stop: stop.clone(),
+            logprobs,
+            stream,
+            include_usage,
+            ignore_eos: req.ignore_eos.unwrap_or(false),
+            constraint: constraint.clone(),
+        })
+        .collect();
+    state.generate_many(specs, fmts, n).await
 }
 
 struct ChatFormat {

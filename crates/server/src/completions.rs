@@ -19,11 +19,14 @@ pub async fn completions(
     OpenAiJson(req): OpenAiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     state.check_model(&req.model)?;
-    params::check_n(req.n)?;
+    let n = params::choices(req.n)?;
     if let Some(b) = req.best_of
-        && b != 1
+        && b as usize != n
     {
-        return Err(ApiError::invalid("best_of", "Only best_of=1 is supported."));
+        return Err(ApiError::invalid(
+            "best_of",
+            "`best_of` (picking the best of more choices than returned) is not supported; leave it out or equal to `n`.",
+        ));
     }
     if req.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::invalid(
@@ -66,73 +69,89 @@ pub async fn completions(
     )?;
     let max_tokens = params::max_tokens("max_tokens", req.max_tokens)?;
     let stop = params::stop_strings(req.stop.as_ref())?;
-    let several = |n: usize| {
-        ApiError::invalid(
+    // One completion per prompt and choice, prompt-major (as OpenAI numbers them).
+    let prompts: Vec<(Vec<u32>, String)> = match req.prompt {
+        None => return Err(ApiError::invalid("prompt", "`prompt` is required.")),
+        Some(Prompt::Texts(texts)) => {
+            let engine = state.engine();
+            let t2 = texts.clone();
+            let ids = tokio::task::spawn_blocking(move || {
+                t2.iter()
+                    .map(|t| engine.text_tokens(t, true))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .map_err(|_| ApiError::internal("tokenization failed"))?
+            .map_err(|e| {
+                ApiError::invalid("prompt", format!("Could not tokenize the prompt: {e}"))
+            })?;
+            ids.into_iter().zip(texts).collect()
+        }
+        Some(Prompt::Tokens(lists)) => {
+            let mut out = Vec::with_capacity(lists.len());
+            for ids in lists {
+                if let Some(bad) = ids.iter().find(|&&id| id as usize >= n_vocab) {
+                    return Err(ApiError::invalid(
+                        "prompt",
+                        format!("Token id {bad} is outside the vocabulary of {n_vocab} tokens."),
+                    ));
+                }
+                let text = state.engine_ref().tokenizer().decode(&ids, false);
+                out.push((ids, text));
+            }
+            out
+        }
+    };
+    if prompts.is_empty() {
+        return Err(ApiError::invalid("prompt", "`prompt` must not be empty."));
+    }
+    if prompts.len() * n > MAX_JOBS {
+        return Err(ApiError::invalid(
             "prompt",
             format!(
-                "Only one prompt per request is supported, got {n}; send them as separate requests."
+                "{} prompts × n={n} is {} completions; at most {MAX_JOBS} per request.",
+                prompts.len(),
+                prompts.len() * n
             ),
-        )
-    };
-    let (prompt, echo_text) = match req.prompt {
-        None => return Err(ApiError::invalid("prompt", "`prompt` is required.")),
-        Some(Prompt::Texts(t)) if t.len() > 1 => return Err(several(t.len())),
-        Some(Prompt::Tokens(t)) if t.len() > 1 => return Err(several(t.len())),
-        Some(Prompt::Texts(mut t)) => {
-            let text = t.pop().unwrap_or_default();
-            let engine = state.engine();
-            let t2 = text.clone();
-            let ids = tokio::task::spawn_blocking(move || engine.text_tokens(&t2, true))
-                .await
-                .map_err(|_| ApiError::internal("tokenization failed"))?
-                .map_err(|e| {
-                    ApiError::invalid("prompt", format!("Could not tokenize the prompt: {e}"))
-                })?;
-            (ids, text)
-        }
-        Some(Prompt::Tokens(mut t)) => {
-            let ids = t.pop().unwrap_or_default();
-            if let Some(bad) = ids.iter().find(|&&id| id as usize >= n_vocab) {
-                return Err(ApiError::invalid(
-                    "prompt",
-                    format!("Token id {bad} is outside the vocabulary of {n_vocab} tokens."),
-                ));
-            }
-            let text = state.engine_ref().tokenizer().decode(&ids, false);
-            (ids, text)
-        }
-    };
-    let fmt = CompletionFormat {
-        id: format!("cmpl-{}", crate::new_id()),
-        created: crate::unix_now(),
-        model: state.model_id().to_string(),
-        state: state.clone(),
-        want_logprobs: logprobs.is_some(),
-        echo: echo.then_some(echo_text),
-        offset: 0,
-    };
+        ));
+    }
+    let id = format!("cmpl-{}", crate::new_id());
+    let created = crate::unix_now();
     let include_usage = req
         .stream_options
         .as_ref()
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
-    state
-        .generate(
-            GenSpec {
-                prompt,
-                sampler,
+    let (mut specs, mut fmts) = (Vec::new(), Vec::new());
+    for (ids, text) in prompts {
+        for i in 0..n {
+            fmts.push(CompletionFormat {
+                id: id.clone(),
+                created,
+                model: state.model_id().to_string(),
+                state: state.clone(),
+                want_logprobs: logprobs.is_some(),
+                echo: echo.then(|| text.clone()),
+                offset: 0,
+            });
+            specs.push(GenSpec {
+                prompt: ids.clone(),
+                sampler: params::for_choice(&sampler, i),
                 max_tokens,
-                stop,
+                stop: stop.clone(),
                 logprobs,
                 stream,
                 include_usage,
                 ignore_eos: req.ignore_eos.unwrap_or(false),
                 constraint: None,
-            },
-            fmt,
-        )
-        .await
+            });
+        }
+    }
+    state.generate_many(specs, fmts, n).await
 }
+
+/// Most completions (prompts × `n`) one request may ask for.
+const MAX_JOBS: usize = 64;
 
 struct CompletionFormat {
     id: String,

@@ -206,47 +206,67 @@ impl AppState {
     }
 
     /// Check the prompt against the context, queue the job and answer.
-    pub(crate) async fn generate<F: Format>(
+    /// One job per spec, answered as one response with a choice per job (`n` > 1 or
+    /// several prompts: specs in groups of `n` per prompt, `fmts` alike).
+    pub(crate) async fn generate_many<F: Format>(
         &self,
-        spec: GenSpec,
-        fmt: F,
+        specs: Vec<GenSpec>,
+        fmts: Vec<F>,
+        n: usize,
     ) -> Result<Response, ApiError> {
         let n_ctx = self.n_ctx();
-        if spec.prompt.is_empty() {
-            return Err(ApiError::invalid("prompt", "The prompt is empty."));
+        for spec in &specs {
+            if spec.prompt.is_empty() {
+                return Err(ApiError::invalid("prompt", "The prompt is empty."));
+            }
+            if spec.prompt.len() >= n_ctx {
+                return Err(ApiError::invalid(
+                    "messages",
+                    format!(
+                        "This model's maximum context length is {n_ctx} tokens. However, your prompt is {} tokens (and at least one token must be generated). Please reduce the length of the prompt.",
+                        spec.prompt.len()
+                    ),
+                )
+                .with_code("context_length_exceeded"));
+            }
         }
-        if spec.prompt.len() >= n_ctx {
-            return Err(ApiError::invalid(
-                "messages",
-                format!(
-                    "This model's maximum context length is {n_ctx} tokens. However, your prompt is {} tokens (and at least one token must be generated). Please reduce the length of the prompt.",
-                    spec.prompt.len()
-                ),
-            )
-            .with_code("context_length_exceeded"));
+        let prompt_tokens: usize = specs.iter().step_by(n.max(1)).map(|s| s.prompt.len()).sum();
+        let (stream, include_usage) = specs
+            .first()
+            .map_or((false, false), |s| (s.stream, s.include_usage));
+        let mut rxs = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let mut job = Job::new(
+                spec.prompt,
+                spec.sampler,
+                spec.max_tokens,
+                spec.stop,
+                spec.logprobs,
+                tx,
+            );
+            job.ignore_eos = spec.ignore_eos;
+            job.constraint = spec.constraint.map(Box::new);
+            // A refusal (queue full) drops the jobs already queued with their
+            // receivers, which cancels them.
+            self.0.scheduler.submit(job)?;
+            rxs.push(rx);
         }
-        let prompt_tokens = HeaderValue::from(spec.prompt.len());
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut job = Job::new(
-            spec.prompt,
-            spec.sampler,
-            spec.max_tokens,
-            spec.stop,
-            spec.logprobs,
-            tx,
-        );
-        job.ignore_eos = spec.ignore_eos;
-        job.constraint = spec.constraint.map(Box::new);
-        self.0.scheduler.submit(job)?;
-        let mut resp = if spec.stream {
-            respond::stream(rx, fmt, spec.include_usage)
-        } else {
-            respond::collect(rx, fmt).await?
+        let mut resp = match (stream, rxs.len()) {
+            (true, 1) => respond::stream(rxs.remove(0), one(fmts), include_usage),
+            (false, 1) => respond::collect(rxs.remove(0), one(fmts)).await?,
+            (true, _) => respond::stream_many(rxs, fmts, include_usage, n),
+            (false, _) => respond::collect_many(rxs, fmts, n).await?,
         };
         resp.headers_mut()
-            .insert(PROMPT_TOKENS_HEADER, prompt_tokens);
+            .insert(PROMPT_TOKENS_HEADER, HeaderValue::from(prompt_tokens));
         Ok(resp)
     }
+}
+
+/// The only element of `v` (one job, one format).
+fn one<F>(mut v: Vec<F>) -> F {
+    v.swap_remove(0)
 }
 
 /// A fresh id suffix: time and a counter, hex.

@@ -112,14 +112,28 @@ pub fn max_tokens(param: &str, v: Option<u32>) -> Result<Option<usize>, ApiError
     }
 }
 
-pub fn check_n(n: Option<u32>) -> Result<(), ApiError> {
+/// Most choices one request may ask for (`n`, times the prompts of a completion).
+pub const MAX_CHOICES: usize = 16;
+
+/// Choices per prompt (`n`, default 1).
+pub fn choices(n: Option<u32>) -> Result<usize, ApiError> {
     match n {
-        None | Some(1) => Ok(()),
-        Some(n) => Err(ApiError::invalid(
+        None => Ok(1),
+        Some(0) => Err(ApiError::invalid("n", "`n` must be at least 1.")),
+        Some(n) if n as usize > MAX_CHOICES => Err(ApiError::invalid(
             "n",
-            format!("Only n=1 is supported (one choice per request), got n={n}."),
+            format!("`n` must be at most {MAX_CHOICES}, got {n}."),
         )),
+        Some(n) => Ok(n as usize),
     }
+}
+
+/// The sampler of choice `i` of a request: with a seed, each choice gets its own
+/// (`seed + i`), so choices differ but a request repeats exactly.
+pub fn for_choice(s: &SamplerConfig, i: usize) -> SamplerConfig {
+    let mut s = s.clone();
+    s.seed = s.seed.map(|seed| seed.wrapping_add(i as u64));
+    s
 }
 
 pub fn check_stream_options(stream: bool, has_options: bool) -> Result<(), ApiError> {
@@ -193,6 +207,14 @@ mod tests {
         assert_eq!(c.seed, Some(u64::MAX));
         assert!(stop_strings(Some(&StopSpec(vec!["a".into(); 5]))).is_err());
         assert!(max_tokens("max_tokens", Some(0)).is_err());
-        assert!(check_n(Some(2)).is_err());
+        assert_eq!(choices(None).unwrap(), 1);
+        assert_eq!(choices(Some(16)).unwrap(), 16);
+        assert!(choices(Some(0)).is_err() && choices(Some(17)).is_err());
+        let seeded = SamplerConfig {
+            seed: Some(u64::MAX),
+            ..SamplerConfig::default()
+        };
+        assert_eq!(for_choice(&seeded, 2).seed, Some(1));
+        assert_eq!(for_choice(&SamplerConfig::default(), 2).seed, None);
     }
 }

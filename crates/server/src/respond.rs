@@ -37,11 +37,14 @@ fn usage(prompt: usize, cached: usize, completion: usize) -> Usage {
     Usage::new(prompt as u32, completion as u32, cached as u32)
 }
 
-/// Wait for the whole answer.
-pub async fn collect<F: Format>(
+/// Token counts of one finished choice: prompt, cached, completion.
+type Counts = (usize, usize, usize);
+
+/// One choice's whole body and counts.
+async fn collect_one<F: Format>(
     mut rx: UnboundedReceiver<Event>,
     mut fmt: F,
-) -> Result<Response, ApiError> {
+) -> Result<(Value, Counts), ApiError> {
     let mut text = String::new();
     let mut lps = Vec::new();
     loop {
@@ -57,7 +60,8 @@ pub async fn collect<F: Format>(
                 completion_tokens,
             }) => {
                 let u = usage(prompt_tokens, cached_tokens, completion_tokens);
-                return Ok(Json(fmt.whole(&text, &lps, finish, u)).into_response());
+                let counts = (prompt_tokens, cached_tokens, completion_tokens);
+                return Ok((fmt.whole(&text, &lps, finish, u), counts));
             }
             Some(Event::Error(e)) => return Err(e),
             None => {
@@ -67,6 +71,57 @@ pub async fn collect<F: Format>(
             }
         }
     }
+}
+
+/// Wait for the whole answer.
+pub async fn collect<F: Format>(
+    rx: UnboundedReceiver<Event>,
+    fmt: F,
+) -> Result<Response, ApiError> {
+    let (body, _) = collect_one(rx, fmt).await?;
+    Ok(Json(body).into_response())
+}
+
+/// Every choice's `index` in a body or chunk set to `i`.
+fn set_index(v: &mut Value, i: usize) {
+    if let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) {
+        for c in choices {
+            c["index"] = Value::from(i);
+        }
+    }
+}
+
+/// The usage of several choices: each prompt counted once (choices come in groups of
+/// `n` per prompt), completions added up.
+fn usage_of_all(counts: &[Counts], n: usize) -> Usage {
+    let first = counts.iter().step_by(n.max(1));
+    let prompt = first.clone().map(|c| c.0).sum();
+    let cached = first.map(|c| c.1).sum();
+    usage(prompt, cached, counts.iter().map(|c| c.2).sum())
+}
+
+/// Several choices answered as one body (`n` > 1, or several prompts): choice `i` is
+/// job `i`; the first error answers for all (dropping the other jobs cancels them).
+pub async fn collect_many<F: Format>(
+    rxs: Vec<UnboundedReceiver<Event>>,
+    fmts: Vec<F>,
+    n: usize,
+) -> Result<Response, ApiError> {
+    let all = rxs.into_iter().zip(fmts).map(|(rx, f)| collect_one(rx, f));
+    let done = futures_util::future::try_join_all(all).await?;
+    let counts: Vec<Counts> = done.iter().map(|d| d.1).collect();
+    let mut bodies = done.into_iter().map(|d| d.0);
+    let mut body = bodies.next().unwrap_or(Value::Null);
+    let mut choices = Vec::new();
+    for (i, mut b) in std::iter::once(body.clone()).chain(bodies).enumerate() {
+        set_index(&mut b, i);
+        if let Some(Value::Array(c)) = b.get_mut("choices").map(Value::take) {
+            choices.extend(c);
+        }
+    }
+    body["choices"] = Value::Array(choices);
+    body["usage"] = serde_json::to_value(usage_of_all(&counts, n)).unwrap_or(Value::Null);
+    Ok(Json(body).into_response())
 }
 
 enum Phase {
@@ -137,4 +192,94 @@ pub fn stream<F: Format>(rx: UnboundedReceiver<Event>, fmt: F, include_usage: bo
 /// A logprob as JSON: OpenAI clamps -inf to -9999.
 pub fn lp_value(x: f32) -> f32 {
     if x.is_finite() { x } else { -9999.0 }
+}
+
+/// Several choices streamed as one answer: each choice's chunks carry its index, in
+/// the order its tokens come; one usage chunk (if asked) after every choice finished,
+/// then `[DONE]`. An error ends the stream for all.
+pub fn stream_many<F: Format>(
+    rxs: Vec<UnboundedReceiver<Event>>,
+    fmts: Vec<F>,
+    include_usage: bool,
+    n: usize,
+) -> Response {
+    let k = rxs.len();
+    let events = stream::select_all(rxs.into_iter().enumerate().map(|(i, rx)| {
+        stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
+            .map(move |e| (i, e))
+            .boxed()
+    }));
+    let start = (events, fmts, vec![None; k], Phase::Start);
+    let s = stream::unfold(
+        start,
+        move |(mut events, mut fmts, mut counts, phase)| async move {
+            let chunk = |v: Option<Value>, i: usize| {
+                v.map(|mut v| {
+                    set_index(&mut v, i);
+                    data(&v)
+                })
+            };
+            let err = |e: ApiError| data(&serde_json::to_value(e.body()).unwrap_or(Value::Null));
+            match phase {
+                Phase::Start => {
+                    let first: Vec<SseEvent> = fmts
+                        .iter_mut()
+                        .enumerate()
+                        .filter_map(|(i, f)| chunk(f.first_chunk(), i))
+                        .collect();
+                    Some((first, (events, fmts, counts, Phase::Body)))
+                }
+                Phase::Body => {
+                    let out = match events.next().await {
+                        Some((i, Event::Text { text, logprobs })) => {
+                            if text.is_empty() && logprobs.is_empty() {
+                                Vec::new()
+                            } else {
+                                chunk(fmts[i].text_chunk(&text, &logprobs), i)
+                                    .into_iter()
+                                    .collect()
+                            }
+                        }
+                        Some((
+                            i,
+                            Event::Done {
+                                finish,
+                                prompt_tokens,
+                                cached_tokens,
+                                completion_tokens,
+                            },
+                        )) => {
+                            counts[i] = Some((prompt_tokens, cached_tokens, completion_tokens));
+                            let mut v: Vec<SseEvent> = chunk(Some(fmts[i].final_chunk(finish)), i)
+                                .into_iter()
+                                .collect();
+                            if counts.iter().all(Option::is_some) {
+                                if include_usage {
+                                    let all: Vec<Counts> =
+                                        counts.iter().flatten().copied().collect();
+                                    let u = usage_of_all(&all, n);
+                                    v.push(data(&fmts[0].usage_chunk(u)));
+                                }
+                                v.push(SseEvent::default().data("[DONE]"));
+                                return Some((v, (events, fmts, counts, Phase::End)));
+                            }
+                            v
+                        }
+                        Some((_, Event::Error(e))) => {
+                            return Some((vec![err(e)], (events, fmts, counts, Phase::End)));
+                        }
+                        None => {
+                            let e =
+                                ApiError::internal("generation was aborted by an internal error");
+                            return Some((vec![err(e)], (events, fmts, counts, Phase::End)));
+                        }
+                    };
+                    Some((out, (events, fmts, counts, Phase::Body)))
+                }
+                Phase::End => None,
+            }
+        },
+    )
+    .flat_map(|v| stream::iter(v.into_iter().map(Ok::<_, Infallible>)));
+    Sse::new(s).into_response()
 }

@@ -135,6 +135,98 @@ async fn seeds_are_reproducible() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_choices_answer_as_separate_requests() {
+    // `n` choices are `n` jobs with seeds seed, seed + 1, …: each choice equals the
+    // single request with its seed, streamed or not; usage counts the prompt once.
+    let (app, _) = new_app();
+    let opts = |seed: u64, n: u32, stream: bool| {
+        let mut o = json!({"temperature": 1.0, "seed": seed, "max_tokens": 8, "n": n});
+        if stream {
+            o["stream"] = json!(true);
+            o["stream_options"] = json!({"include_usage": true});
+        }
+        chat_body("Name a colour and say why.", o)
+    };
+    let (st, many) = post(&app, "/v1/chat/completions", opts(7, 3, false)).await;
+    assert_eq!(st, StatusCode::OK, "{many}");
+    let choices = many["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    let mut completion = 0;
+    let mut texts = Vec::new();
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i);
+        let (_, one) = post(&app, "/v1/chat/completions", opts(7 + i as u64, 1, false)).await;
+        assert_eq!(c["message"], one["choices"][0]["message"], "choice {i}");
+        assert_eq!(c["finish_reason"], one["choices"][0]["finish_reason"]);
+        assert_eq!(
+            many["usage"]["prompt_tokens"],
+            one["usage"]["prompt_tokens"]
+        );
+        completion += one["usage"]["completion_tokens"].as_u64().unwrap();
+        texts.push(c["message"]["content"].as_str().unwrap().to_string());
+    }
+    assert_eq!(many["usage"]["completion_tokens"], completion);
+    assert!(texts.iter().collect::<HashSet<_>>().len() > 1, "{texts:?}");
+
+    // Streamed: every choice gets its role, content and finish chunks; one usage
+    // chunk after all of them, then [DONE].
+    let (st, events) = sse_events(&app, "/v1/chat/completions", opts(7, 3, true)).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    // (Cached prompt tokens depend on what ran before.)
+    for k in ["prompt_tokens", "completion_tokens", "total_tokens"] {
+        assert_eq!(usage["usage"][k], many["usage"][k], "{k}");
+    }
+    for (i, want) in texts.iter().enumerate() {
+        let mine: Vec<&Value> = chunks[..chunks.len() - 1]
+            .iter()
+            .filter(|c| c["choices"][0]["index"] == i)
+            .collect();
+        assert_eq!(mine[0]["choices"][0]["delta"]["role"], "assistant");
+        let text: String = mine
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(&text, want, "streamed choice {i}");
+        let finish: Vec<&Value> = mine
+            .iter()
+            .map(|c| &c["choices"][0]["finish_reason"])
+            .filter(|f| !f.is_null())
+            .collect();
+        assert_eq!(finish, vec![&choices[i]["finish_reason"]]);
+    }
+
+    // Several prompts × n: prompt-major indices, each prompt's tokens counted once.
+    let b = json!({"model": MODEL, "prompt": ["The sky is", "Water boils at"], "n": 2,
+                   "max_tokens": 5, "temperature": 0});
+    let (st, v) = post(&app, "/v1/completions", b).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let c = v["choices"].as_array().unwrap();
+    assert_eq!(c.len(), 4);
+    let mut prompt_tokens = 0;
+    for (p, text) in ["The sky is", "Water boils at"].iter().enumerate() {
+        let one = json!({"model": MODEL, "prompt": text, "max_tokens": 5, "temperature": 0});
+        let (_, one) = post(&app, "/v1/completions", one).await;
+        prompt_tokens += one["usage"]["prompt_tokens"].as_u64().unwrap();
+        for j in 0..2 {
+            assert_eq!(c[2 * p + j]["index"], 2 * p + j);
+            assert_eq!(
+                c[2 * p + j]["text"],
+                one["choices"][0]["text"],
+                "prompt {p}"
+            );
+        }
+    }
+    assert_eq!(v["usage"]["prompt_tokens"], prompt_tokens);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_format_matches_openai() {
     let (app, _) = new_app();
     let opts = json!({"temperature": 0, "max_tokens": 10});
@@ -303,10 +395,31 @@ async fn errors_use_the_openai_body() {
     let (s, v) = post(
         &app,
         "/v1/chat/completions",
-        chat_body("x", json!({"n": 2})),
+        chat_body("x", json!({"n": 0})),
     )
     .await;
     assert_eq!((s, err(&v).1), (StatusCode::BAD_REQUEST, json!("n")));
+    let (s, v) = post(
+        &app,
+        "/v1/chat/completions",
+        chat_body("x", json!({"n": 17})),
+    )
+    .await;
+    assert_eq!((s, err(&v).1), (StatusCode::BAD_REQUEST, json!("n")));
+    let (s, v) = post(
+        &app,
+        "/v1/completions",
+        json!({"model": MODEL, "prompt": vec!["a"; 40], "n": 2}),
+    )
+    .await;
+    assert_eq!((s, err(&v).1), (StatusCode::BAD_REQUEST, json!("prompt")));
+    let (s, v) = post(
+        &app,
+        "/v1/completions",
+        json!({"model": MODEL, "prompt": "a", "best_of": 3}),
+    )
+    .await;
+    assert_eq!((s, err(&v).1), (StatusCode::BAD_REQUEST, json!("best_of")));
     // Requests for what would otherwise be silently left out: legacy function
     // calling, audio output.
     for (extra, param) in [
@@ -341,7 +454,7 @@ async fn errors_use_the_openai_body() {
     let (s, v) = post(
         &app,
         "/v1/completions",
-        json!({"model": MODEL, "prompt": ["a", "b"]}),
+        json!({"model": MODEL, "prompt": []}),
     )
     .await;
     assert_eq!((s, err(&v).1), (StatusCode::BAD_REQUEST, json!("prompt")));
