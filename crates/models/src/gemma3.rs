@@ -124,6 +124,9 @@ impl Gemma3 {
                 rope: true,
                 prescale_q: Some(c.attn_scale),
                 window: if local { c.sliding_window } else { None },
+                // As llama.cpp: the linear RoPE scaling of Gemma 3 4B and larger
+                // applies to the global layers; local ones keep their 10k base as is.
+                freq_scale: if local { 1.0 } else { c.rope_freq_scale },
             };
             attend_sequences(pool, c, s, seqs, &attend);
             tr("kqv_out", &s.att[..n * c.q_dim()]);

@@ -31,6 +31,9 @@ pub(crate) struct Attend<'a> {
     pub prescale_q: Option<f32>,
     /// Sliding window of a local layer.
     pub window: Option<usize>,
+    /// Positions are multiplied by this in RoPE (linear scaling; Gemma 3's local
+    /// layers are never scaled).
+    pub freq_scale: f32,
 }
 
 /// RoPE on the pass's Q and K, K/V written to each sequence's cache, and attention
@@ -44,7 +47,7 @@ pub(crate) fn attend_sequences(
     a: &Attend<'_>,
 ) {
     let hd = c.head_dim;
-    let (fs, st) = (c.rope_freq_scale, c.rope_style);
+    let (fs, st) = (a.freq_scale, c.rope_style);
     let mut t0 = 0;
     for seq in seqs.iter_mut() {
         let rows = t0..t0 + seq.tokens.len();

@@ -143,6 +143,7 @@ impl Llama {
                 rope: c.uses_rope(il),
                 prescale_q: None,
                 window: None,
+                freq_scale: c.rope_freq_scale,
             };
             tr("Qcur", &s.q[..n * c.q_dim()]);
             tr("Kcur", &s.k[..n * c.kv_dim()]);

@@ -255,10 +255,19 @@ fn synthetic_families_match_llama_cpp() {
     let pool = ThreadPool::new(2);
     for spec in [
         common::Spec::llama(),
+        common::Spec {
+            rope_linear: 4.0,
+            ..common::Spec::llama()
+        },
         common::Spec::qwen2(),
         common::Spec::qwen3(),
         common::Spec::smollm3(),
         common::Spec::gemma3(),
+        // Gemma 3 4B and larger: linear RoPE scaling on the global layers only.
+        common::Spec {
+            rope_linear: 8.0,
+            ..common::Spec::gemma3()
+        },
         common::Spec::mixtral(),
         common::Spec {
             q8: true,
@@ -291,7 +300,14 @@ fn synthetic_families_match_llama_cpp() {
         if spec.q8 {
             label.push_str(", Q8_0");
         }
-        let path = dir.join(format!("{}-{}-{}.gguf", spec.arch, spec.experts.0, spec.q8));
+        if spec.rope_linear > 0.0 {
+            label.push_str(&format!(", linear RoPE scaling {}", spec.rope_linear));
+        }
+        let path = dir.join(format!(
+            "{}-{}.gguf",
+            label.replace([' ', ',', '(', ')'], "_"),
+            0
+        ));
         w.write_to(&path).unwrap();
         // Longer than Gemma's test window (5), so its local layers really slide.
         let toks: Vec<u32> = (0..13).map(|i| ((i * 17 + 3) % nv) as u32).collect();

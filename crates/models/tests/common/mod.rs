@@ -46,6 +46,8 @@ pub struct Spec {
     /// Matrices (2-D and experts' 3-D) whose rows are whole Q8_0 blocks stored as
     /// Q8_0 instead of f32.
     pub q8: bool,
+    /// Linear RoPE scaling factor (`rope.scaling.type linear`), 0 for none.
+    pub rope_linear: f32,
 }
 
 /// `v` as tensor `name` of GGUF dims `dims` (`dims[0]` values per row): Q8_0 when
@@ -82,6 +84,7 @@ impl Spec {
             experts: (0, 0),
             n_ff_expert: None,
             q8: false,
+            rope_linear: 0.0,
         }
     }
     /// Mixtral's shape: `llama` with 4 experts, 2 per token.
@@ -171,6 +174,10 @@ pub fn writer_except(spec: &Spec, seed: u64, skip: &[&str]) -> GgufWriter {
             },
         )
         .kv(format!("{a}.attention.layer_norm_rms_epsilon"), 1e-5f32);
+    if s.rope_linear > 0.0 {
+        w.kv(format!("{a}.rope.scaling.type"), "linear")
+            .kv(format!("{a}.rope.scaling.factor"), s.rope_linear);
+    }
     if s.experts.0 > 0 {
         w.kv(format!("{a}.expert_count"), s.experts.0 as u32)
             .kv(format!("{a}.expert_used_count"), s.experts.1 as u32);
