@@ -50,8 +50,10 @@ pub struct ModelConfig {
     pub rope_base: f32,
     /// RoPE frequency base of sliding-window layers (Gemma 3: 10,000).
     pub rope_base_local: f32,
-    /// Positions are multiplied by this (linear RoPE scaling: 1 / factor).
+    /// Positions are multiplied by this (linear or YaRN RoPE scaling: 1 / factor).
     pub rope_freq_scale: f32,
+    /// YaRN's corrections on top of `rope_freq_scale` (`rope.scaling.type yarn`).
+    pub rope_yarn: Option<Yarn>,
     pub rms_eps: f32,
     /// Multiplier of Q·K.
     pub attn_scale: f32,
@@ -69,6 +71,20 @@ pub struct ModelConfig {
     pub qk_norm: bool,
     /// A mixture of experts in place of the dense feed-forward network.
     pub moe: Option<MoeConfig>,
+}
+
+/// YaRN RoPE scaling as ggml's `rope_ext` takes it: dimensions below the
+/// `beta_fast` correction dim keep their trained rotation, those above `beta_slow`'s
+/// are interpolated by `rope_freq_scale`, with a linear ramp between, and cos/sin
+/// scaled by `attn_factor · (1 + 0.1 ln(1 / freq_scale))`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Yarn {
+    /// The context the model was trained with before scaling.
+    pub orig_ctx: usize,
+    pub ext_factor: f32,
+    pub attn_factor: f32,
+    pub beta_fast: f32,
+    pub beta_slow: f32,
 }
 
 /// A sparse feed-forward layer: each token goes through `n_expert_used` of
@@ -192,23 +208,41 @@ impl ModelConfig {
         };
         let rope_base = opt_f32("rope.freq_base")?.unwrap_or(default_base);
 
-        let rope_freq_scale = match f.get(&key("rope.scaling.type")) {
-            None => 1.0,
-            Some(_) => match f.get_str(&key("rope.scaling.type"))? {
-                "none" => 1.0,
-                "linear" => {
-                    let factor = opt_f32("rope.scaling.factor")?.unwrap_or(1.0);
-                    if factor <= 0.0 {
-                        return Err(ModelError::Config(format!("rope scaling factor {factor}")));
-                    }
-                    1.0 / factor
-                }
-                other => {
-                    return Err(ModelError::Config(format!(
-                        "RoPE scaling `{other}` is not supported (none, linear)"
-                    )));
-                }
-            },
+        let factor = || -> Result<f32, ModelError> {
+            let factor = opt_f32("rope.scaling.factor")?.unwrap_or(1.0);
+            if factor.is_finite() && factor > 0.0 {
+                Ok(factor)
+            } else {
+                Err(ModelError::Config(format!("rope scaling factor {factor}")))
+            }
+        };
+        let scaling = match f.get(&key("rope.scaling.type")) {
+            None => "none",
+            Some(_) => f.get_str(&key("rope.scaling.type"))?,
+        };
+        let (rope_freq_scale, rope_yarn) = match scaling {
+            "none" => (1.0, None),
+            "linear" => (1.0 / factor()?, None),
+            "yarn" if arch != Arch::Gemma3 => {
+                let orig_ctx = opt_usize("rope.scaling.original_context_length")?
+                    .filter(|&n| n > 0)
+                    .unwrap_or(n_ctx_train);
+                let yarn = Yarn {
+                    orig_ctx,
+                    ext_factor: opt_f32("rope.scaling.yarn_ext_factor")?.unwrap_or(1.0),
+                    attn_factor: opt_f32("rope.scaling.yarn_attn_factor")?
+                        .or(opt_f32("rope.scaling.attn_factor")?)
+                        .unwrap_or(1.0),
+                    beta_fast: opt_f32("rope.scaling.yarn_beta_fast")?.unwrap_or(32.0),
+                    beta_slow: opt_f32("rope.scaling.yarn_beta_slow")?.unwrap_or(1.0),
+                };
+                (1.0 / factor()?, Some(yarn))
+            }
+            other => {
+                return Err(ModelError::Config(format!(
+                    "RoPE scaling `{other}` is not supported for {arch_name} (none, linear, yarn)"
+                )));
+            }
         };
 
         // n_vocab is the embedding's row count: the one number every part agrees on.
@@ -284,6 +318,7 @@ impl ModelConfig {
             rope_base,
             rope_base_local,
             rope_freq_scale,
+            rope_yarn,
             rms_eps,
             attn_scale,
             sliding_window,

@@ -16,7 +16,7 @@ mod ops;
 mod perplexity;
 mod weights;
 
-pub use config::{Arch, ModelConfig, MoeConfig, RopeStyle};
+pub use config::{Arch, ModelConfig, MoeConfig, RopeStyle, Yarn};
 pub use kv_cache::{KvCache, KvSource};
 pub use perplexity::{PerplexityReport, perplexity};
 pub use weights::{Storage, Tensor};

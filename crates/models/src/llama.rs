@@ -83,6 +83,9 @@ impl Llama {
             });
         }
         let mut inv_freq = ops::rope_inv_freq(c.rope_base, c.rope_dim);
+        inv_freq.yarn = c
+            .rope_yarn
+            .map(|y| ops::YarnRamp::new(&y, c.rope_base, c.rope_dim, c.rope_freq_scale));
         // Llama 3.1-style frequency factors divide each pair's angle.
         if let Some(factors) = l.opt_vector("rope_freqs.weight", c.rope_dim / 2)? {
             inv_freq.factors = factors;

@@ -51,6 +51,48 @@ pub struct RopeFreqs {
     pub theta_scale: f32,
     /// Per-pair divisors (Llama 3.1 `rope_freqs`), empty when absent.
     pub factors: Vec<f32>,
+    /// YaRN's ramp between extrapolated and interpolated pairs, and its magnitude.
+    pub yarn: Option<YarnRamp>,
+}
+
+/// YaRN for one RoPE base (ggml's `rope_yarn_corr_dims` and `rope_yarn`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct YarnRamp {
+    /// Correction dims: pairs at or below `low` keep the trained rotation, at or above
+    /// `high` are interpolated, a linear ramp between.
+    pub low: f32,
+    pub high: f32,
+    pub ext_factor: f32,
+    /// cos/sin multiplier: `attn_factor · (1 + 0.1 ln(1 / freq_scale))`.
+    pub mscale: f32,
+}
+
+impl YarnRamp {
+    /// For RoPE over `n_rot` dims with `base`, positions scaled by `freq_scale`.
+    pub fn new(y: &crate::config::Yarn, base: f32, n_rot: usize, freq_scale: f32) -> Self {
+        let dim = |beta: f32| {
+            n_rot as f32 * (y.orig_ctx as f32 / (beta * 2.0 * std::f32::consts::PI)).ln()
+                / (2.0 * base.ln())
+        };
+        let low = dim(y.beta_fast).floor().max(0.0);
+        let high = dim(y.beta_slow).ceil().min(n_rot as f32 - 1.0);
+        let mut mscale = y.attn_factor;
+        if y.ext_factor != 0.0 {
+            mscale *= 1.0 + 0.1 * (1.0 / freq_scale).ln();
+        }
+        YarnRamp {
+            low,
+            high,
+            ext_factor: y.ext_factor,
+            mscale,
+        }
+    }
+
+    /// How much of pair `i`'s angle stays extrapolated (1 below `low`, 0 above `high`).
+    fn mix(&self, i: usize) -> f32 {
+        let y = (i as f32 - self.low) / (self.high - self.low).max(0.001);
+        (1.0 - y.clamp(0.0, 1.0)) * self.ext_factor
+    }
 }
 
 /// [`RopeFreqs`] for `base` over the first `n_rot` dims.
@@ -59,6 +101,7 @@ pub fn rope_inv_freq(base: f32, n_rot: usize) -> RopeFreqs {
         n_pairs: n_rot / 2,
         theta_scale: base.powf(-2.0 / n_rot as f32),
         factors: Vec::new(),
+        yarn: None,
     }
 }
 
@@ -82,7 +125,16 @@ pub fn rope(
         let mut theta = (pos0 + t) as f32;
         for i in 0..half {
             let ff = freqs.factors.get(i).copied().unwrap_or(1.0);
-            let (s, c) = (freq_scale * (theta / ff)).sin_cos();
+            let extrap = theta / ff;
+            let (s, c) = match &freqs.yarn {
+                None => (freq_scale * extrap).sin_cos(),
+                Some(y) => {
+                    let interp = freq_scale * extrap;
+                    let mix = y.mix(i);
+                    let (s, c) = (interp * (1.0 - mix) + extrap * mix).sin_cos();
+                    (s * y.mscale, c * y.mscale)
+                }
+            };
             cos[i] = c;
             sin[i] = s;
             theta *= freqs.theta_scale;

@@ -259,8 +259,16 @@ fn synthetic_families_match_llama_cpp() {
             rope_linear: 4.0,
             ..common::Spec::llama()
         },
+        common::Spec {
+            yarn: Some((4.0, 256)),
+            ..common::Spec::llama()
+        },
         common::Spec::qwen2(),
         common::Spec::qwen3(),
+        common::Spec {
+            yarn: Some((4.0, 256)),
+            ..common::Spec::qwen3()
+        },
         common::Spec::smollm3(),
         common::Spec::gemma3(),
         // Gemma 3 4B and larger: linear RoPE scaling on the global layers only.
@@ -302,6 +310,9 @@ fn synthetic_families_match_llama_cpp() {
         }
         if spec.rope_linear > 0.0 {
             label.push_str(&format!(", linear RoPE scaling {}", spec.rope_linear));
+        }
+        if let Some((f, orig)) = spec.yarn {
+            label.push_str(&format!(", YaRN {f} from {orig}"));
         }
         let path = dir.join(format!(
             "{}-{}.gguf",

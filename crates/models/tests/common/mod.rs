@@ -48,6 +48,8 @@ pub struct Spec {
     pub q8: bool,
     /// Linear RoPE scaling factor (`rope.scaling.type linear`), 0 for none.
     pub rope_linear: f32,
+    /// YaRN RoPE scaling: factor and original context length.
+    pub yarn: Option<(f32, usize)>,
 }
 
 /// `v` as tensor `name` of GGUF dims `dims` (`dims[0]` values per row): Q8_0 when
@@ -85,6 +87,7 @@ impl Spec {
             n_ff_expert: None,
             q8: false,
             rope_linear: 0.0,
+            yarn: None,
         }
     }
     /// Mixtral's shape: `llama` with 4 experts, 2 per token.
@@ -174,6 +177,14 @@ pub fn writer_except(spec: &Spec, seed: u64, skip: &[&str]) -> GgufWriter {
             },
         )
         .kv(format!("{a}.attention.layer_norm_rms_epsilon"), 1e-5f32);
+    if let Some((factor, orig)) = s.yarn {
+        w.kv(format!("{a}.rope.scaling.type"), "yarn")
+            .kv(format!("{a}.rope.scaling.factor"), factor)
+            .kv(
+                format!("{a}.rope.scaling.original_context_length"),
+                orig as u32,
+            );
+    }
     if s.rope_linear > 0.0 {
         w.kv(format!("{a}.rope.scaling.type"), "linear")
             .kv(format!("{a}.rope.scaling.factor"), s.rope_linear);
