@@ -19,6 +19,15 @@ const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])
 
 const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Mistral's tekken (Nemo, Small 3): words split at lower-to-upper case changes,
+/// single digits. llama.cpp stands in for the Unicode case classes with "a letter that
+/// is not ASCII a-z" (upper) and "not A-Z" (lower), and so does this.
+const TEKKEN: &str = r"[^\r\n\p{L}\p{N}]?(?:(?=\p{L})[^a-z])*(?:(?=\p{L})[^A-Z])+|[^\r\n\p{L}\p{N}]?(?:(?=\p{L})[^a-z])+(?:(?=\p{L})[^A-Z])*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// GPT-4o's (o200k): tekken's words with English contractions attached, and digits
+/// in groups of up to three.
+const GPT4O: &str = r"[^\r\n\p{L}\p{N}]?(?:(?=\p{L})[^a-z])*(?:(?=\p{L})[^A-Z])+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?(?:(?=\p{L})[^a-z])+(?:(?=\p{L})[^A-Z])*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// The split rules for one pre-tokenizer name: regexes applied in order, and whether
 /// GPT-2's own rule runs last (inside the byte-level step).
 struct Rules {
@@ -33,6 +42,8 @@ fn rules_for(pre: &str) -> Option<Rules> {
             r(&[LLAMA3], false)
         }
         "qwen2" | "stablelm2" | "deepseek-r1-qwen" | "megrez" => r(&[QWEN2], false),
+        "tekken" => r(&[TEKKEN], false),
+        "gpt-4o" | "llama4" => r(&[GPT4O], false),
         "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" => {
             r(&[r"\p{N}"], true)
         }

@@ -308,7 +308,7 @@ impl Vocab {
         if kind == ModelKind::ByteLevelBpe
             && matches!(
                 pre.as_str(),
-                "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral"
+                "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" | "tekken"
             )
         {
             ignore_merges = true;
