@@ -138,6 +138,18 @@ impl Session {
         tokens.len()
     }
 
+    /// Take the first `n` cached positions of `other` (same model) in place of this
+    /// session's contents: a prompt prefix another sequence has just computed (the
+    /// other choices of an `n` > 1 request, concurrent requests with one system
+    /// prompt) is copied instead of computed again.
+    pub fn copy_prefix_from(&mut self, other: &Session, n: usize) -> Result<(), EngineError> {
+        let n = n.min(other.tokens.len());
+        self.cache.import(&other.cache.export(n), n)?;
+        self.tokens.clear();
+        self.tokens.extend_from_slice(&other.tokens[..n]);
+        Ok(())
+    }
+
     /// Positions whose K/V the session reads in place from a stored prefix.
     pub fn stored_prefix_in_place(&self) -> usize {
         self.cache.shared_len()

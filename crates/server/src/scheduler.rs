@@ -330,6 +330,9 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
+/// Shorter shared prefixes are computed again rather than waited for and copied.
+const SHARE_MIN: usize = 16;
+
 /// One admitted request with its session.
 struct Seq {
     job: Job,
@@ -479,11 +482,19 @@ impl<'a> Worker<'a> {
     }
 
     fn admit(&mut self) {
-        while self.running.len() < self.opts.max_running.max(1) {
-            let Some(mut job) = self.waiting.pop_front() else {
+        let mut i = 0;
+        while self.running.len() < self.opts.max_running.max(1) && i < self.waiting.len() {
+            // A prompt that shares a long prefix with one still being computed (the
+            // other choices of an `n` > 1 request, requests with one system prompt)
+            // waits for it and copies it rather than computing it again alongside.
+            if self.shared_prefix_pending(&self.waiting[i].prompt) {
+                i += 1;
+                continue;
+            }
+            let Some(mut job) = self.waiting.remove(i) else {
                 return;
             };
-            let session = match self.take_session(&job.prompt) {
+            let mut session = match self.take_session(&job.prompt) {
                 Ok(s) => s,
                 Err(e) => {
                     job.reject(ApiError::internal(format!(
@@ -492,6 +503,7 @@ impl<'a> Worker<'a> {
                     continue;
                 }
             };
+            self.copy_running_prefix(&mut session, &job.prompt);
             let sampler = match Sampler::new(job.sampler.clone()) {
                 Ok(s) => s,
                 Err(e) => {
@@ -518,6 +530,44 @@ impl<'a> Worker<'a> {
                 done: false,
                 _run: RunSlot(self.metrics.clone()),
             });
+        }
+    }
+
+    /// Whether a running sequence is computing a prefix of `prompt` at least
+    /// [`SHARE_MIN`] tokens longer than any cache holds now.
+    fn shared_prefix_pending(&self, prompt: &[u32]) -> bool {
+        let have = self.cached_prefix(prompt);
+        self.running.iter().any(|r| {
+            let computing = !r.done && r.prefilled.is_none_or(|p| p < r.job.prompt.len());
+            computing && common_prefix(&r.job.prompt, prompt) >= have + SHARE_MIN
+        })
+    }
+
+    /// The longest prefix of `prompt` whose K/V a session (idle or running) holds.
+    fn cached_prefix(&self, prompt: &[u32]) -> usize {
+        let free = self.free.iter().map(|s| s.tokens());
+        let running = self.running.iter().map(|r| r.session.tokens());
+        free.chain(running)
+            .map(|t| common_prefix(t, prompt))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Copy into `session` the longest prefix of `prompt` a running sequence has
+    /// computed, when it beats what `session` holds by [`SHARE_MIN`] tokens.
+    fn copy_running_prefix(&self, session: &mut Session, prompt: &[u32]) {
+        let own = common_prefix(session.tokens(), prompt);
+        let best = self
+            .running
+            .iter()
+            .map(|r| (common_prefix(r.session.tokens(), prompt), &r.session))
+            .max_by_key(|(n, _)| *n);
+        if let Some((n, src)) = best
+            && n >= own + SHARE_MIN
+            && session.copy_prefix_from(src, n).is_err()
+        {
+            // Same model, same context: cannot fail; compute from scratch if it does.
+            session.reset();
         }
     }
 

@@ -227,6 +227,38 @@ async fn several_choices_answer_as_separate_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn choices_compute_their_shared_prompt_once() {
+    // Four choices of a long prompt: the first computes it, the others copy its K/V
+    // (all but the last two prompt tokens, recomputed for identical arithmetic).
+    let s = state_with(thaw_server::ServeConfig {
+        max_running: 4,
+        ..config()
+    });
+    let app = thaw_server::app(s);
+    let long =
+        "Summarise the following notes about the harbour, the boats and the weather. ".repeat(8);
+    let b = chat_body(&long, json!({"max_tokens": 2, "temperature": 0, "n": 4}));
+    let tokens0 = gauge(&app, "thaw_batch_tokens_total").await;
+    let (st, v) = post(&app, "/v1/chat/completions", b).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let prompt = v["usage"]["prompt_tokens"].as_f64().unwrap();
+    assert!(prompt > 100.0, "{v}");
+    let computed = gauge(&app, "thaw_batch_tokens_total").await - tokens0;
+    // One prompt, three two-token tails, four choices' decode steps.
+    assert!(
+        computed <= prompt + 3.0 * 2.0 + 4.0 * 2.0,
+        "{computed} tokens computed for 4 choices of a {prompt}-token prompt"
+    );
+    let texts: HashSet<&str> = v["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["message"]["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts.len(), 1, "greedy choices differ: {texts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_format_matches_openai() {
     let (app, _) = new_app();
     let opts = json!({"temperature": 0, "max_tokens": 10});
