@@ -534,12 +534,15 @@ impl<'a> Worker<'a> {
     }
 
     /// Whether a running sequence is computing a prefix of `prompt` at least
-    /// [`SHARE_MIN`] tokens longer than any cache holds now.
+    /// [`SHARE_MIN`] tokens, and half the prompt, longer than any cache holds now:
+    /// worth waiting a step or two for (the wait ends as soon as that sequence has
+    /// computed the shared part, not its whole prompt).
     fn shared_prefix_pending(&self, prompt: &[u32]) -> bool {
         let have = self.cached_prefix(prompt);
         self.running.iter().any(|r| {
             let computing = !r.done && r.prefilled.is_none_or(|p| p < r.job.prompt.len());
-            computing && common_prefix(&r.job.prompt, prompt) >= have + SHARE_MIN
+            let gain = common_prefix(&r.job.prompt, prompt).saturating_sub(have);
+            computing && gain >= SHARE_MIN && 2 * gain >= prompt.len()
         })
     }
 
