@@ -154,20 +154,63 @@ fn interleave_in_pieces(
     Ok(())
 }
 
+/// The output file, written through one buffer flushed in whole [`CHUNK`]s from each
+/// section's 2 MiB-aligned start. The page cache keeps a file in folios as large as
+/// the writes that filled it, and a process mapping the file faults a 2 MiB folio in
+/// with one page-table entry: a fresh snapshot written in 8 MiB pieces maps ~18×
+/// faster than one written tensor by tensor (touching all 134 MB of SmolLM2's: 0.55
+/// against 9.7 ms; first token from cold 27% sooner, README Benchmarks).
+struct Out {
+    file: File,
+    buf: Vec<u8>,
+}
+
+impl Out {
+    fn new(file: File) -> Self {
+        Out {
+            file,
+            buf: Vec::with_capacity(CHUNK),
+        }
+    }
+
+    fn seek(&mut self, to: u64) -> std::io::Result<()> {
+        self.flush()?;
+        self.file.seek(SeekFrom::Start(to)).map(|_| ())
+    }
+
+    fn write(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        while !bytes.is_empty() {
+            let take = (CHUNK - self.buf.len()).min(bytes.len());
+            self.buf.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.buf.len() == CHUNK {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.write_all(&self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
 /// Writes one section at `offset` from `parts`, returning its length and sha256.
 fn write_section(
-    file: &mut File,
+    file: &mut Out,
     offset: u64,
     parts: &[Part<'_>],
     bar: &indicatif::ProgressBar,
 ) -> std::io::Result<(u64, [u8; 32])> {
-    file.seek(SeekFrom::Start(offset))?;
+    file.seek(offset)?;
     let mut hasher = Sha256::new();
     let mut len = 0u64;
     let mut put = |bytes: &[u8]| -> std::io::Result<()> {
         for chunk in bytes.chunks(CHUNK) {
             hasher.update(chunk);
-            file.write_all(chunk)?;
+            file.write(chunk)?;
             bar.inc(chunk.len() as u64);
             len += chunk.len() as u64;
         }
@@ -203,7 +246,7 @@ fn write(
             what: e.to_string(),
         })?
         .to_frozen();
-    let mut file = File::create(tmp).map_err(io)?;
+    let mut file = Out::new(File::create(tmp).map_err(io)?);
     let bytes = source.bytes();
     let data = &bytes[source.data_offset() as usize..];
     let weights = WeightLayout::plan(source);
@@ -322,10 +365,11 @@ fn write(
         next = (next + len).next_multiple_of(SECTION_ALIGN);
     }
     let header = format::encode(FORMAT_VERSION, weights.layout, 0, &entries);
-    file.seek(SeekFrom::Start(0)).map_err(io)?;
-    file.write_all(&header).map_err(io)?;
+    file.seek(0).map_err(io)?;
+    file.write(&header).map_err(io)?;
+    file.flush().map_err(io)?;
     // Durable before the rename makes it visible.
-    file.sync_all().map_err(io)?;
+    file.file.sync_all().map_err(io)?;
     let sections = entries.iter().map(SectionInfo::from_entry).collect();
     Ok((sections, meta))
 }
