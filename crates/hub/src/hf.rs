@@ -37,7 +37,9 @@ pub(crate) fn fetch(
     let url = file_url(endpoint, r);
     let mut tmp = TempFile::next_to(dest)?;
     let tmp_path = tmp.path().to_path_buf();
-    let mut w = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, tmp.file()));
+    // Written in 8 MiB pieces: the page cache then keeps the model in large folios,
+    // which later mappings fault in 2 MiB at a time (see the snapshot builder).
+    let mut w = HashingWriter::new(io::BufWriter::with_capacity(8 << 20, tmp.file()));
     let label = r.file.rsplit('/').next().unwrap_or(&r.file);
     let req = Download {
         url: &url,

@@ -222,7 +222,9 @@ pub(crate) fn fetch_model(
 ) -> Result<(), HubError> {
     let mut out = TempFile::next_to(dest)?;
     let out_path = out.path().to_path_buf();
-    let mut hashed = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, out.file()));
+    // Written in 8 MiB pieces: the page cache then keeps the model in large folios,
+    // which later mappings fault in 2 MiB at a time (see the snapshot builder).
+    let mut hashed = HashingWriter::new(io::BufWriter::with_capacity(8 << 20, out.file()));
     for (i, part) in model.parts.iter().enumerate() {
         let wheel = find_wheel(client, index, part)?;
         let mut wheel_tmp = TempFile::next_to(&dest.with_file_name(&wheel.filename))?;
