@@ -62,19 +62,22 @@ fn rewrite(
     }
     for (k, x) in m.iter_mut() {
         match k.as_str() {
-            "properties" | "patternProperties" | "$defs" | "definitions" | "dependentSchemas" => {
+            // Maps of schemas (`dependencies` values may also be lists of names,
+            // which `rewrite` leaves alone).
+            "properties" | "patternProperties" | "$defs" | "definitions" | "dependentSchemas"
+            | "dependencies" => {
                 if let Value::Object(map) = x {
                     map.values_mut()
                         .for_each(|s| rewrite(s, root, copies, named));
                 }
             }
-            "anyOf" | "oneOf" | "allOf" | "prefixItems" => {
-                if let Value::Array(list) = x {
-                    list.iter_mut()
-                        .for_each(|s| rewrite(s, root, copies, named));
-                }
-            }
-            "items"
+            // A schema or a list of them (draft 4's tuple `items`).
+            "anyOf"
+            | "oneOf"
+            | "allOf"
+            | "prefixItems"
+            | "items"
+            | "additionalItems"
             | "additionalProperties"
             | "not"
             | "if"
@@ -83,7 +86,12 @@ fn rewrite(
             | "contains"
             | "propertyNames"
             | "unevaluatedProperties"
-            | "unevaluatedItems" => rewrite(x, root, copies, named),
+            | "unevaluatedItems" => match x {
+                Value::Array(list) => list
+                    .iter_mut()
+                    .for_each(|s| rewrite(s, root, copies, named)),
+                s => rewrite(s, root, copies, named),
+            },
             _ => {}
         }
     }
@@ -113,7 +121,15 @@ fn unescaped_ref(
             _ => return None,
         };
     }
-    let name = format!("thaw_ref{}", named.len());
+    // A name the schema's own definitions do not use.
+    let taken = |n: &str| {
+        root.get("$defs").and_then(|d| d.get(n)).is_some() || copies.iter().any(|(c, _)| c == n)
+    };
+    let mut i = named.len();
+    while taken(&format!("thaw_ref{i}")) {
+        i += 1;
+    }
+    let name = format!("thaw_ref{i}");
     named.push((r.to_string(), name.clone()));
     let mut copy = target.clone();
     rewrite(&mut copy, root, copies, named);
@@ -178,6 +194,23 @@ mod tests {
         // Nothing to do: unchanged.
         let plain = json!({"$defs": {"a": {"type": "integer"}}, "$ref": "#/$defs/a"});
         assert_eq!(normalize(&plain), plain);
+        // Tuple `items`, `additionalItems` and `dependencies` are walked too, and a
+        // user definition named like a copy is not overwritten.
+        let s = json!({
+            "$defs": {"thaw_ref0": {"const": 1}, "a/b": {"type": "integer"}},
+            "type": "array",
+            "items": [{"$ref": "#/$defs/a~1b"}, {"type": "string", "format": "x"}],
+            "additionalItems": {"$ref": "#/$defs/a~1b"},
+            "dependencies": {"k": {"properties": {"z": {"format": "y"}}}, "j": ["k"]}
+        });
+        let n = normalize(&s);
+        assert_eq!(n["items"][0]["$ref"], "#/$defs/thaw_ref1");
+        assert_eq!(n["additionalItems"]["$ref"], "#/$defs/thaw_ref1");
+        assert_eq!(n["items"][1], json!({"type": "string"}));
+        assert_eq!(n["dependencies"]["k"]["properties"]["z"], json!({}));
+        assert_eq!(n["dependencies"]["j"], json!(["k"]));
+        assert_eq!(n["$defs"]["thaw_ref0"], json!({"const": 1}));
+        assert_eq!(n["$defs"]["thaw_ref1"], json!({"type": "integer"}));
         // An unresolvable pointer stays for llguidance to report.
         let bad = json!({"$ref": "#/$defs/no~1such"});
         assert_eq!(normalize(&bad), bad);

@@ -143,8 +143,8 @@ impl Session {
     /// other choices of an `n` > 1 request, concurrent requests with one system
     /// prompt) is copied instead of computed again.
     pub fn copy_prefix_from(&mut self, other: &Session, n: usize) -> Result<(), EngineError> {
-        let n = n.min(other.tokens.len());
-        self.cache.import(&other.cache.export(n), n)?;
+        let n = n.min(other.tokens.len()).min(other.cache.len());
+        self.cache.copy_prefix(&other.cache, n)?;
         self.tokens.clear();
         self.tokens.extend_from_slice(&other.tokens[..n]);
         Ok(())

@@ -227,12 +227,18 @@ impl ModelConfig {
                 let orig_ctx = opt_usize("rope.scaling.original_context_length")?
                     .filter(|&n| n > 0)
                     .unwrap_or(n_ctx_train);
+                // DeepSeek's variant scales the magnitude by a log multiplier too.
+                if opt_f32("rope.scaling.yarn_log_multiplier")?.is_some_and(|m| m != 0.0) {
+                    return Err(ModelError::Config(
+                        "YaRN with a log multiplier (DeepSeek's variant) is not supported".into(),
+                    ));
+                }
                 let yarn = Yarn {
                     orig_ctx,
                     ext_factor: opt_f32("rope.scaling.yarn_ext_factor")?.unwrap_or(1.0),
-                    attn_factor: opt_f32("rope.scaling.yarn_attn_factor")?
-                        .or(opt_f32("rope.scaling.attn_factor")?)
-                        .unwrap_or(1.0),
+                    // As llama.cpp: the YaRN factor times the file's attention factor.
+                    attn_factor: opt_f32("rope.scaling.yarn_attn_factor")?.unwrap_or(1.0)
+                        * opt_f32("rope.scaling.attn_factor")?.unwrap_or(1.0),
                     beta_fast: opt_f32("rope.scaling.yarn_beta_fast")?.unwrap_or(32.0),
                     beta_slow: opt_f32("rope.scaling.yarn_beta_slow")?.unwrap_or(1.0),
                 };

@@ -161,6 +161,57 @@ impl KvCache {
         }
     }
 
+    /// Replace the contents by the first `n` positions of `src` (same model): its
+    /// stored prefix, when `n` covers it, is shared (read in place as `src` does), the
+    /// rest copied layer by layer. No intermediate buffer.
+    pub fn copy_prefix(&mut self, src: &KvCache, n: usize) -> Result<(), ModelError> {
+        let shape = |c: &KvCache| (c.n_layer, c.n_head_kv, c.head_dim);
+        if shape(self) != shape(src) || n > src.len || n > self.n_ctx {
+            return Err(ModelError::CacheMismatch(format!(
+                "cannot copy {n} positions of a {}-position cache shaped {:?} into one of \
+                 {} positions shaped {:?}",
+                src.len,
+                shape(src),
+                self.n_ctx,
+                shape(self)
+            )));
+        }
+        let (hd, nkv) = (self.head_dim, self.n_head_kv);
+        let (own, theirs) = (nkv * self.n_ctx * hd, nkv * src.n_ctx * hd);
+        self.shared = None;
+        let mut from = 0;
+        if let Some(p) = &src.shared {
+            if n >= p.len {
+                self.shared = Some(p.clone());
+                from = p.len;
+            } else {
+                for il in 0..self.n_layer {
+                    let (sk, sv) = p.layer(il, nkv, hd);
+                    for h in 0..nkv {
+                        let at = il * own + h * self.n_ctx * hd;
+                        let run = h * p.len * hd..(h * p.len + n) * hd;
+                        self.k[at..at + n * hd].copy_from_slice(&sk[run.clone()]);
+                        self.v[at..at + n * hd].copy_from_slice(&sv[run]);
+                    }
+                }
+                from = n;
+            }
+        }
+        for il in 0..self.n_layer {
+            for h in 0..nkv {
+                let dst = il * own + h * self.n_ctx * hd;
+                let s0 = il * theirs + h * src.n_ctx * hd;
+                let run = from * hd..n * hd;
+                self.k[dst + run.start..dst + run.end]
+                    .copy_from_slice(&src.k[s0 + run.start..s0 + run.end]);
+                self.v[dst + run.start..dst + run.end]
+                    .copy_from_slice(&src.v[s0 + run.start..s0 + run.end]);
+            }
+        }
+        self.len = n;
+        Ok(())
+    }
+
     /// Bytes of [`Self::export`] for `n` positions of a model shaped like this cache.
     pub fn export_len(&self, n: usize) -> usize {
         2 * self.n_layer * self.n_head_kv * n * self.head_dim * 2

@@ -70,6 +70,20 @@ pub async fn completions(
     let max_tokens = params::max_tokens("max_tokens", req.max_tokens)?;
     let stop = params::stop_strings(req.stop.as_ref())?;
     // One completion per prompt and choice, prompt-major (as OpenAI numbers them).
+    let count = match &req.prompt {
+        Some(Prompt::Texts(t)) => t.len(),
+        Some(Prompt::Tokens(t)) => t.len(),
+        None => 0,
+    };
+    if count * n > MAX_JOBS {
+        return Err(ApiError::invalid(
+            "prompt",
+            format!(
+                "{count} prompts × n={n} is {} completions; at most {MAX_JOBS} per request.",
+                count * n
+            ),
+        ));
+    }
     let prompts: Vec<(Vec<u32>, String)> = match req.prompt {
         None => return Err(ApiError::invalid("prompt", "`prompt` is required.")),
         Some(Prompt::Texts(texts)) => {
@@ -104,16 +118,6 @@ pub async fn completions(
     };
     if prompts.is_empty() {
         return Err(ApiError::invalid("prompt", "`prompt` must not be empty."));
-    }
-    if prompts.len() * n > MAX_JOBS {
-        return Err(ApiError::invalid(
-            "prompt",
-            format!(
-                "{} prompts × n={n} is {} completions; at most {MAX_JOBS} per request.",
-                prompts.len(),
-                prompts.len() * n
-            ),
-        ));
     }
     let id = format!("cmpl-{}", crate::new_id());
     let created = crate::unix_now();

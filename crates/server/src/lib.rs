@@ -235,6 +235,7 @@ impl AppState {
             .first()
             .map_or((false, false), |s| (s.stream, s.include_usage));
         let mut rxs = Vec::with_capacity(specs.len());
+        let mut jobs = Vec::with_capacity(specs.len());
         for spec in specs {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let mut job = Job::new(
@@ -247,11 +248,10 @@ impl AppState {
             );
             job.ignore_eos = spec.ignore_eos;
             job.constraint = spec.constraint.map(Box::new);
-            // A refusal (queue full) drops the jobs already queued with their
-            // receivers, which cancels them.
-            self.0.scheduler.submit(job)?;
+            jobs.push(job);
             rxs.push(rx);
         }
+        self.0.scheduler.submit_many(jobs)?;
         let mut resp = match (stream, rxs.len()) {
             (true, 1) => respond::stream(rxs.remove(0), one(fmts), include_usage),
             (false, 1) => respond::collect(rxs.remove(0), one(fmts)).await?,

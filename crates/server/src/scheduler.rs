@@ -240,25 +240,48 @@ impl Scheduler {
     }
 
     /// Queue a job, or 429 when `max_queue` jobs are already waiting.
-    pub fn submit(&self, mut job: Job) -> Result<(), ApiError> {
+    pub fn submit(&self, job: Job) -> Result<(), ApiError> {
+        self.submit_many(vec![job])
+    }
+
+    /// Queue the jobs of one request (its `n` choices) together: all their queue
+    /// slots are taken at once or none (429), and a request asking for more jobs than
+    /// the queue can ever hold is a 400 rather than a 429 a client would retry.
+    pub fn submit_many(&self, jobs: Vec<Job>) -> Result<(), ApiError> {
+        let k = jobs.len();
+        if k > self.max_queue {
+            return Err(ApiError::invalid(
+                "n",
+                format!(
+                    "This request asks for {k} completions; this server queues at most {} at once (--max-queue).",
+                    self.max_queue
+                ),
+            ));
+        }
         let q = &self.metrics.queue_depth;
         let mut cur = q.load(Ordering::Relaxed);
         loop {
-            if cur >= self.max_queue {
+            if cur + k > self.max_queue {
                 return Err(ApiError::queue_full());
             }
-            match q.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed) {
+            match q.compare_exchange_weak(cur, cur + k, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => break,
                 Err(now) => cur = now,
             }
         }
-        job.slot = Some(QueueSlot(self.metrics.clone()));
+        let mut jobs = jobs;
+        for job in &mut jobs {
+            job.slot = Some(QueueSlot(self.metrics.clone()));
+        }
         let tx = self
             .tx
             .lock()
             .map_err(|_| ApiError::internal("scheduler lock poisoned"))?;
-        tx.send(Msg::Job(job))
-            .map_err(|_| ApiError::unavailable("The server is shutting down."))
+        for job in jobs {
+            tx.send(Msg::Job(job))
+                .map_err(|_| ApiError::unavailable("The server is shutting down."))?;
+        }
+        Ok(())
     }
 
     /// Stop admitting work; running sequences get `grace` to finish, then are cancelled.
@@ -483,11 +506,16 @@ impl<'a> Worker<'a> {
 
     fn admit(&mut self) {
         let mut i = 0;
-        while self.running.len() < self.opts.max_running.max(1) && i < self.waiting.len() {
+        // Jobs waiting for a prefix keep their place: later jobs do not take the
+        // slots they will need once it is computed.
+        let mut deferred = 0;
+        while self.running.len() + deferred < self.opts.max_running.max(1) && i < self.waiting.len()
+        {
             // A prompt that shares a long prefix with one still being computed (the
             // other choices of an `n` > 1 request, requests with one system prompt)
             // waits for it and copies it rather than computing it again alongside.
             if self.shared_prefix_pending(&self.waiting[i].prompt) {
+                deferred += 1;
                 i += 1;
                 continue;
             }
@@ -533,16 +561,16 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Whether a running sequence is computing a prefix of `prompt` at least
-    /// [`SHARE_MIN`] tokens, and half the prompt, longer than any cache holds now:
-    /// worth waiting a step or two for (the wait ends as soon as that sequence has
-    /// computed the shared part, not its whole prompt).
+    /// Whether a running sequence is computing a prefix of `prompt` that is at least
+    /// half the prompt and [`SHARE_MIN`] tokens longer than any cache holds now:
+    /// worth waiting for (the wait ends as soon as that sequence has computed the
+    /// shared part, not its whole prompt).
     fn shared_prefix_pending(&self, prompt: &[u32]) -> bool {
         let have = self.cached_prefix(prompt);
         self.running.iter().any(|r| {
             let computing = !r.done && r.prefilled.is_none_or(|p| p < r.job.prompt.len());
-            let gain = common_prefix(&r.job.prompt, prompt).saturating_sub(have);
-            computing && gain >= SHARE_MIN && 2 * gain >= prompt.len()
+            let shared = common_prefix(&r.job.prompt, prompt);
+            computing && shared.saturating_sub(have) >= SHARE_MIN && 2 * shared >= prompt.len()
         })
     }
 

@@ -227,6 +227,33 @@ async fn several_choices_answer_as_separate_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_choices_than_the_queue_holds_is_a_400() {
+    // Never satisfiable: a 400 naming `n`, not a 429 a client would retry forever.
+    let app = thaw_server::app(state_with(thaw_server::ServeConfig {
+        max_queue: 2,
+        ..config()
+    }));
+    let (s, v) = post(
+        &app,
+        "/v1/chat/completions",
+        chat_body("x", json!({"n": 3})),
+    )
+    .await;
+    assert_eq!(
+        (s, &v["error"]["param"]),
+        (StatusCode::BAD_REQUEST, &json!("n")),
+        "{v}"
+    );
+    let (s, v) = post(
+        &app,
+        "/v1/chat/completions",
+        chat_body("x", json!({"n": 2, "max_tokens": 2})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn choices_compute_their_shared_prompt_once() {
     // Four choices of a long prompt: the first computes it, the others copy its K/V
     // (all but the last two prompt tokens, recomputed for identical arithmetic).
