@@ -188,17 +188,7 @@ impl<'a> Loader<'a> {
             [c] => vec![*c, 1],
             d => d.to_vec(),
         };
-        if dims != expected {
-            return Err(ModelError::Shape {
-                name: name.into(),
-                expected: expected.to_vec(),
-                found: info.dims.clone(),
-            });
-        }
-        let offset = usize::try_from(info.offset).map_err(|_| ModelError::BadTensor {
-            name: name.into(),
-            what: "offset does not fit in memory".into(),
-        })?;
+        let offset = located(name, info, &dims, &expected)?;
         let t = match self.relaid.get(name) {
             Some((ty, storage, start)) => {
                 Tensor::new(name, storage.clone(), *ty, rows, cols, *start)?
@@ -231,17 +221,7 @@ impl<'a> Loader<'a> {
             .tensor_info(name)
             .ok_or_else(|| ModelError::MissingTensor(name.into()))?;
         let expected = [cols as u64, rows as u64, n as u64];
-        if info.dims.as_slice() != expected {
-            return Err(ModelError::Shape {
-                name: name.into(),
-                expected: expected.to_vec(),
-                found: info.dims.clone(),
-            });
-        }
-        let offset = usize::try_from(info.offset).map_err(|_| ModelError::BadTensor {
-            name: name.into(),
-            what: "offset does not fit in memory".into(),
-        })?;
+        let offset = located(name, info, &info.dims, &expected)?;
         let bytes = info.ty.row_bytes(cols).unwrap_or(0) * rows;
         if (bytes * n) as u64 != info.size {
             return Err(ModelError::BadTensor {
@@ -280,6 +260,26 @@ impl<'a> Loader<'a> {
         }
         Ok(self.opt_matrix(name, 1, n)?.map(|t| t.to_f32()))
     }
+}
+
+/// The offset of tensor `name` (`info`), once its dims (as compared) are `expected`.
+fn located(
+    name: &str,
+    info: &thaw_gguf::TensorInfo,
+    dims: &[u64],
+    expected: &[u64],
+) -> Result<usize, ModelError> {
+    if dims != expected {
+        return Err(ModelError::Shape {
+            name: name.into(),
+            expected: expected.to_vec(),
+            found: info.dims.clone(),
+        });
+    }
+    usize::try_from(info.offset).map_err(|_| ModelError::BadTensor {
+        name: name.into(),
+        what: "offset does not fit in memory".into(),
+    })
 }
 
 /// The Q4_1 and Q8_0 matrices of `file` in the layout the kernels in use read best:

@@ -288,19 +288,9 @@ fn synthetic_families_match_llama_cpp() {
         },
     ] {
         let mut w = common::writer(&spec, 11);
-        // llama.cpp will not load a model without a vocabulary; the ids below are
-        // fed directly, so any well-formed one does.
+        // The ids below are fed directly, so any well-formed vocabulary does.
         let nv = spec.n_vocab;
-        w.kv("tokenizer.ggml.model", "gpt2")
-            .kv("tokenizer.ggml.pre", "default")
-            .kv(
-                "tokenizer.ggml.tokens",
-                (0..nv).map(|i| format!("t{i}")).collect::<Vec<_>>(),
-            )
-            .kv("tokenizer.ggml.token_type", vec![1i32; nv])
-            .kv("tokenizer.ggml.merges", vec!["t 1".to_string()])
-            .kv("tokenizer.ggml.bos_token_id", 0u32)
-            .kv("tokenizer.ggml.eos_token_id", 1u32);
+        common::dummy_vocab(&mut w, nv);
         let mut label = match spec.experts.0 {
             0 => spec.arch.to_string(),
             n => format!("{} ({n} experts, {} per token)", spec.arch, spec.experts.1),

@@ -20,16 +20,7 @@ fn moe_snapshot_is_bit_identical() {
     };
     let mut w = synth::writer(&spec, 3);
     let nv = spec.n_vocab;
-    w.kv("tokenizer.ggml.model", "gpt2")
-        .kv("tokenizer.ggml.pre", "default")
-        .kv(
-            "tokenizer.ggml.tokens",
-            (0..nv).map(|i| format!("t{i}")).collect::<Vec<_>>(),
-        )
-        .kv("tokenizer.ggml.token_type", vec![1i32; nv])
-        .kv("tokenizer.ggml.merges", vec!["t 1".to_string()])
-        .kv("tokenizer.ggml.bos_token_id", 0u32)
-        .kv("tokenizer.ggml.eos_token_id", 1u32);
+    synth::dummy_vocab(&mut w, nv);
     let dir = common::TempDir::new("moe");
     let src = dir.join("mixtral.gguf");
     w.write_to(&src).unwrap();

@@ -298,6 +298,21 @@ pub fn script_logits(script: &str, model: &std::path::Path, ids: &[u32]) -> Vec<
         .collect()
 }
 
+/// A placeholder GPT-2 vocabulary of `n` tokens `t0`, `t1`, … (llama.cpp will not
+/// load a model without one; tests that feed token ids need nothing more).
+pub fn dummy_vocab(w: &mut GgufWriter, n: usize) {
+    w.kv("tokenizer.ggml.model", "gpt2")
+        .kv("tokenizer.ggml.pre", "default")
+        .kv(
+            "tokenizer.ggml.tokens",
+            (0..n).map(|i| format!("t{i}")).collect::<Vec<_>>(),
+        )
+        .kv("tokenizer.ggml.token_type", vec![1i32; n])
+        .kv("tokenizer.ggml.merges", vec!["t 1".to_string()])
+        .kv("tokenizer.ggml.bos_token_id", 0u32)
+        .kv("tokenizer.ggml.eos_token_id", 1u32);
+}
+
 pub fn file(w: &GgufWriter) -> GgufFile {
     GgufFile::from_bytes("synthetic.gguf", &w.to_bytes()).expect("synthetic GGUF parses")
 }
