@@ -171,20 +171,20 @@ pub async fn chat_completions(
         .as_ref()
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
-    let specs = (0..n)
-        .map(|i| GenSpec {
-            prompt: prompt.clone(),
-            sampler: params::for_choice(&sampler, i),
-            max_tokens,
-            stop: stop.clone(),
-            logprobs,
-            stream,
-            include_usage,
-            ignore_eos: req.ignore_eos.unwrap_or(false),
-            constraint: constraint.clone(),
-        })
-        .collect();
-    state.generate_many(specs, fmts, n).await
+    let spec = GenSpec {
+        prompt,
+        sampler,
+        max_tokens,
+        stop,
+        logprobs,
+        stream,
+        include_usage,
+        ignore_eos: req.ignore_eos.unwrap_or(false),
+        constraint,
+    };
+    state
+        .generate_many(spec.choices(n).collect(), fmts, n)
+        .await
 }
 
 struct ChatFormat {

@@ -88,18 +88,17 @@ pub async fn completions(
         None => return Err(ApiError::invalid("prompt", "`prompt` is required.")),
         Some(Prompt::Texts(texts)) => {
             let engine = state.engine();
-            let t2 = texts.clone();
-            let ids = tokio::task::spawn_blocking(move || {
-                t2.iter()
-                    .map(|t| engine.text_tokens(t, true))
+            tokio::task::spawn_blocking(move || {
+                texts
+                    .into_iter()
+                    .map(|t| engine.text_tokens(&t, true).map(|ids| (ids, t)))
                     .collect::<Result<Vec<_>, _>>()
             })
             .await
             .map_err(|_| ApiError::internal("tokenization failed"))?
             .map_err(|e| {
                 ApiError::invalid("prompt", format!("Could not tokenize the prompt: {e}"))
-            })?;
-            ids.into_iter().zip(texts).collect()
+            })?
         }
         Some(Prompt::Tokens(lists)) => {
             let mut out = Vec::with_capacity(lists.len());
@@ -110,7 +109,12 @@ pub async fn completions(
                         format!("Token id {bad} is outside the vocabulary of {n_vocab} tokens."),
                     ));
                 }
-                let text = state.engine_ref().tokenizer().decode(&ids, false);
+                // The text is only shown back by `echo`.
+                let text = if echo {
+                    state.engine_ref().tokenizer().decode(&ids, false)
+                } else {
+                    String::new()
+                };
                 out.push((ids, text));
             }
             out
@@ -128,28 +132,27 @@ pub async fn completions(
         .unwrap_or(false);
     let (mut specs, mut fmts) = (Vec::new(), Vec::new());
     for (ids, text) in prompts {
-        for i in 0..n {
-            fmts.push(CompletionFormat {
-                id: id.clone(),
-                created,
-                model: state.model_id().to_string(),
-                state: state.clone(),
-                want_logprobs: logprobs.is_some(),
-                echo: echo.then(|| text.clone()),
-                offset: 0,
-            });
-            specs.push(GenSpec {
-                prompt: ids.clone(),
-                sampler: params::for_choice(&sampler, i),
-                max_tokens,
-                stop: stop.clone(),
-                logprobs,
-                stream,
-                include_usage,
-                ignore_eos: req.ignore_eos.unwrap_or(false),
-                constraint: None,
-            });
-        }
+        fmts.extend((0..n).map(|_| CompletionFormat {
+            id: id.clone(),
+            created,
+            model: state.model_id().to_string(),
+            state: state.clone(),
+            want_logprobs: logprobs.is_some(),
+            echo: echo.then(|| text.clone()),
+            offset: 0,
+        }));
+        let spec = GenSpec {
+            prompt: ids,
+            sampler: sampler.clone(),
+            max_tokens,
+            stop: stop.clone(),
+            logprobs,
+            stream,
+            include_usage,
+            ignore_eos: req.ignore_eos.unwrap_or(false),
+            constraint: None,
+        };
+        specs.extend(spec.choices(n));
     }
     state.generate_many(specs, fmts, n).await
 }

@@ -123,6 +123,7 @@ struct Inner {
 }
 
 /// What to generate, after validation.
+#[derive(Clone)]
 pub(crate) struct GenSpec {
     pub prompt: Vec<u32>,
     pub sampler: SamplerConfig,
@@ -133,6 +134,17 @@ pub(crate) struct GenSpec {
     pub include_usage: bool,
     pub ignore_eos: bool,
     pub constraint: Option<thaw_constrain::Constraint>,
+}
+
+impl GenSpec {
+    /// The `n` choices of this request: the same, except that with a seed choice `i`
+    /// samples with `seed + i` (so it equals a single request with that seed).
+    pub(crate) fn choices(self, n: usize) -> impl Iterator<Item = GenSpec> {
+        (0..n).map(move |i| GenSpec {
+            sampler: params::for_choice(&self.sampler, i),
+            ..self.clone()
+        })
+    }
 }
 
 impl AppState {

@@ -110,15 +110,17 @@ pub async fn collect_many<F: Format>(
     let all = rxs.into_iter().zip(fmts).map(|(rx, f)| collect_one(rx, f));
     let done = futures_util::future::try_join_all(all).await?;
     let counts: Vec<Counts> = done.iter().map(|d| d.1).collect();
-    let mut bodies = done.into_iter().map(|d| d.0);
-    let mut body = bodies.next().unwrap_or(Value::Null);
+    // The first choice's body, with every choice in it.
     let mut choices = Vec::new();
-    for (i, mut b) in std::iter::once(body.clone()).chain(bodies).enumerate() {
+    let mut first = None;
+    for (i, (mut b, _)) in done.into_iter().enumerate() {
         set_index(&mut b, i);
         if let Some(Value::Array(c)) = b.get_mut("choices").map(Value::take) {
             choices.extend(c);
         }
+        first.get_or_insert(b);
     }
+    let mut body = first.unwrap_or(Value::Null);
     body["choices"] = Value::Array(choices);
     body["usage"] = serde_json::to_value(usage_of_all(&counts, n)).unwrap_or(Value::Null);
     Ok(Json(body).into_response())

@@ -566,12 +566,18 @@ impl<'a> Worker<'a> {
     /// worth waiting for (the wait ends as soon as that sequence has computed the
     /// shared part, not its whole prompt).
     fn shared_prefix_pending(&self, prompt: &[u32]) -> bool {
-        let have = self.cached_prefix(prompt);
-        self.running.iter().any(|r| {
-            let computing = !r.done && r.prefilled.is_none_or(|p| p < r.job.prompt.len());
-            let shared = common_prefix(&r.job.prompt, prompt);
-            computing && shared.saturating_sub(have) >= SHARE_MIN && 2 * shared >= prompt.len()
-        })
+        // The longest shared prefix still being computed; caches are scanned only
+        // when there is one (this runs for every waiting job at every step).
+        let shared = self
+            .running
+            .iter()
+            .filter(|r| !r.done && r.prefilled.is_none_or(|p| p < r.job.prompt.len()))
+            .map(|r| common_prefix(&r.job.prompt, prompt))
+            .max()
+            .unwrap_or(0);
+        2 * shared >= prompt.len()
+            && shared >= SHARE_MIN
+            && shared.saturating_sub(self.cached_prefix(prompt)) >= SHARE_MIN
     }
 
     /// The longest prefix of `prompt` whose K/V a session (idle or running) holds.
