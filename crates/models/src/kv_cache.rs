@@ -147,8 +147,12 @@ impl KvCache {
         let Some(p) = self.shared.take() else {
             return;
         };
+        self.copy_stored(&p, n.min(p.len));
+    }
+
+    /// Positions `0..n` (n ≤ `p.len`) of stored prefix `p` into the own storage.
+    fn copy_stored(&mut self, p: &SharedPrefix, n: usize) {
         let (hd, nkv) = (self.head_dim, self.n_head_kv);
-        let n = n.min(p.len);
         let per_layer = nkv * self.n_ctx * hd;
         for il in 0..self.n_layer {
             let (sk, sv) = p.layer(il, nkv, hd);
@@ -185,15 +189,7 @@ impl KvCache {
                 self.shared = Some(p.clone());
                 from = p.len;
             } else {
-                for il in 0..self.n_layer {
-                    let (sk, sv) = p.layer(il, nkv, hd);
-                    for h in 0..nkv {
-                        let at = il * own + h * self.n_ctx * hd;
-                        let run = h * p.len * hd..(h * p.len + n) * hd;
-                        self.k[at..at + n * hd].copy_from_slice(&sk[run.clone()]);
-                        self.v[at..at + n * hd].copy_from_slice(&sv[run]);
-                    }
-                }
+                self.copy_stored(p, n);
                 from = n;
             }
         }
