@@ -28,6 +28,47 @@ const TEKKEN: &str = r"[^\r\n\p{L}\p{N}]?(?:(?=\p{L})[^a-z])*(?:(?=\p{L})[^A-Z])
 /// in groups of up to three.
 const GPT4O: &str = r"[^\r\n\p{L}\p{N}]?(?:(?=\p{L})[^a-z])*(?:(?=\p{L})[^A-Z])+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?(?:(?=\p{L})[^a-z])+(?:(?=\p{L})[^A-Z])*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// DeepSeek LLM's (7B/67B): newlines alone, then letter runs of the Latin, Greek,
+/// Cyrillic, Armenian, Georgian and other cased scripts (a leading space kept),
+/// punctuation runs, trailing spaces, CJK runs and digit runs. The letter class is
+/// the literal list from the model's tokenizer.json, as llama.cpp has it; the six
+/// letters that Unicode normalization would replace (Greek Extended ones with Greek
+/// or Latin singletons, Ohm and Kelvin signs) are written as `\x{…}` escapes so that
+/// no editor or tool can turn a range end into a different code point.
+const DEEPSEEK_LLM: &[&str] = &[
+    r"[\r\n]",
+    r"\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-\x{1F7D}ᾀ-ᾴᾶ-ᾼ\x{1FBE}ῂ-ῄῆ-ῌῐ-\x{1FD3}ῖ-\x{1FDB}ῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤ\x{2126}ℨ\x{212A}-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+",
+    r"\s?[!-/:-~！-／：-～‘-‟　-。]+",
+    r"\s+$",
+    r"[一-龥ࠀ-一가-퟿]+",
+    r"\p{N}+",
+];
+
+/// DeepSeek Coder's: as DeepSeek LLM's with any letters and any punctuation, and
+/// single digits.
+const DEEPSEEK_CODER: &[&str] = &[
+    r"[\r\n]",
+    r"\s?\p{L}+",
+    r"\s?\p{P}+",
+    r"[一-龥ࠀ-一가-퟿]+",
+    r"\p{N}",
+];
+
+/// DeepSeek V3's (also R1 and Hunyuan dense): digits in groups of up to three, CJK and
+/// kana runs, then words that may start with one ASCII punctuation mark.
+const DEEPSEEK_V3: &[&str] = &[
+    r"\p{N}{1,3}",
+    r"[一-龥぀-ゟ゠-ヿ]+",
+    r##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"##,
+];
+
+/// Seed-Coder's: Qwen 2's with single digits and no newlines in punctuation runs.
+const SEED_CODER: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}\r\n]+|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Poro's and BLOOM's: anything up to whitespace or sentence punctuation (the class
+/// really holds `(`, `|` and `)` too, as written in their tokenizer.json).
+const PORO: &str = r" ?[^(\s|.,!?…。，、।۔،)]+";
+
 /// The split rules for one pre-tokenizer name: regexes applied in order, and whether
 /// GPT-2's own rule runs last (inside the byte-level step).
 struct Rules {
@@ -43,6 +84,13 @@ fn rules_for(pre: &str) -> Option<Rules> {
         }
         "qwen2" | "stablelm2" | "deepseek-r1-qwen" | "megrez" => r(&[QWEN2], false),
         "tekken" => r(&[TEKKEN], false),
+        "deepseek-llm" => r(DEEPSEEK_LLM, false),
+        "deepseek-coder" => r(DEEPSEEK_CODER, false),
+        "deepseek-v3" | "hunyuan-dense" => r(DEEPSEEK_V3, false),
+        "seed-coder" => r(&[SEED_CODER], false),
+        "poro-chat" | "bloom" | "gpt3-finnish" => r(&[PORO], false),
+        "viking" => r(&[PORO, r"\p{N}"], false),
+        "hunyuan" => r(&[QWEN2], false),
         "gpt-4o" | "llama4" => r(&[GPT4O], false),
         "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" => {
             r(&[r"\p{N}"], true)

@@ -30,7 +30,7 @@ fn mapped(text: &str) -> Vec<char> {
 
 /// Texts that split differently under the rules: case changes inside words,
 /// contractions in both cases, digit runs, punctuation runs with newlines and
-/// slashes, whitespace runs, and letters beyond ASCII.
+/// slashes, whitespace runs, and letters of other scripts.
 const TEXTS: &[&str] = &[
     "Hello World! ThisIsCamelCase and HTTPServer",
     "don't I'LL we've YOU'RE it's",
@@ -38,6 +38,9 @@ const TEXTS: &[&str] = &[
     "a//b\n\n  c\t\td  \n end ",
     "naïve Über café ÀÉÎ straße",
     "東京 2024年 👋🏽 ok",
+    // Greek Extended and letterlike signs (DeepSeek LLM's literal letter class),
+    // Cyrillic, Hangul, kana, trailing spaces.
+    "\u{1F7D}\u{1FD3} \u{2126}hm 5\u{212A} Привет 한국어 カタカナ ひらがな  ",
     "fn main() {\n    println!(\"hi\");\n}",
 ];
 
@@ -79,6 +82,16 @@ const PRE_NAMES: &[&str] = &[
     "gigachat",
     "trillion",
     "exaone4",
+    "deepseek-llm",
+    "deepseek-coder",
+    "deepseek-v3",
+    "hunyuan-dense",
+    "seed-coder",
+    "poro-chat",
+    "bloom",
+    "gpt3-finnish",
+    "viking",
+    "hunyuan",
     "default",
 ];
 
