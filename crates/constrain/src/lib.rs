@@ -15,7 +15,9 @@ mod tools;
 mod vocab;
 mod wrapup;
 
-pub use reasoning::{ReasoningSplit, ReasoningStream, answer_start, split_reasoning};
+pub use reasoning::{
+    ReasoningSplit, ReasoningStream, ReasoningTokens, answer_start, split_reasoning,
+};
 
 pub use tools::{
     CallScan, ParsedCall, StreamEvent, ToolCallStream, ToolChoice, ToolFormat, ToolSpec,

@@ -162,6 +162,78 @@ pub fn answer_start(text: &[u8], open: bool) -> Option<usize> {
         .map(|i| i + close.len())
 }
 
+/// Counts a thinking model's reasoning tokens (OpenAI's
+/// `usage.completion_tokens_details.reasoning_tokens`): the output tokens up to and
+/// including the one that completes `</think>` of a block at the start of the output
+/// (or opened by the template), all of them while the block is unclosed, none when
+/// the output did not open one. Fed each token's bytes as it is generated; keeps only
+/// what a tag split across tokens needs.
+#[derive(Debug, Clone)]
+pub struct ReasoningTokens {
+    /// Output bytes not yet ruled out as part of an opening or closing tag.
+    tail: Vec<u8>,
+    tokens: usize,
+    /// Inside a block (its opening seen, or the template's).
+    thinking: bool,
+    /// The final count, once the block closed or the output began without one.
+    settled: Option<usize>,
+}
+
+impl ReasoningTokens {
+    /// `open`: the prompt ends inside a block (see [`ReasoningStream::new`]).
+    pub fn new(open: bool) -> Self {
+        Self {
+            tail: Vec::new(),
+            tokens: 0,
+            thinking: open,
+            settled: None,
+        }
+    }
+
+    /// The next output token's bytes.
+    pub fn push(&mut self, token: &[u8]) {
+        if self.settled.is_some() {
+            return;
+        }
+        self.tokens += 1;
+        self.tail.extend_from_slice(token);
+        if !self.thinking {
+            let lead = self
+                .tail
+                .iter()
+                .take_while(|b| b.is_ascii_whitespace())
+                .count();
+            let t = &self.tail[lead..];
+            if t.len() < OPEN.len() && OPEN.as_bytes().starts_with(t) {
+                return;
+            }
+            if !t.starts_with(OPEN.as_bytes()) {
+                self.settled = Some(0);
+                return;
+            }
+            self.tail.drain(..lead + OPEN.len());
+            self.thinking = true;
+        }
+        let close = CLOSE.as_bytes();
+        if self.tail.windows(close.len()).any(|w| w == close) {
+            self.settled = Some(self.tokens);
+            return;
+        }
+        // Only a partial `</think>` at the end can still matter.
+        let keep = self.tail.len().min(close.len() - 1);
+        self.tail.drain(..self.tail.len() - keep);
+    }
+
+    /// Reasoning tokens so far (final once the output ends).
+    pub fn count(&self) -> usize {
+        match self.settled {
+            Some(n) => n,
+            None if self.thinking => self.tokens,
+            None => 0,
+        }
+    }
+}
+
 /// A whole output split at once: (reasoning, content); `None` when there was no
 /// reasoning.
 pub fn split_reasoning(text: &str, open: bool) -> (Option<String>, String) {
@@ -233,6 +305,48 @@ mod tests {
         assert!(!ReasoningStream::prompt_opens(
             "<|im_start|>assistant\n<think>\n\n</think>\n\n"
         ));
+    }
+
+    /// Reasoning tokens of `tokens` fed one by one.
+    fn reasoning_tokens(tokens: &[&str], open: bool) -> usize {
+        let mut c = ReasoningTokens::new(open);
+        for t in tokens {
+            c.push(t.as_bytes());
+        }
+        c.count()
+    }
+
+    #[test]
+    fn reasoning_tokens_end_with_the_token_that_closes_the_block() {
+        let closed = [
+            "<th", "ink>", "\n", "Hmm", ".", "</", "think", ">", "\n\n", "Hi", "!",
+        ];
+        assert_eq!(reasoning_tokens(&closed, false), 8);
+        // The template opened the block; the closing tag is one (special) token.
+        assert_eq!(
+            reasoning_tokens(&["So", " 4", ".", "</think>", "It", " is"], true),
+            4
+        );
+        // Leading whitespace before the block is part of it.
+        assert_eq!(
+            reasoning_tokens(&["\n", "<think>", "x", "</think>", "y"], false),
+            4
+        );
+        // Cut while thinking: every token was reasoning.
+        assert_eq!(reasoning_tokens(&["<think>", "a", "b", "</th"], false), 4);
+        // No block, a block later in the output, or a lookalike tag: none.
+        assert_eq!(
+            reasoning_tokens(&["Hello", " <think>", "x", "</think>"], false),
+            0
+        );
+        assert_eq!(reasoning_tokens(&["<thinking>", "x"], false), 0);
+        assert_eq!(reasoning_tokens(&[" ", "<thi"], false), 0);
+        assert_eq!(reasoning_tokens(&[], true), 0);
+        // A `</think>` written after the block closed does not move the count.
+        assert_eq!(
+            reasoning_tokens(&["a", "</think>", "b", "</think>"], true),
+            2
+        );
     }
 
     #[test]

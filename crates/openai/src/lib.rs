@@ -23,6 +23,7 @@ pub use request::{
 };
 pub use response::{
     ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatDelta, ChatLogprobs,
-    ChatTokenLogprob, CompletionChoice, CompletionLogprobs, CompletionResponse, FunctionCallDelta,
-    Model, ModelList, PromptTokensDetails, ResponseMessage, ToolCallDelta, TopLogprob, Usage,
+    ChatTokenLogprob, CompletionChoice, CompletionLogprobs, CompletionResponse,
+    CompletionTokensDetails, FunctionCallDelta, Model, ModelList, PromptTokensDetails,
+    ResponseMessage, ToolCallDelta, TopLogprob, Usage,
 };

@@ -10,6 +10,16 @@ pub struct Usage {
     pub total_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_tokens_details: Option<PromptTokensDetails>,
+    /// Sent for thinking models only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<CompletionTokensDetails>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompletionTokensDetails {
+    /// Completion tokens of the model's reasoning (its `<think>` block, up to and
+    /// including the token that closes it).
+    pub reasoning_tokens: u32,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -25,6 +35,16 @@ impl Usage {
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
             prompt_tokens_details: Some(PromptTokensDetails { cached_tokens }),
+            completion_tokens_details: None,
+        }
+    }
+
+    /// With `reasoning_tokens` reported (a thinking model), or not (`None`).
+    pub fn with_reasoning(self, reasoning_tokens: Option<u32>) -> Self {
+        Usage {
+            completion_tokens_details: reasoning_tokens
+                .map(|reasoning_tokens| CompletionTokensDetails { reasoning_tokens }),
+            ..self
         }
     }
 }

@@ -148,11 +148,11 @@ pub async fn chat_completions(
     let (tool_format, mut constraint) = plan;
     let mut prompt = prompt;
     // A thinking model's `<think>` block goes to `reasoning_content`.
-    let reasoning = state
+    let thinking = state
         .engine_ref()
         .prepare_thinking(&mut prompt, constraint.as_mut())
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .filter(|_| split_reasoning);
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let reasoning = thinking.filter(|_| split_reasoning);
     let id = format!("chatcmpl-{}", crate::new_id());
     let created = crate::unix_now();
     let fmts = (0..n)
@@ -181,6 +181,7 @@ pub async fn chat_completions(
         include_usage,
         ignore_eos: req.ignore_eos.unwrap_or(false),
         constraint,
+        reasoning: thinking,
     };
     state
         .generate_many(spec.choices(n).collect(), fmts, n)

@@ -151,6 +151,7 @@ pub async fn completions(
             include_usage,
             ignore_eos: req.ignore_eos.unwrap_or(false),
             constraint: None,
+            reasoning: None,
         };
         specs.extend(spec.choices(n));
     }

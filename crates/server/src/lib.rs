@@ -134,6 +134,9 @@ pub(crate) struct GenSpec {
     pub include_usage: bool,
     pub ignore_eos: bool,
     pub constraint: Option<thaw_constrain::Constraint>,
+    /// A thinking model's chat: whether the prompt opened the `<think>` block (its
+    /// reasoning tokens are reported in `usage`).
+    pub reasoning: Option<bool>,
 }
 
 impl GenSpec {
@@ -260,6 +263,7 @@ impl AppState {
             );
             job.ignore_eos = spec.ignore_eos;
             job.constraint = spec.constraint.map(Box::new);
+            job.reasoning = spec.reasoning;
             jobs.push(job);
             rxs.push(rx);
         }

@@ -14,7 +14,7 @@ use thaw_openai::Usage;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::error::ApiError;
-use crate::scheduler::{Event, Finish, TokenLogprob};
+use crate::scheduler::{Event, Finish, TokenCounts, TokenLogprob};
 
 /// How one endpoint shapes its bodies.
 pub trait Format: Send + 'static {
@@ -33,12 +33,13 @@ pub trait Format: Send + 'static {
     ) -> Value;
 }
 
-fn usage(prompt: usize, cached: usize, completion: usize) -> Usage {
-    Usage::new(prompt as u32, completion as u32, cached as u32)
+fn usage(c: &TokenCounts) -> Usage {
+    Usage::new(c.prompt as u32, c.completion as u32, c.cached as u32)
+        .with_reasoning(c.reasoning.map(|r| r as u32))
 }
 
-/// Token counts of one finished choice: prompt, cached, completion.
-type Counts = (usize, usize, usize);
+/// Token counts of one finished choice.
+type Counts = TokenCounts;
 
 /// One choice's whole body and counts.
 async fn collect_one<F: Format>(
@@ -53,14 +54,8 @@ async fn collect_one<F: Format>(
                 text.push_str(&t);
                 lps.extend(logprobs);
             }
-            Some(Event::Done {
-                finish,
-                prompt_tokens,
-                cached_tokens,
-                completion_tokens,
-            }) => {
-                let u = usage(prompt_tokens, cached_tokens, completion_tokens);
-                let counts = (prompt_tokens, cached_tokens, completion_tokens);
+            Some(Event::Done { finish, counts }) => {
+                let u = usage(&counts);
                 return Ok((fmt.whole(&text, &lps, finish, u), counts));
             }
             Some(Event::Error(e)) => return Err(e),
@@ -95,9 +90,16 @@ fn set_index(v: &mut Value, i: usize) {
 /// `n` per prompt), completions added up.
 fn usage_of_all(counts: &[Counts], n: usize) -> Usage {
     let first = counts.iter().step_by(n.max(1));
-    let prompt = first.clone().map(|c| c.0).sum();
-    let cached = first.map(|c| c.1).sum();
-    usage(prompt, cached, counts.iter().map(|c| c.2).sum())
+    let reasoning = counts.iter().map(|c| c.reasoning);
+    usage(&TokenCounts {
+        prompt: first.clone().map(|c| c.prompt).sum(),
+        cached: first.map(|c| c.cached).sum(),
+        completion: counts.iter().map(|c| c.completion).sum(),
+        reasoning: reasoning
+            .clone()
+            .any(|r| r.is_some())
+            .then(|| reasoning.flatten().sum()),
+    })
 }
 
 /// Several choices answered as one body (`n` > 1, or several prompts): choice `i` is
@@ -156,16 +158,10 @@ pub fn stream<F: Format>(rx: UnboundedReceiver<Event>, fmt: F, include_usage: bo
                                 fmt.text_chunk(&text, &logprobs).iter().map(data).collect()
                             }
                         }
-                        Some(Event::Done {
-                            finish,
-                            prompt_tokens,
-                            cached_tokens,
-                            completion_tokens,
-                        }) => {
+                        Some(Event::Done { finish, counts }) => {
                             let mut v = vec![data(&fmt.final_chunk(finish))];
                             if include_usage {
-                                let u = usage(prompt_tokens, cached_tokens, completion_tokens);
-                                v.push(data(&fmt.usage_chunk(u)));
+                                v.push(data(&fmt.usage_chunk(usage(&counts))));
                             }
                             v.push(SseEvent::default().data("[DONE]"));
                             return Some((v, (rx, fmt, Phase::End)));
@@ -242,16 +238,8 @@ pub fn stream_many<F: Format>(
                                     .collect()
                             }
                         }
-                        Some((
-                            i,
-                            Event::Done {
-                                finish,
-                                prompt_tokens,
-                                cached_tokens,
-                                completion_tokens,
-                            },
-                        )) => {
-                            counts[i] = Some((prompt_tokens, cached_tokens, completion_tokens));
+                        Some((i, Event::Done { finish, counts: c })) => {
+                            counts[i] = Some(c);
                             let mut v: Vec<SseEvent> = chunk(Some(fmts[i].final_chunk(finish)), i)
                                 .into_iter()
                                 .collect();

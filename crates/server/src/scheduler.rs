@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use thaw_constrain::Constraint;
+use thaw_constrain::{Constraint, ReasoningTokens};
 use thaw_engine::{Engine, EngineError, Session, SessionBatch, StopMatcher};
 use thaw_sampling::{Sampler, SamplerConfig, logprob_of, top_logprobs};
 use thaw_tokenizer::StreamDecoder;
@@ -59,11 +59,20 @@ pub enum Event {
     },
     Done {
         finish: Finish,
-        prompt_tokens: usize,
-        cached_tokens: usize,
-        completion_tokens: usize,
+        counts: TokenCounts,
     },
     Error(ApiError),
+}
+
+/// Token counts of one finished job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenCounts {
+    pub prompt: usize,
+    /// Prompt tokens whose K/V came from a cache.
+    pub cached: usize,
+    pub completion: usize,
+    /// Of the completion, a thinking model's reasoning (`None` for other models).
+    pub reasoning: Option<usize>,
 }
 
 /// A generation request as the scheduler sees it.
@@ -81,6 +90,9 @@ pub struct Job {
     pub ignore_eos: bool,
     /// Grammar the output must follow (`response_format`, tool calls).
     pub constraint: Option<Box<Constraint>>,
+    /// A thinking model's output: `Some(open)`, where `open` says the prompt opened
+    /// its `<think>` block; its reasoning tokens are counted.
+    pub reasoning: Option<bool>,
     slot: Option<QueueSlot>,
 }
 
@@ -103,6 +115,7 @@ impl Job {
             arrived: Instant::now(),
             ignore_eos: false,
             constraint: None,
+            reasoning: None,
             slot: None,
         }
     }
@@ -367,6 +380,7 @@ struct Seq {
     prefilled: Option<usize>,
     cached: usize,
     generated: usize,
+    reasoning: Option<ReasoningTokens>,
     /// The last sampled token, to be fed by the next decode step.
     next: Option<u32>,
     pending_lp: Vec<TokenLogprob>,
@@ -543,6 +557,7 @@ impl<'a> Worker<'a> {
             job.slot = None;
             self.metrics.running.fetch_add(1, Ordering::Relaxed);
             let stop = StopMatcher::new(job.stop.clone());
+            let reasoning = job.reasoning.map(ReasoningTokens::new);
             self.running.push(Seq {
                 job,
                 session,
@@ -552,6 +567,7 @@ impl<'a> Worker<'a> {
                 prefilled: None,
                 cached: 0,
                 generated: 0,
+                reasoning,
                 next: None,
                 pending_lp: Vec::new(),
                 last_token_at: None,
@@ -799,6 +815,9 @@ impl Seq {
         }
         self.generated += 1;
         m.generated_tokens.fetch_add(1, Ordering::Relaxed);
+        if let Some(r) = &mut self.reasoning {
+            r.push(&tok.token_bytes(token));
+        }
         if let (Some(k), Some(raw)) = (self.job.logprobs, raw) {
             let logprob = logprob_of(&raw, token).unwrap_or(f32::NEG_INFINITY);
             let top = top_logprobs(&raw, k).unwrap_or_default();
@@ -856,9 +875,12 @@ impl Seq {
         }
         let e = Event::Done {
             finish,
-            prompt_tokens: self.job.prompt.len(),
-            cached_tokens: self.cached,
-            completion_tokens: self.generated,
+            counts: TokenCounts {
+                prompt: self.job.prompt.len(),
+                cached: self.cached,
+                completion: self.generated,
+                reasoning: self.reasoning.as_ref().map(ReasoningTokens::count),
+            },
         };
         self.send(e);
         self.done = true;

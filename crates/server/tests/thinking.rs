@@ -123,11 +123,33 @@ async fn think_block_goes_to_reasoning_content_streamed_or_not() {
         let (status, raw) = common::post(
             &app,
             "/v1/chat/completions",
-            request(seed, json!({"reasoning_format": "none"}), &bias),
+            request(
+                seed,
+                json!({"reasoning_format": "none", "logprobs": true}),
+                &bias,
+            ),
         )
         .await;
         assert_eq!(status, 200, "{raw}");
         let text = raw["choices"][0]["message"]["content"].as_str().unwrap();
+        // Reasoning tokens: up to and including `</think>` (one token here), all of
+        // them when the block stays open.
+        let tokens: Vec<&str> = raw["choices"][0]["logprobs"]["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["token"].as_str().unwrap())
+            .collect();
+        assert_eq!(tokens.len() as u64, raw["usage"]["completion_tokens"]);
+        let want_reasoning = tokens
+            .iter()
+            .position(|t| *t == "</think>")
+            .map_or(tokens.len(), |i| i + 1);
+        assert_eq!(
+            raw["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            json!(want_reasoning),
+            "seed {seed}: {tokens:?}"
+        );
         assert!(
             raw["choices"][0]["message"]
                 .get("reasoning_content")
@@ -145,17 +167,28 @@ async fn think_block_goes_to_reasoning_content_streamed_or_not() {
         .await;
         assert_eq!(status, 200, "{body}");
         assert_split(&body, &want_r, &want_c, &format!("seed {seed}: {text:?}"));
+        let details = |v: &Value| v["usage"]["completion_tokens_details"].clone();
+        assert_eq!(details(&body), details(&raw), "seed {seed}");
 
         let (status, events) = common::sse_events(
             &app,
             "/v1/chat/completions",
-            request(seed, json!({"stream": true}), &bias),
+            request(
+                seed,
+                json!({"stream": true, "stream_options": {"include_usage": true}}),
+                &bias,
+            ),
         )
         .await;
         assert_eq!(status, 200);
         let (mut r, mut c) = (String::new(), String::new());
+        let mut usage_chunks = 0;
         for e in events.iter().filter(|e| e.as_str() != "[DONE]") {
             let v: Value = serde_json::from_str(e).unwrap();
+            if !v["usage"].is_null() {
+                usage_chunks += 1;
+                assert_eq!(details(&v), details(&raw), "seed {seed} streamed usage");
+            }
             let d = &v["choices"][0]["delta"];
             r += d["reasoning_content"].as_str().unwrap_or("");
             c += d["content"].as_str().unwrap_or("");
@@ -166,6 +199,7 @@ async fn think_block_goes_to_reasoning_content_streamed_or_not() {
             "seed {seed} streamed"
         );
         assert_eq!(c, want_c, "seed {seed} streamed");
+        assert_eq!(usage_chunks, 1, "seed {seed}: one usage chunk");
     }
     assert!(
         split_seen,
@@ -251,6 +285,11 @@ async fn think_block_goes_to_reasoning_content_streamed_or_not() {
     let m = &body["choices"][0]["message"];
     assert!(m.get("reasoning_content").is_none(), "{m}");
     assert!(!m["content"].as_str().unwrap().is_empty());
+    // A thinking model that did not think: zero reasoning tokens, still reported.
+    assert_eq!(
+        body["usage"]["completion_tokens_details"]["reasoning_tokens"],
+        0
+    );
 
     let (status, body) = common::post(
         &app,
