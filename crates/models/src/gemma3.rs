@@ -95,7 +95,9 @@ impl Gemma3 {
         }
         crate::trace(|| "inp_scaled".into(), &s.x[..n * e]);
 
+        let mut n = n;
         for (il, w) in self.layers.iter().enumerate() {
+            let last = il + 1 == self.layers.len();
             let local = c.is_local_layer(il);
             let inv_freq = if local {
                 &self.inv_freq_local
@@ -130,11 +132,18 @@ impl Gemma3 {
             };
             attend_sequences(pool, c, s, seqs, &attend);
             tr("kqv_out", &s.att[..n * c.q_dim()]);
+            if last && rows.is_empty() {
+                // Only the cache was wanted from this pass.
+                break;
+            }
             matmul(pool, &w.wo.matrix(), &s.att, n, &mut s.proj);
             tr("attn_out", &s.proj[..n * e]);
             ops::rmsnorm_inplace(&mut s.proj, &w.post_attn_norm, c.rms_eps);
             tr("attn_post_norm", &s.proj[..n * e]);
             ops::add_assign(&mut s.x, &s.proj);
+            if last {
+                n = s.keep_rows(c, rows);
+            }
             tr("sa_out", &s.x[..n * e]);
 
             // Feed-forward block: norm → GeGLU → Wdown → norm.
@@ -158,7 +167,8 @@ impl Gemma3 {
             seq.cache.len += seq.tokens.len();
         }
 
-        crate::output_head(pool, c, s, &self.output_norm, &self.output, rows, dst);
+        let kept: Vec<usize> = (0..rows.len()).collect();
+        crate::output_head(pool, c, s, &self.output_norm, &self.output, &kept, dst);
         if let Some(cap) = c.final_logit_softcap {
             ops::softcap(dst, cap);
         }

@@ -343,6 +343,22 @@ impl Scratch {
         n
     }
 
+    /// Keeps only batch rows `rows` (ascending) of the residual stream `x`, moved to
+    /// the front, and sizes every buffer for them: the last layer's feed-forward block
+    /// and the output head need only the rows whose logits are read (llama.cpp's
+    /// `inp_out_ids`). Returns their number.
+    pub(crate) fn keep_rows(&mut self, c: &ModelConfig, rows: &[usize]) -> usize {
+        let e = c.n_embd;
+        for (i, &r) in rows.iter().enumerate() {
+            debug_assert!(r >= i && (i == 0 || r > rows[i - 1]), "rows not ascending");
+            if r != i {
+                self.x.copy_within(r * e..(r + 1) * e, i * e);
+            }
+        }
+        self.prepare(c, rows.len());
+        rows.len()
+    }
+
     /// Size every buffer for a batch of `n` tokens. Attention tasks size their own
     /// scratch (query rows × span, which only they know) and keep its capacity.
     pub fn prepare(&mut self, c: &ModelConfig, n: usize) {

@@ -118,7 +118,9 @@ impl Llama {
                 .row_into(tok as usize, &mut s.x[t * e..(t + 1) * e]);
         }
 
+        let mut n = n;
         for (il, w) in self.layers.iter().enumerate() {
+            let last = il + 1 == self.layers.len();
             // Attention block.
             ops::rmsnorm(&s.x, &w.attn_norm, c.rms_eps, &mut s.xb);
             let tr = |name: &str, d: &[f32]| crate::trace(|| format!("{name}-{il}"), d);
@@ -153,9 +155,16 @@ impl Llama {
             tr("Vcur", &s.v[..n * c.kv_dim()]);
             attend_sequences(pool, c, s, seqs, &attend);
             tr("kqv_out", &s.att[..n * c.q_dim()]);
+            if last && rows.is_empty() {
+                // Only the cache was wanted from this pass.
+                break;
+            }
 
             matmul(pool, &w.wo.matrix(), &s.att, n, &mut s.proj);
             ops::add_assign(&mut s.x, &s.proj);
+            if last {
+                n = s.keep_rows(c, rows);
+            }
             tr("ffn_inp", &s.x[..n * e]);
 
             // Feed-forward block.
@@ -182,6 +191,7 @@ impl Llama {
             seq.cache.len += seq.tokens.len();
         }
 
-        crate::output_head(pool, c, s, &self.output_norm, &self.output, rows, dst);
+        let kept: Vec<usize> = (0..rows.len()).collect();
+        crate::output_head(pool, c, s, &self.output_norm, &self.output, &kept, dst);
     }
 }

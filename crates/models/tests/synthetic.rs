@@ -42,10 +42,24 @@ fn batched_prefill_equals_token_by_token() {
                 spec.arch
             );
         }
-        // Last == last row of All.
+        // Last == last row of All (the last layer's feed-forward block then runs for
+        // that row only).
         let mut c3 = model.new_cache(64).unwrap();
         let last = model.forward(&pool, &mut c3, &toks, Logits::Last).unwrap();
         assert!(rel_diff(&last, &all[(toks.len() - 1) * n_vocab..]) < 1e-6);
+        // A pass that wants no logits (it skips the last layer after attention) still
+        // leaves the whole cache: continuing from it gives the same logits.
+        let mut c4 = model.new_cache(64).unwrap();
+        assert!(
+            model
+                .forward(&pool, &mut c4, &toks[..7], Logits::None)
+                .unwrap()
+                .is_empty()
+        );
+        let rest = model
+            .forward(&pool, &mut c4, &toks[7..], Logits::Last)
+            .unwrap();
+        assert_eq!(rest, last, "{}", spec.arch);
     }
 }
 
