@@ -138,10 +138,10 @@ pub fn f16_scores_many(
         out.len()
     );
     #[cfg(target_arch = "x86_64")]
-    if avx512() && order == F16Sum::TinyBlas && 4 * hd <= 8192 {
+    if avx512() && 4 * hd <= 8192 {
         // SAFETY: the AVX-512 set is active only after AVX-512F, AVX2, FMA and F16C were
-        // detected; shapes were checked above.
-        unsafe { crate::x86_64::attn::f16_scores_many_512(q, keys, hd, scale, out, stride) };
+        // detected; shapes were checked above (hd a multiple of 64 in VecDot order).
+        unsafe { crate::x86_64::attn::f16_scores_many_512(q, keys, hd, order, scale, out, stride) };
         return;
     }
     let rows = q.chunks_exact(hd).zip(out.chunks_mut(stride));

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod attn_decode;
 mod config;
 mod gemma3;
 mod kv_cache;

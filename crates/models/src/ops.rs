@@ -320,6 +320,11 @@ pub fn attention(
         len: 0,
     };
     let sh = shared.unwrap_or(no_shared);
+    let span = s.pos0 + 1 - s.window.map_or(0, |w| (s.pos0 + 1).saturating_sub(w));
+    if n == 1 && pool.n_threads() > 1 && span >= crate::attn_decode::MIN_SPAN {
+        crate::attn_decode::attention_one_token(pool, s, sh, k_layer, v_layer, q, out);
+        return;
+    }
     // One task per (K/V head, block of query tokens) covers the `group` query heads
     // that share the K/V head, so each key and value row is widened once for all of
     // their queries. Blocks hold at most ATTN_ROWS query rows.
@@ -666,19 +671,56 @@ mod tests {
                     scale: 1.0 / (hd as f32).sqrt(),
                     window,
                 };
-                let heads: Vec<_> = (0..n_head).map(|_| Mutex::default()).collect();
-                let mut got = vec![f32::NAN; q.len()];
-                let mut want = vec![f32::NAN; q.len()];
-                attention(&pool, &shape, None, &k, &v, &q, &heads, &mut got);
-                attention_reference(&shape, &k, &v, &q, &mut want);
-                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-                assert_eq!(
-                    bits(&got),
-                    bits(&want),
+                let what = format!(
                     "heads {n_head}/{n_head_kv} hd {hd} pos0 {pos0} n {n} window {window:?}"
                 );
+                matches_reference(&pool, &shape, None, (&k, &v), (&k, &v), &q, &what);
             }
         }
+    }
+
+    /// [`attention`] (reading `own` K/V and `shared`) gives [`attention_reference`]'s
+    /// bits over the whole cache `full`.
+    fn matches_reference(
+        pool: &ThreadPool,
+        shape: &AttnShape,
+        shared: Option<SharedKv<'_>>,
+        own: (&[f16], &[f16]),
+        full: (&[f16], &[f16]),
+        q: &[f32],
+        what: &str,
+    ) {
+        let heads: Vec<_> = (0..shape.n_head).map(|_| Mutex::default()).collect();
+        let mut got = vec![f32::NAN; q.len()];
+        let mut want = vec![f32::NAN; q.len()];
+        attention(pool, shape, shared, own.0, own.1, q, &heads, &mut got);
+        attention_reference(shape, full.0, full.1, q, &mut want);
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "{what}");
+    }
+
+    /// A cache split as a stored prefix is used: positions 0..plen of each K/V head
+    /// in the prefix (stored K, stored V), the session's own cache holding garbage
+    /// there (it is never written when the prefix is read in place).
+    #[allow(clippy::type_complexity)]
+    fn split_prefix(
+        k: &[f16],
+        v: &[f16],
+        n_head_kv: usize,
+        n_ctx: usize,
+        hd: usize,
+        plen: usize,
+    ) -> (Vec<f16>, Vec<f16>, Vec<f16>, Vec<f16>) {
+        let (mut sk, mut sv) = (Vec::new(), Vec::new());
+        let (mut own_k, mut own_v) = (k.to_vec(), v.to_vec());
+        for h in 0..n_head_kv {
+            let run = h * n_ctx * hd..(h * n_ctx + plen) * hd;
+            sk.extend_from_slice(&k[run.clone()]);
+            sv.extend_from_slice(&v[run.clone()]);
+            own_k[run.clone()].fill(f16::NAN);
+            own_v[run].fill(f16::NAN);
+        }
+        (sk, sv, own_k, own_v)
     }
 
     #[test]
@@ -699,17 +741,7 @@ mod tests {
                 let size = n_head_kv * n_ctx * hd;
                 let (k, v) = (halves(&mut st, size), halves(&mut st, size));
                 let q: Vec<f32> = (0..n * n_head * hd).map(|_| rand(&mut st) * 3.0).collect();
-                // The stored prefix holds positions 0..plen; the session's cache holds
-                // garbage there (it is never written when the prefix is used in place).
-                let (mut sk, mut sv) = (Vec::new(), Vec::new());
-                let (mut own_k, mut own_v) = (k.clone(), v.clone());
-                for h in 0..n_head_kv {
-                    let run = h * n_ctx * hd..(h * n_ctx + plen) * hd;
-                    sk.extend_from_slice(&k[run.clone()]);
-                    sv.extend_from_slice(&v[run.clone()]);
-                    own_k[run.clone()].fill(f16::NAN);
-                    own_v[run].fill(f16::NAN);
-                }
+                let (sk, sv, own_k, own_v) = split_prefix(&k, &v, n_head_kv, n_ctx, hd, plen);
                 let shape = AttnShape {
                     n_head,
                     n_head_kv,
@@ -744,6 +776,49 @@ mod tests {
                     bits(&want),
                     "heads {n_head}/{n_head_kv} hd {hd} pos0 {pos0} n {n} window {window:?} prefix {plen}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn one_token_over_a_long_span_matches_the_reference_bit_for_bit() {
+        // Spans from crate::attn_decode::MIN_SPAN on take the position-split path:
+        // windows that start off a 64-lane boundary, a stored prefix that ends inside
+        // a run of lanes, and one that covers the whole span.
+        let pool = ThreadPool::new(2);
+        let mut st = 11u64;
+        for (n_head, n_head_kv, hd) in [(9, 3, 64), (4, 1, 256)] {
+            let n_ctx = 1300;
+            for (pos0, window, plen) in [
+                (1200, None, 0),
+                (1200, None, 1000),
+                (1000, Some(600), 437),
+                (700, Some(513), 701),
+                (511, None, 0),
+            ] {
+                let size = n_head_kv * n_ctx * hd;
+                let (k, v) = (halves(&mut st, size), halves(&mut st, size));
+                let q: Vec<f32> = (0..n_head * hd).map(|_| rand(&mut st) * 3.0).collect();
+                let shape = AttnShape {
+                    n_head,
+                    n_head_kv,
+                    head_dim: hd,
+                    n_ctx,
+                    pos0,
+                    scale: 1.0 / (hd as f32).sqrt(),
+                    window,
+                };
+                let (sk, sv, own_k, own_v) = split_prefix(&k, &v, n_head_kv, n_ctx, hd, plen);
+                let shared = (plen > 0).then_some(SharedKv {
+                    k: &sk,
+                    v: &sv,
+                    len: plen,
+                });
+                let what = format!(
+                    "heads {n_head}/{n_head_kv} hd {hd} pos0 {pos0} window {window:?} prefix {plen}"
+                );
+                let own = (&own_k[..], &own_v[..]);
+                matches_reference(&pool, &shape, shared, own, (&k, &v), &q, &what);
             }
         }
     }

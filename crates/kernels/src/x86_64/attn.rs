@@ -577,9 +577,64 @@ unsafe fn scores_tile<const Q: usize, const HALF: bool>(
             }
         }
     }
+    // SAFETY: 4 values of rows 0..Q fit in `out` (caller contract).
+    unsafe { store_tile::<Q>(a, scale, out, stride) };
+}
+
+/// [`scores_tile`] in `ggml_vec_dot_f16`'s order (a single token's scores): per query
+/// and key, four 16-lane accumulators over steps of 64 values, folded
+/// `(a0 + a2) + (a1 + a3)`; the folded sums of the tile then reduced together.
+///
+/// # Safety
+/// As [`scores_tile`], with `hd` a multiple of 64.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn scores_tile_vecdot<const Q: usize, const HALF: bool>(
+    q: *const f32,
+    k: *const u8,
+    hd: usize,
+    scale: f32,
+    out: *mut f32,
+    stride: usize,
+) {
+    let mut x = [[_mm512_setzero_ps(); 4]; Q];
+    for r in 0..4 {
+        for (i, xi) in x.iter_mut().enumerate() {
+            let mut a = [_mm512_setzero_ps(); 4];
+            for c in (0..hd).step_by(64) {
+                for (g, ag) in a.iter_mut().enumerate() {
+                    let at = c + 16 * g;
+                    // SAFETY: at + 16 <= hd inside query row i and key row r (caller
+                    // contract).
+                    unsafe {
+                        let qv = _mm512_loadu_ps(q.add(i * hd + at));
+                        *ag = _mm512_fmadd_ps(qv, load16::<HALF>(k, r * hd + at), *ag);
+                    }
+                }
+            }
+            xi[r] = _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]));
+        }
+    }
+    // SAFETY: 4 values of rows 0..Q fit in `out` (caller contract).
+    unsafe { store_tile::<Q>(x, scale, out, stride) };
+}
+
+/// Stores a tile's folded 16-lane sums `x[i][r]` (query `i`, key `r`), each reduced
+/// as [`reduce512`] reduces one and scaled, at `out + i * stride + r`.
+///
+/// # Safety
+/// 4 values of rows 0..Q fit in `out`; AVX-512F available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn store_tile<const Q: usize>(
+    x: [[__m512; 4]; Q],
+    scale: f32,
+    out: *mut f32,
+    stride: usize,
+) {
     if Q == 4 {
         let r = _mm512_mul_ps(
-            reduce512x16(core::array::from_fn(|i| a[i % 4][i / 4])),
+            reduce512x16(core::array::from_fn(|i| x[i % 4][i / 4])),
             _mm512_set1_ps(scale),
         );
         // SAFETY: 4 values of rows 0..4 fit in `out` (caller contract).
@@ -592,9 +647,9 @@ unsafe fn scores_tile<const Q: usize, const HALF: bool>(
         return;
     }
     let sv = _mm_set1_ps(scale);
-    for (i, ai) in a.iter().enumerate() {
+    for (i, xi) in x.iter().enumerate() {
         // SAFETY: 4 values of row i fit in `out` (caller contract).
-        unsafe { _mm_storeu_ps(out.add(i * stride), _mm_mul_ps(reduce512x4(*ai), sv)) };
+        unsafe { _mm_storeu_ps(out.add(i * stride), _mm_mul_ps(reduce512x4(*xi), sv)) };
     }
 }
 
@@ -647,6 +702,7 @@ pub unsafe fn f16_scores_many_512(
     q: &[f32],
     keys: &[f16],
     hd: usize,
+    order: F16Sum,
     scale: f32,
     out: &mut [f32],
     stride: usize,
@@ -668,9 +724,9 @@ pub unsafe fn f16_scores_many_512(
             if widened {
                 widen(src, nb * hd, buf.as_mut_ptr());
                 let k = buf.as_ptr().cast();
-                scores_block::<false>(q, k, keys_here, hd, scale, out, stride);
+                scores_block::<false>(q, k, keys_here, hd, order, scale, out, stride);
             } else {
-                scores_block::<true>(q, src.cast(), keys_here, hd, scale, out, stride);
+                scores_block::<true>(q, src.cast(), keys_here, hd, order, scale, out, stride);
             }
         }
     }
@@ -681,11 +737,13 @@ pub unsafe fn f16_scores_many_512(
 /// # Safety
 /// As [`f16_scores_many_512`], with `k` holding those keys.
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn scores_block<const HALF: bool>(
     q: &[f32],
     k: *const u8,
     keys: core::ops::Range<usize>,
     hd: usize,
+    order: F16Sum,
     scale: f32,
     out: &mut [f32],
     stride: usize,
@@ -703,21 +761,52 @@ unsafe fn scores_block<const HALF: bool>(
             let (qi, oi) = (qp.add(i * hd), o.add(i * stride + j0));
             for j in (0..whole).step_by(4) {
                 let (kj, oj) = (k.add(j * hd * width), oi.add(j));
-                match rows {
-                    4 => scores_tile::<4, HALF>(qi, kj, hd, scale, oj, stride),
-                    3 => scores_tile::<3, HALF>(qi, kj, hd, scale, oj, stride),
-                    2 => scores_tile::<2, HALF>(qi, kj, hd, scale, oj, stride),
-                    _ => scores_tile::<1, HALF>(qi, kj, hd, scale, oj, stride),
+                match (order, rows) {
+                    (F16Sum::TinyBlas, 4) => scores_tile::<4, HALF>(qi, kj, hd, scale, oj, stride),
+                    (F16Sum::TinyBlas, 3) => scores_tile::<3, HALF>(qi, kj, hd, scale, oj, stride),
+                    (F16Sum::TinyBlas, 2) => scores_tile::<2, HALF>(qi, kj, hd, scale, oj, stride),
+                    (F16Sum::TinyBlas, _) => scores_tile::<1, HALF>(qi, kj, hd, scale, oj, stride),
+                    (F16Sum::VecDot, 4) => {
+                        scores_tile_vecdot::<4, HALF>(qi, kj, hd, scale, oj, stride)
+                    }
+                    (F16Sum::VecDot, 3) => {
+                        scores_tile_vecdot::<3, HALF>(qi, kj, hd, scale, oj, stride)
+                    }
+                    (F16Sum::VecDot, 2) => {
+                        scores_tile_vecdot::<2, HALF>(qi, kj, hd, scale, oj, stride)
+                    }
+                    (F16Sum::VecDot, _) => {
+                        scores_tile_vecdot::<1, HALF>(qi, kj, hd, scale, oj, stride)
+                    }
                 }
             }
             for r in 0..rows {
                 for j in whole..nb {
-                    let mut a = _mm512_setzero_ps();
-                    for c in (0..hd).step_by(16) {
-                        let qv = _mm512_loadu_ps(qi.add(r * hd + c));
-                        a = _mm512_fmadd_ps(qv, load16::<HALF>(k, j * hd + c), a);
-                    }
-                    *oi.add(r * stride + j) = reduce512(a) * scale;
+                    let at = |c: usize| (qi.add(r * hd + c), j * hd + c);
+                    let sum = match order {
+                        F16Sum::TinyBlas => {
+                            let mut a = _mm512_setzero_ps();
+                            for c in (0..hd).step_by(16) {
+                                let (qc, kc) = at(c);
+                                a = _mm512_fmadd_ps(_mm512_loadu_ps(qc), load16::<HALF>(k, kc), a);
+                            }
+                            a
+                        }
+                        F16Sum::VecDot => {
+                            let mut a = [_mm512_setzero_ps(); 4];
+                            for c in (0..hd).step_by(16) {
+                                let (qc, kc) = at(c);
+                                let g = (c / 16) % 4;
+                                a[g] = _mm512_fmadd_ps(
+                                    _mm512_loadu_ps(qc),
+                                    load16::<HALF>(k, kc),
+                                    a[g],
+                                );
+                            }
+                            _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]))
+                        }
+                    };
+                    *oi.add(r * stride + j) = reduce512(sum) * scale;
                 }
             }
         }
