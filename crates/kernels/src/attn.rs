@@ -255,6 +255,25 @@ pub fn f16_accumulate(
     acc: &mut [f32],
 ) {
     let lanes = order.lanes();
+    check_accumulate(qw, vals, hd, lanes, acc);
+    #[cfg(target_arch = "x86_64")]
+    if avx512() && hd.is_multiple_of(16) {
+        let lanes = (lanes, 0..lanes);
+        // SAFETY: as in `f16_scores`; shapes were checked above.
+        unsafe { crate::x86_64::attn::f16_accumulate_512(qw, vals, hd, first_slot, lanes, acc) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if simd() && hd.is_multiple_of(8) {
+        // SAFETY: as in `f16_scores`; shapes were checked above.
+        unsafe { crate::x86_64::attn::f16_accumulate(qw, vals, hd, first_slot, lanes, acc) };
+        return;
+    }
+    f16_accumulate_scalar(qw, vals, hd, first_slot, order, acc);
+}
+
+/// [`f16_accumulate`]'s shape checks.
+fn check_accumulate(qw: &QueryWeights<'_>, vals: &[f16], hd: usize, lanes: usize, acc: &[f32]) {
     let (m, n) = (qw.rows.len(), vals.len() / hd.max(1));
     assert!(
         hd > 0 && vals.len() == n * hd && acc.len() >= m * lanes * hd,
@@ -270,19 +289,70 @@ pub fn f16_accumulate(
             qw.w.len()
         );
     }
+}
+
+/// [`f16_accumulate`] for the accumulator lanes in `keep` only (whole sixteens of
+/// `0..order.lanes()`): the rows that feed other lanes are skipped. Tasks that each
+/// keep different lanes of the same queries add every row once between them, each
+/// lane in the same order as [`f16_accumulate`] adds it (a single token's attention
+/// split across threads by position).
+///
+/// # Panics
+/// If `keep` is not made of whole sixteens inside the order's lanes, or as
+/// [`f16_accumulate`].
+pub fn f16_accumulate_lanes(
+    qw: &QueryWeights<'_>,
+    vals: &[f16],
+    hd: usize,
+    first_slot: usize,
+    order: F16Sum,
+    keep: Range<usize>,
+    acc: &mut [f32],
+) {
+    let lanes = order.lanes();
+    assert!(
+        keep.start.is_multiple_of(16) && keep.end.is_multiple_of(16) && keep.end <= lanes,
+        "f16_accumulate_lanes: lanes {keep:?} of {lanes}"
+    );
     #[cfg(target_arch = "x86_64")]
     if avx512() && hd.is_multiple_of(16) {
+        check_accumulate(qw, vals, hd, lanes, acc);
         // SAFETY: as in `f16_scores`; shapes were checked above.
+        let lanes = (lanes, keep);
         unsafe { crate::x86_64::attn::f16_accumulate_512(qw, vals, hd, first_slot, lanes, acc) };
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    if simd() && hd.is_multiple_of(8) {
-        // SAFETY: as in `f16_scores`; shapes were checked above.
-        unsafe { crate::x86_64::attn::f16_accumulate(qw, vals, hd, first_slot, lanes, acc) };
-        return;
+    // Elsewhere: the runs of rows that feed kept lanes, one call each.
+    let n = vals.len() / hd.max(1);
+    let mut j = 0;
+    while j < n {
+        let slot = (first_slot + j) % lanes;
+        let (start, len) = if keep.contains(&slot) {
+            (j, keep.end - slot)
+        } else {
+            (j + (keep.start + lanes - slot) % lanes, keep.len())
+        };
+        let run = start.min(n)..(start + len).min(n);
+        j = run.end.max(j + 1);
+        if run.is_empty() {
+            continue;
+        }
+        let rows: Vec<Range<usize>> = qw
+            .rows
+            .iter()
+            .map(|r| {
+                r.start.clamp(run.start, run.end) - run.start
+                    ..r.end.clamp(run.start, run.end) - run.start
+            })
+            .collect();
+        let sub = QueryWeights {
+            w: &qw.w[run.start..],
+            stride: qw.stride,
+            rows: &rows,
+        };
+        let v = &vals[run.start * hd..run.end * hd];
+        f16_accumulate(&sub, v, hd, first_slot + run.start, order, acc);
     }
-    f16_accumulate_scalar(qw, vals, hd, first_slot, order, acc);
 }
 
 /// The scalar reference of [`f16_accumulate`].
@@ -292,6 +362,20 @@ pub fn f16_accumulate_scalar(
     hd: usize,
     first_slot: usize,
     order: F16Sum,
+    acc: &mut [f32],
+) {
+    f16_accumulate_lanes_scalar(qw, vals, hd, first_slot, order, 0..order.lanes(), acc);
+}
+
+/// The scalar reference of [`f16_accumulate_lanes`]: rows into their lanes one by
+/// one, those whose lane is in `keep`.
+pub fn f16_accumulate_lanes_scalar(
+    qw: &QueryWeights<'_>,
+    vals: &[f16],
+    hd: usize,
+    first_slot: usize,
+    order: F16Sum,
+    keep: Range<usize>,
     acc: &mut [f32],
 ) {
     let lanes = order.lanes();
@@ -304,6 +388,9 @@ pub fn f16_accumulate_scalar(
         for j in r.clone() {
             let wj = qw.w[i * qw.stride + j];
             let slot = (first_slot + j) % lanes;
+            if !keep.contains(&slot) {
+                continue;
+            }
             let vj = &vals[j * hd..(j + 1) * hd];
             for (a, &b) in acc[slot * hd..(slot + 1) * hd].iter_mut().zip(vj) {
                 // f16 × f16 is exact in f32, so this add is ggml's FMA.

@@ -285,6 +285,63 @@ fn accumulate_over_split_ranges_matches_weighted_sum_bit_for_bit() {
 }
 
 #[test]
+fn accumulate_by_lanes_adds_up_to_the_whole_bit_for_bit() {
+    // A single token's weighted sum split across tasks by accumulator lanes: each
+    // part against its scalar reference, and the parts together against the whole.
+    let mut rng = Rng(16);
+    for order in [F16Sum::TinyBlas, F16Sum::VecDot] {
+        let lanes = order.lanes();
+        let splits: Vec<Vec<std::ops::Range<usize>>> = match order {
+            F16Sum::TinyBlas => vec![vec![0..16]],
+            F16Sum::VecDot => vec![vec![0..32, 32..64], vec![0..16, 16..48, 48..64]],
+        };
+        for hd in [8, 12, 64, 256] {
+            for (n, first) in [(1, 0), (40, 3), (130, 63), (700, 5), (1300, 100)] {
+                for m in [1, 3, 5] {
+                    let mut w: Vec<f32> = (0..m * n).map(|_| rng.f32().abs()).collect();
+                    for row in w.chunks_exact_mut(n) {
+                        attn::softmax_slots_f16_scalar(row, first);
+                    }
+                    let vals = halves(&mut rng, n * hd, 2.0);
+                    // Rows that start and end at different places (causal queries).
+                    let rows: Vec<_> = (0..m)
+                        .map(|i| {
+                            let end = n - i.min(n - 1);
+                            (i * n / 7).min(end)..end
+                        })
+                        .collect();
+                    let qw = QueryWeights {
+                        w: &w,
+                        stride: n,
+                        rows: &rows,
+                    };
+                    let mut whole = vec![0.0; m * lanes * hd];
+                    attn::f16_accumulate(&qw, &vals, hd, first, order, &mut whole);
+                    for split in &splits {
+                        let mut joined = vec![0.0; m * lanes * hd];
+                        for keep in split {
+                            let mut got = vec![0.0; m * lanes * hd];
+                            let mut want = vec![0.0; m * lanes * hd];
+                            let k = keep.clone();
+                            attn::f16_accumulate_lanes(&qw, &vals, hd, first, order, k, &mut got);
+                            let (k, a) = (keep.clone(), &mut want);
+                            attn::f16_accumulate_lanes_scalar(&qw, &vals, hd, first, order, k, a);
+                            let what = format!("{order:?} hd {hd} n {n} m {m} lanes {keep:?}");
+                            assert_eq!(bits(&got), bits(&want), "{what}");
+                            for (i, l) in (0..m).flat_map(|i| keep.clone().map(move |l| (i, l))) {
+                                let at = (i * lanes + l) * hd..(i * lanes + l + 1) * hd;
+                                joined[at.clone()].copy_from_slice(&got[at]);
+                            }
+                        }
+                        assert_eq!(bits(&joined), bits(&whole), "{order:?} hd {hd} n {n} m {m}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn f16_view_reads_little_endian_bytes_in_place() {
     let x = [f16::from_f32(1.5), f16::from_f32(-2.0), f16::from_f32(0.25)];
     let bytes: Vec<u8> = x.iter().flat_map(|h| h.to_bits().to_le_bytes()).collect();

@@ -6,8 +6,9 @@
 //! The arithmetic is [`crate::ops::attention`]'s for one token, bit for bit: scores
 //! do not depend on which task computes them, each row's softmax runs over its whole
 //! span, and the weighted sum's accumulator lanes (ggml's order: position `p` feeds
-//! lane `p % 64`) are divided between tasks, each lane receiving its positions in
-//! order, before the lanes are folded as usual.
+//! lane `p % 64`) are divided between tasks
+//! ([`thaw_kernels::attn::f16_accumulate_lanes`]), each lane receiving its positions
+//! in order, before the lanes are folded as usual.
 
 use std::ops::Range;
 use std::sync::Mutex;
@@ -88,10 +89,10 @@ pub(crate) fn attention_one_token(
     });
 
     // 2. Each row's scores gathered and soft-maxed (rounded to f16 as ggml does).
-    let weights: Vec<Mutex<Vec<f32>>> = (0..s.n_head).map(|_| Mutex::new(Vec::new())).collect();
+    let rows: Vec<Mutex<Vec<f32>>> = (0..s.n_head).map(|_| Mutex::new(Vec::new())).collect();
     pool.run(s.n_head, |h| {
         let (kvh, g) = (h / group, h % group);
-        let mut row = weights[h].lock().unwrap_or_else(|e| e.into_inner());
+        let mut row = rows[h].lock().unwrap_or_else(|e| e.into_inner());
         row.clear();
         for part in 0..parts {
             let len = bound(part + 1) - bound(part);
@@ -102,13 +103,13 @@ pub(crate) fn attention_one_token(
         }
         attn::softmax_slots_f16(&mut row, lo);
     });
-    let weights: Vec<Vec<f32>> = weights
-        .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
-        .collect();
+    let mut weights = Vec::with_capacity(s.n_head * width);
+    for row in rows {
+        weights.extend(row.into_inner().unwrap_or_else(|e| e.into_inner()));
+    }
 
-    // 3. The weighted sum: (K/V head, half of the lanes) tasks. A half's positions
-    // come in runs of 32 (every other 32 of each 64).
+    // 3. The weighted sum: (K/V head, half of the lanes) tasks, each adding only the
+    // rows that feed its lanes (runs of 32 positions, every other 32 of each 64).
     let halves = 2;
     let per = LANES / halves;
     let acc: Vec<Mutex<Vec<f32>>> = (0..n_kv * halves).map(|_| Mutex::new(Vec::new())).collect();
@@ -117,33 +118,20 @@ pub(crate) fn attention_one_token(
         let mut a = acc[i].lock().unwrap_or_else(|e| e.into_inner());
         a.clear();
         a.resize(group * LANES * hd, 0.0);
-        // The first run starts at the first position of this half's lanes.
-        let lane0 = half * per;
-        let mut start = lo - lo % LANES + lane0;
-        let w: Vec<&[f32]> = (0..group).map(|g| &weights[kvh * group + g][..]).collect();
-        let mut flat = Vec::with_capacity(group * per);
+        // The group's weight rows are consecutive: one matrix of stride `width`.
+        let w = &weights[kvh * group * width..(kvh + 1) * group * width];
         let mut rows = Vec::with_capacity(group);
-        while start < pos + 1 {
-            let run = start.max(lo)..(start + per).min(pos + 1);
-            start += LANES;
-            if run.is_empty() {
-                continue;
-            }
-            for (_, v, p0) in pieces(s, sh, k_layer, v_layer, kvh, run.clone()) {
-                let n = v.len() / hd;
-                flat.clear();
-                for wg in &w {
-                    flat.extend_from_slice(&wg[p0 - lo..p0 - lo + n]);
-                }
-                rows.clear();
-                rows.resize(group, 0..n);
-                let qw = QueryWeights {
-                    w: &flat,
-                    stride: n,
-                    rows: &rows,
-                };
-                attn::f16_accumulate(&qw, v, hd, p0, F16Sum::VecDot, &mut a);
-            }
+        for (_, v, p0) in pieces(s, sh, k_layer, v_layer, kvh, lo..pos + 1) {
+            let n = v.len() / hd;
+            rows.clear();
+            rows.resize(group, 0..n);
+            let qw = QueryWeights {
+                w: &w[p0 - lo..],
+                stride: width,
+                rows: &rows,
+            };
+            let keep = half * per..(half + 1) * per;
+            attn::f16_accumulate_lanes(&qw, v, hd, p0, F16Sum::VecDot, keep, &mut a);
         }
     });
 

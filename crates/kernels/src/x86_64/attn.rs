@@ -831,7 +831,8 @@ unsafe fn load16<const HALF: bool>(p: *const u8, i: usize) -> __m512 {
     }
 }
 
-/// Rows `0..w.len()` of one query, row `j` into lane `(slot + j) % lanes`.
+/// Rows `0..w.len()` of one query, row `j` into lane `(slot + j) % lanes` if that
+/// lane is in `keep`.
 ///
 /// # Safety
 /// `v` holds `w.len()` rows of `hd` f16 (a multiple of 16) and `acc` `lanes` × `hd`
@@ -842,10 +843,14 @@ unsafe fn accumulate_rows(
     v: *const f16,
     hd: usize,
     mut slot: usize,
-    lanes: usize,
+    (lanes, keep): (usize, &core::ops::Range<usize>),
     acc: *mut f32,
 ) {
     for (j, &wj) in w.iter().enumerate() {
+        if !keep.contains(&slot) {
+            slot = if slot + 1 == lanes { 0 } else { slot + 1 };
+            continue;
+        }
         let wv = _mm512_set1_ps(wj);
         // SAFETY: row j and lane `slot` are inside `v` and `acc` (caller contract).
         unsafe {
@@ -863,15 +868,16 @@ unsafe fn accumulate_rows(
     }
 }
 
-/// Rows `16 * groups` (row `j` feeds lane `j % 16`) of `Q` queries,
+/// Rows `lanes * groups` (row `j` feeds lane `j % lanes`) of `Q` queries,
 /// lanes `l0..l0 + L` and 16-wide column chunks `c0..c0 + C` only: the `Q·L·C`
 /// accumulators stay in registers over all rows, each weight broadcast serves `C`
 /// chunks and each value load `Q` queries (one load per FMA instead of two). Each
 /// accumulator receives the same FMAs in the same order as row by row.
 ///
 /// # Safety
-/// `w[q]` holds `16 * groups` weights, `v` that many rows of `hd` f16 (a multiple of
-/// 16, at least `16 * (c0 + C)`), and `acc[q]` 16 × `hd` f32; AVX-512F available.
+/// `w[q]` holds `lanes * groups` weights, `v` that many rows of `hd` f16 (a multiple
+/// of 16, at least `16 * (c0 + C)`), and `acc[q]` `lanes` × `hd` f32, with
+/// `l0 + L <= lanes`; AVX-512F available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
 // Query, lane and chunk index the register tile together; iterators would hide that.
@@ -880,7 +886,7 @@ unsafe fn groups_tile<const Q: usize, const L: usize, const C: usize>(
     w: [*const f32; Q],
     v: *const f16,
     hd: usize,
-    groups: usize,
+    (lanes, groups): (usize, usize),
     (l0, c0): (usize, usize),
     acc: [*mut f32; Q],
 ) {
@@ -893,7 +899,7 @@ unsafe fn groups_tile<const Q: usize, const L: usize, const C: usize>(
     });
     for g in 0..groups {
         for l in 0..L {
-            let j = 16 * g + l0 + l;
+            let j = lanes * g + l0 + l;
             // SAFETY: row j < 16 * groups of every `w[q]` and of `v` (caller contract).
             unsafe {
                 let wb: [__m512; Q] = core::array::from_fn(|q| _mm512_set1_ps(*w[q].add(j)));
@@ -916,30 +922,33 @@ unsafe fn groups_tile<const Q: usize, const L: usize, const C: usize>(
     }
 }
 
-/// Whole groups of 16 rows for `Q` queries (1, 2, 4 or 8): every lane and chunk, in
-/// tiles of at most 16 accumulators.
+/// Whole groups of `lanes` rows for `Q` queries (1, 2, 4 or 8): the lanes in `keep`
+/// (whole sixteens) and every chunk, in tiles of at most 16 accumulators.
 ///
 /// # Safety
-/// As [`groups_tile`], for all 16 lanes and `hd / 16` chunks.
+/// As [`groups_tile`], for lanes `keep` (inside `0..lanes`, multiples of 16 at both
+/// ends) and `hd / 16` chunks.
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
 unsafe fn accumulate_groups<const Q: usize>(
     w: [*const f32; Q],
     v: *const f16,
     hd: usize,
-    groups: usize,
+    (lanes, groups): (usize, usize),
+    keep: &core::ops::Range<usize>,
     acc: [*mut f32; Q],
 ) {
     if groups == 0 {
         return;
     }
     let chunks = hd / 16;
-    // SAFETY (all arms): the tiles cover lanes 0..16 and chunks 0..hd / 16 (C divides
-    // `chunks`), inside what the caller guarantees.
+    // SAFETY (all arms): the tiles cover lanes `keep` (L divides 16) and chunks
+    // 0..hd / 16 (C divides `chunks`), inside what the caller guarantees.
     macro_rules! tiles {
         ($l:literal, $c:literal) => {
-            for l0 in (0..16).step_by($l) {
+            for l0 in keep.clone().step_by($l) {
                 for c0 in (0..chunks).step_by($c) {
-                    unsafe { groups_tile::<Q, $l, $c>(w, v, hd, groups, (l0, c0), acc) };
+                    let shape = (lanes, groups);
+                    unsafe { groups_tile::<Q, $l, $c>(w, v, hd, shape, (l0, c0), acc) };
                 }
             }
         };
@@ -991,10 +1000,11 @@ pub unsafe fn f16_accumulate_512(
     vals: &[f16],
     hd: usize,
     first_slot: usize,
-    lanes: usize,
+    (lanes, keep): (usize, core::ops::Range<usize>),
     acc: &mut [f32],
 ) {
     let rows = qw.rows;
+    let lanes = (lanes, &keep);
     // The register tiles read every 16th row (2 KiB apart at head_dim 64), a pattern
     // the hardware prefetchers do not follow; a stored prefix's values are not in any
     // cache yet. One sequential pass of prefetches brings them into L2 first.
@@ -1011,7 +1021,7 @@ pub unsafe fn f16_accumulate_512(
             let qs = rows.get(i..i + k)?;
             let lo = qs.iter().map(|r| r.start).max()?;
             let hi = qs.iter().map(|r| r.end).min()?;
-            (hi >= lo + 16).then_some((k, lo..hi))
+            (hi >= lo + lanes.0).then_some((k, lo..hi))
         });
         let Some((k, shared)) = run else {
             // SAFETY: query i's own rows (checked by `f16_accumulate`).
@@ -1039,9 +1049,10 @@ pub unsafe fn f16_accumulate_512(
     }
 }
 
-/// Value rows `r` into the accumulators of queries `qs` (1, 2, 4 or 8): rows up to
-/// the next slot-0 boundary and after the last whole group of 16 go row by row (and
-/// so every row in the 64-lane order); the groups in between through register tiles.
+/// Value rows `r` into the accumulators of queries `qs` (1, 2, 4 or 8), only those
+/// whose lane is in `lanes.1`: rows up to the next slot-0 boundary and after the last
+/// whole group of `lanes.0` go row by row; the groups in between through register
+/// tiles.
 ///
 /// # Safety
 /// As [`f16_accumulate_512`], with `r` inside the rows of every query in `qs`.
@@ -1054,7 +1065,7 @@ unsafe fn add_rows(
     vals: &[f16],
     hd: usize,
     first_slot: usize,
-    lanes: usize,
+    (lanes, keep): (usize, &core::ops::Range<usize>),
     acc: &mut [f32],
 ) {
     if r.is_empty() {
@@ -1063,13 +1074,9 @@ unsafe fn add_rows(
     let (r0, n) = (r.start, r.len());
     let v = vals[r0 * hd..].as_ptr();
     let slot = (first_slot + r0) % lanes;
-    let (lead, groups) = if lanes == 16 {
-        let lead = ((16 - slot) % 16).min(n);
-        (lead, (n - lead) / 16)
-    } else {
-        (n, 0)
-    };
-    let mid = lead + 16 * groups;
+    let lead = ((lanes - slot) % lanes).min(n);
+    let groups = (n - lead) / lanes;
+    let mid = lead + lanes * groups;
     let w = |q: usize| &qw.w[q * qw.stride + r0..q * qw.stride + r.end];
     let acc_base = acc.as_mut_ptr();
     let a = |q: usize| acc_base.wrapping_add(q * lanes * hd);
@@ -1078,20 +1085,21 @@ unsafe fn add_rows(
     // them and are added in that order.
     unsafe {
         for &q in qs {
-            accumulate_rows(&w(q)[..lead], v, hd, slot, lanes, a(q));
+            accumulate_rows(&w(q)[..lead], v, hd, slot, (lanes, keep), a(q));
         }
         let gv = v.add(lead * hd);
         let ws = |k: usize| w(qs[k]).as_ptr().add(lead);
+        let g = (lanes, groups);
         match qs.len() {
-            8 => accumulate_groups::<8>(from_fn(ws), gv, hd, groups, from_fn(|k| a(qs[k]))),
-            4 => accumulate_groups::<4>(from_fn(ws), gv, hd, groups, from_fn(|k| a(qs[k]))),
-            2 => accumulate_groups::<2>(from_fn(ws), gv, hd, groups, from_fn(|k| a(qs[k]))),
-            _ => accumulate_groups::<1>([ws(0)], gv, hd, groups, [a(qs[0])]),
+            8 => accumulate_groups::<8>(from_fn(ws), gv, hd, g, keep, from_fn(|k| a(qs[k]))),
+            4 => accumulate_groups::<4>(from_fn(ws), gv, hd, g, keep, from_fn(|k| a(qs[k]))),
+            2 => accumulate_groups::<2>(from_fn(ws), gv, hd, g, keep, from_fn(|k| a(qs[k]))),
+            _ => accumulate_groups::<1>([ws(0)], gv, hd, g, keep, [a(qs[0])]),
         }
         let tail = v.add(mid * hd);
         for &q in qs {
             let slot = (slot + mid) % lanes;
-            accumulate_rows(&w(q)[mid..], tail, hd, slot, lanes, a(q));
+            accumulate_rows(&w(q)[mid..], tail, hd, slot, (lanes, keep), a(q));
         }
     }
 }
