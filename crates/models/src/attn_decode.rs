@@ -52,6 +52,29 @@ fn pieces<'a>(
         })
 }
 
+/// Buffers kept across calls (on the thread that runs the forward pass): a decode
+/// step calls this once per layer, and buffers of a few hundred KiB allocated anew
+/// each time come back as fresh pages.
+#[derive(Default)]
+struct Buffers {
+    parts: Vec<Mutex<Vec<f32>>>,
+    rows: Vec<Mutex<Vec<f32>>>,
+    weights: Vec<f32>,
+    acc: Vec<Mutex<Vec<f32>>>,
+}
+
+thread_local! {
+    static BUFFERS: std::cell::RefCell<Buffers> = std::cell::RefCell::default();
+}
+
+/// The first `n` of `v`'s buffers (added if missing; the others keep their capacity).
+fn slots(v: &mut Vec<Mutex<Vec<f32>>>, n: usize) -> &[Mutex<Vec<f32>>] {
+    if v.len() < n {
+        v.resize_with(n, Mutex::default);
+    }
+    &v[..n]
+}
+
 /// [`crate::ops::attention`] for one token at `s.pos0` (`q`: `n_head × head_dim`),
 /// writing `out` (`n_head × head_dim`).
 pub(crate) fn attention_one_token(
@@ -71,11 +94,12 @@ pub(crate) fn attention_one_token(
     let query: Vec<f32> = q.iter().map(|&v| round_f16(v)).collect();
     let q_of = |kvh: usize| &query[kvh * group * hd..(kvh + 1) * group * hd];
 
+    let mut b = BUFFERS.with(|c| std::mem::take(&mut *c.borrow_mut()));
+
     // 1. Scores: (K/V head, position part) tasks, each for the head's `group` rows.
     let parts = pool.n_threads().max(1);
     let bound = |i: usize| lo + width * i / parts;
-    let part_scores: Vec<Mutex<Vec<f32>>> =
-        (0..n_kv * parts).map(|_| Mutex::new(Vec::new())).collect();
+    let part_scores = slots(&mut b.parts, n_kv * parts);
     pool.run(n_kv * parts, |i| {
         let (kvh, part) = (i / parts, i % parts);
         let r = bound(part)..bound(part + 1);
@@ -89,7 +113,7 @@ pub(crate) fn attention_one_token(
     });
 
     // 2. Each row's scores gathered and soft-maxed (rounded to f16 as ggml does).
-    let rows: Vec<Mutex<Vec<f32>>> = (0..s.n_head).map(|_| Mutex::new(Vec::new())).collect();
+    let rows = slots(&mut b.rows, s.n_head);
     pool.run(s.n_head, |h| {
         let (kvh, g) = (h / group, h % group);
         let mut row = rows[h].lock().unwrap_or_else(|e| e.into_inner());
@@ -103,16 +127,17 @@ pub(crate) fn attention_one_token(
         }
         attn::softmax_slots_f16(&mut row, lo);
     });
-    let mut weights = Vec::with_capacity(s.n_head * width);
+    let mut weights = std::mem::take(&mut b.weights);
+    weights.clear();
     for row in rows {
-        weights.extend(row.into_inner().unwrap_or_else(|e| e.into_inner()));
+        weights.extend_from_slice(&row.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
     // 3. The weighted sum: (K/V head, half of the lanes) tasks, each adding only the
     // rows that feed its lanes (runs of 32 positions, every other 32 of each 64).
     let halves = 2;
     let per = LANES / halves;
-    let acc: Vec<Mutex<Vec<f32>>> = (0..n_kv * halves).map(|_| Mutex::new(Vec::new())).collect();
+    let acc = slots(&mut b.acc, n_kv * halves);
     pool.run(n_kv * halves, |i| {
         let (kvh, half) = (i / halves, i % halves);
         let mut a = acc[i].lock().unwrap_or_else(|e| e.into_inner());
@@ -136,9 +161,9 @@ pub(crate) fn attention_one_token(
     });
 
     // 4. Each row's lanes from the two halves, folded in ggml's order.
-    let acc: Vec<Vec<f32>> = acc
-        .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+    let acc: Vec<_> = acc
+        .iter()
+        .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
         .collect();
     let mut lanes = vec![0.0f32; LANES * hd];
     for h in 0..s.n_head {
@@ -150,4 +175,7 @@ pub(crate) fn attention_one_token(
         }
         attn::f16_reduce_lanes(&lanes, F16Sum::VecDot, &mut out[h * hd..(h + 1) * hd]);
     }
+    drop(acc);
+    b.weights = weights;
+    BUFFERS.with(|c| *c.borrow_mut() = b);
 }
