@@ -224,6 +224,12 @@ impl ReasoningTokens {
         self.tail.drain(..self.tail.len() - keep);
     }
 
+    /// Whether later tokens can still change the count (a caller may stop feeding
+    /// them once it cannot).
+    pub fn counting(&self) -> bool {
+        self.settled.is_none()
+    }
+
     /// Reasoning tokens so far (final once the output ends).
     pub fn count(&self) -> usize {
         match self.settled {

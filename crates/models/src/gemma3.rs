@@ -167,8 +167,8 @@ impl Gemma3 {
             seq.cache.len += seq.tokens.len();
         }
 
-        let kept: Vec<usize> = (0..rows.len()).collect();
-        crate::output_head(pool, c, s, &self.output_norm, &self.output, &kept, dst);
+        // The last layer kept the logit rows, in order, at the front.
+        crate::output_head(pool, c, s, &self.output_norm, &self.output, rows.len(), dst);
         if let Some(cap) = c.final_logit_softcap {
             ops::softcap(dst, cap);
         }

@@ -331,30 +331,25 @@ pub(crate) struct PassSeq<'a, 'b> {
     pub tokens: &'b [u32],
 }
 
-/// The output head shared by every family: final RMSNorm of the batch rows `rows`
-/// (of `x`, `n_embd` wide), then the output projection into `dst`
-/// (`rows.len() × n_vocab`).
+/// The output head shared by every family: final RMSNorm of the first `m` rows of
+/// `x` (`n_embd` wide; the last layer moved the rows whose logits are read there),
+/// then the output projection into `dst` (`m × n_vocab`).
 pub(crate) fn output_head(
     pool: &thaw_kernels::ThreadPool,
     c: &ModelConfig,
     s: &mut kv_cache::Scratch,
     norm: &[f32],
     output: &weights::Tensor,
-    rows: &[usize],
+    m: usize,
     dst: &mut [f32],
 ) {
     let e = c.n_embd;
-    let m = rows.len();
     if m == 0 {
         return;
     }
-    for (i, &r) in rows.iter().enumerate() {
-        ops::rmsnorm(
-            &s.x[r * e..(r + 1) * e],
-            norm,
-            c.rms_eps,
-            &mut s.xb[i * e..(i + 1) * e],
-        );
+    for i in 0..m {
+        let x = &s.x[i * e..(i + 1) * e];
+        ops::rmsnorm(x, norm, c.rms_eps, &mut s.xb[i * e..(i + 1) * e]);
     }
     trace(|| "result_norm".into(), &s.xb[..m * e]);
     thaw_kernels::matmul(pool, &output.matrix(), &s.xb[..m * e], m, dst);

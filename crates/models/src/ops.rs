@@ -662,20 +662,30 @@ mod tests {
                 let size = n_head_kv * n_ctx * hd;
                 let (k, v) = (halves(&mut st, size), halves(&mut st, size));
                 let q: Vec<f32> = (0..n * n_head * hd).map(|_| rand(&mut st) * 3.0).collect();
-                let shape = AttnShape {
-                    n_head,
-                    n_head_kv,
-                    head_dim: hd,
-                    n_ctx,
-                    pos0,
-                    scale: 1.0 / (hd as f32).sqrt(),
-                    window,
-                };
+                let shape = test_shape((n_head, n_head_kv, hd), n_ctx, pos0, window);
                 let what = format!(
                     "heads {n_head}/{n_head_kv} hd {hd} pos0 {pos0} n {n} window {window:?}"
                 );
                 matches_reference(&pool, &shape, None, (&k, &v), (&k, &v), &q, &what);
             }
+        }
+    }
+
+    /// The shape of a test call: `(n_head, n_head_kv, head_dim)`, the usual scale.
+    fn test_shape(
+        (n_head, n_head_kv, head_dim): (usize, usize, usize),
+        n_ctx: usize,
+        pos0: usize,
+        window: Option<usize>,
+    ) -> AttnShape {
+        AttnShape {
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_ctx,
+            pos0,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            window,
         }
     }
 
@@ -742,15 +752,7 @@ mod tests {
                 let (k, v) = (halves(&mut st, size), halves(&mut st, size));
                 let q: Vec<f32> = (0..n * n_head * hd).map(|_| rand(&mut st) * 3.0).collect();
                 let (sk, sv, own_k, own_v) = split_prefix(&k, &v, n_head_kv, n_ctx, hd, plen);
-                let shape = AttnShape {
-                    n_head,
-                    n_head_kv,
-                    head_dim: hd,
-                    n_ctx,
-                    pos0,
-                    scale: 1.0 / (hd as f32).sqrt(),
-                    window,
-                };
+                let shape = test_shape((n_head, n_head_kv, hd), n_ctx, pos0, window);
                 let shared = SharedKv {
                     k: &sk,
                     v: &sv,
@@ -799,15 +801,7 @@ mod tests {
                 let size = n_head_kv * n_ctx * hd;
                 let (k, v) = (halves(&mut st, size), halves(&mut st, size));
                 let q: Vec<f32> = (0..n_head * hd).map(|_| rand(&mut st) * 3.0).collect();
-                let shape = AttnShape {
-                    n_head,
-                    n_head_kv,
-                    head_dim: hd,
-                    n_ctx,
-                    pos0,
-                    scale: 1.0 / (hd as f32).sqrt(),
-                    window,
-                };
+                let shape = test_shape((n_head, n_head_kv, hd), n_ctx, pos0, window);
                 let (sk, sv, own_k, own_v) = split_prefix(&k, &v, n_head_kv, n_ctx, hd, plen);
                 let shared = (plen > 0).then_some(SharedKv {
                     k: &sk,

@@ -815,7 +815,7 @@ impl Seq {
         }
         self.generated += 1;
         m.generated_tokens.fetch_add(1, Ordering::Relaxed);
-        if let Some(r) = &mut self.reasoning {
+        if let Some(r) = self.reasoning.as_mut().filter(|r| r.counting()) {
             r.push(&tok.token_bytes(token));
         }
         if let (Some(k), Some(raw)) = (self.job.logprobs, raw) {
