@@ -324,6 +324,7 @@ pub fn f16_accumulate_lanes(
     }
     // Elsewhere: the runs of rows that feed kept lanes, one call each.
     let n = vals.len() / hd.max(1);
+    let mut rows = Vec::with_capacity(qw.rows.len());
     let mut j = 0;
     while j < n {
         let slot = (first_slot + j) % lanes;
@@ -337,14 +338,9 @@ pub fn f16_accumulate_lanes(
         if run.is_empty() {
             continue;
         }
-        let rows: Vec<Range<usize>> = qw
-            .rows
-            .iter()
-            .map(|r| {
-                r.start.clamp(run.start, run.end) - run.start
-                    ..r.end.clamp(run.start, run.end) - run.start
-            })
-            .collect();
+        let clip = |x: usize| x.clamp(run.start, run.end) - run.start;
+        rows.clear();
+        rows.extend(qw.rows.iter().map(|r| clip(r.start)..clip(r.end)));
         let sub = QueryWeights {
             w: &qw.w[run.start..],
             stride: qw.stride,
