@@ -437,18 +437,28 @@ pub fn usage(a: UsageArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<16} {:<20} {:>8} {:>10} {:>10} {:>10} {:>6} {:>6} {:>12}",
-        "KEY", "DEPLOYMENT", "REQUESTS", "PROMPT", "CACHED", "COMPLETION", "COLD", "ERRORS", "COST"
+        "{:<16} {:<20} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6} {:>6} {:>12}",
+        "KEY",
+        "DEPLOYMENT",
+        "REQUESTS",
+        "PROMPT",
+        "CACHED",
+        "COMPLETION",
+        "REASONING",
+        "COLD",
+        "ERRORS",
+        "COST"
     );
     for r in s {
         println!(
-            "{:<16} {:<20} {:>8} {:>10} {:>10} {:>10} {:>6} {:>6} {:>12.6}",
+            "{:<16} {:<20} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6} {:>6} {:>12.6}",
             r.key,
             r.deployment,
             r.requests,
             r.prompt_tokens,
             r.cached_tokens,
             r.completion_tokens,
+            r.reasoning_tokens,
             r.cold_starts,
             r.errors,
             r.cost

@@ -48,6 +48,7 @@ struct Usage {
     prompt: u64,
     cached: u64,
     completion: u64,
+    reasoning: u64,
 }
 
 fn usage_of(v: &Value) -> Option<Usage> {
@@ -57,6 +58,7 @@ fn usage_of(v: &Value) -> Option<Usage> {
         prompt: n(u.get("prompt_tokens")),
         cached: n(u.pointer("/prompt_tokens_details/cached_tokens")),
         completion: n(u.get("completion_tokens")),
+        reasoning: n(u.pointer("/completion_tokens_details/reasoning_tokens")),
     })
 }
 
@@ -92,6 +94,7 @@ impl Meter {
             prompt_tokens: u.prompt,
             cached_tokens: u.cached,
             completion_tokens: u.completion,
+            reasoning_tokens: u.reasoning,
             compute_ms: self.started.map_or(0, |t| t.elapsed().as_millis() as u64),
             cold_start: self.cold,
             cost: (u.prompt as f64 * self.price_in + u.completion as f64 * self.price_out) / 1e6,
@@ -161,14 +164,28 @@ fn prompt_tokens_header(h: &reqwest::header::HeaderMap) -> u64 {
 /// character or a tool call being parsed: `crates/server/src/scheduler.rs`,
 /// `respond.rs`), so counting them bills about the tokens generated when the usage
 /// chunk never comes.
-fn is_output_chunk(v: &Value) -> bool {
-    let Some(choices) = v.get("choices").and_then(Value::as_array) else {
-        return false;
-    };
-    let non_empty = |x: Option<&Value>| match x {
+fn non_empty(x: Option<&Value>) -> bool {
+    match x {
         Some(Value::String(s)) => !s.is_empty(),
         Some(Value::Array(a)) => !a.is_empty(),
         _ => false,
+    }
+}
+
+/// A chunk carrying a thinking model's reasoning (`delta.reasoning_content`): what a
+/// cut-short stream bills as reasoning tokens, one per chunk.
+fn is_reasoning_chunk(v: &Value) -> bool {
+    let Some(choices) = v.get("choices").and_then(Value::as_array) else {
+        return false;
+    };
+    choices
+        .iter()
+        .any(|c| non_empty(c.pointer("/delta/reasoning_content")))
+}
+
+fn is_output_chunk(v: &Value) -> bool {
+    let Some(choices) = v.get("choices").and_then(Value::as_array) else {
+        return false;
     };
     choices.iter().any(|c| {
         let d = c.get("delta");
@@ -481,6 +498,7 @@ async fn pump(
                     forward = client_wants_usage || !no_choices;
                 } else if is_output_chunk(&v) {
                     fallback.completion += 1;
+                    fallback.reasoning += u64::from(is_reasoning_chunk(&v));
                 }
             }
             if forward && tx.send(Bytes::from(event)).await.is_err() {
@@ -587,10 +605,21 @@ mod tests {
     }
 
     #[test]
-    fn usage_is_read_with_cached_tokens() {
+    fn usage_is_read_with_cached_and_reasoning_tokens() {
         let v = json!({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 5}}});
         let u = usage_of(&v).unwrap();
-        assert_eq!((u.prompt, u.cached, u.completion), (7, 5, 3));
+        assert_eq!(
+            (u.prompt, u.cached, u.completion, u.reasoning),
+            (7, 5, 3, 0)
+        );
+        let v = json!({"usage": {"prompt_tokens": 7, "completion_tokens": 9,
+            "completion_tokens_details": {"reasoning_tokens": 6}}});
+        let u = usage_of(&v).unwrap();
+        assert_eq!((u.completion, u.reasoning), (9, 6));
         assert!(usage_of(&json!({"usage": null})).is_none());
+        let think = json!({"choices": [{"index": 0, "delta": {"reasoning_content": "hm"}}]});
+        let say = json!({"choices": [{"index": 0, "delta": {"content": "hi"}}]});
+        assert!(is_reasoning_chunk(&think) && is_output_chunk(&think));
+        assert!(!is_reasoning_chunk(&say) && is_output_chunk(&say));
     }
 }

@@ -54,6 +54,9 @@ pub struct UsageRow {
     pub prompt_tokens: u64,
     pub cached_tokens: u64,
     pub completion_tokens: u64,
+    /// Of the completion tokens, those a thinking model spent reasoning (the
+    /// replica's `usage.completion_tokens_details.reasoning_tokens`; 0 otherwise).
+    pub reasoning_tokens: u64,
     pub compute_ms: u64,
     pub cold_start: bool,
     pub cost: f64,
@@ -70,6 +73,7 @@ pub struct UsageSummary {
     pub prompt_tokens: u64,
     pub cached_tokens: u64,
     pub completion_tokens: u64,
+    pub reasoning_tokens: u64,
     pub compute_ms: u64,
     pub cold_starts: u64,
     pub errors: u64,
@@ -133,6 +137,7 @@ impl Store {
                 prompt_tokens INTEGER NOT NULL,
                 cached_tokens INTEGER NOT NULL,
                 completion_tokens INTEGER NOT NULL,
+                reasoning_tokens INTEGER NOT NULL DEFAULT 0,
                 compute_ms INTEGER NOT NULL,
                 cold_start INTEGER NOT NULL,
                 cost REAL NOT NULL,
@@ -141,6 +146,7 @@ impl Store {
              CREATE INDEX IF NOT EXISTS usage_key_time ON usage(key, time_ms);",
         )
         .map_err(open_err)?;
+        add_missing_columns(&conn).map_err(open_err)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -214,10 +220,11 @@ impl Store {
     /// left as it is (returns false): retries never double-count.
     pub fn record(&self, r: &UsageRow) -> Result<bool, StoreError> {
         let n = self.conn().execute(
-            "INSERT OR IGNORE INTO usage (id, time_ms, key, deployment, prompt_tokens, cached_tokens, completion_tokens, compute_ms, cold_start, cost, status)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT OR IGNORE INTO usage (id, time_ms, key, deployment, prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, compute_ms, cold_start, cost, status)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![r.id, r.time_ms, r.key, r.deployment, r.prompt_tokens as i64, r.cached_tokens as i64,
-                    r.completion_tokens as i64, r.compute_ms as i64, r.cold_start, r.cost, r.status],
+                    r.completion_tokens as i64, r.reasoning_tokens as i64, r.compute_ms as i64,
+                    r.cold_start, r.cost, r.status],
         )?;
         Ok(n == 1)
     }
@@ -241,7 +248,7 @@ impl Store {
     ) -> Result<Vec<UsageRow>, StoreError> {
         let conn = self.conn();
         let mut st = conn.prepare(
-            "SELECT id, time_ms, key, deployment, prompt_tokens, cached_tokens, completion_tokens, compute_ms, cold_start, cost, status
+            "SELECT id, time_ms, key, deployment, prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, compute_ms, cold_start, cost, status
              FROM usage WHERE time_ms >= ?1 AND (?2 IS NULL OR key = ?2) ORDER BY time_ms, id LIMIT ?3",
         )?;
         let rows = st.query_map(params![since_ms, key, limit as i64], |r| {
@@ -253,10 +260,11 @@ impl Store {
                 prompt_tokens: r.get::<_, i64>(4)? as u64,
                 cached_tokens: r.get::<_, i64>(5)? as u64,
                 completion_tokens: r.get::<_, i64>(6)? as u64,
-                compute_ms: r.get::<_, i64>(7)? as u64,
-                cold_start: r.get(8)?,
-                cost: r.get(9)?,
-                status: r.get(10)?,
+                reasoning_tokens: r.get::<_, i64>(7)? as u64,
+                compute_ms: r.get::<_, i64>(8)? as u64,
+                cold_start: r.get(9)?,
+                cost: r.get(10)?,
+                status: r.get(11)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -271,7 +279,7 @@ impl Store {
         let conn = self.conn();
         let mut st = conn.prepare(
             "SELECT key, deployment, COUNT(*), SUM(prompt_tokens), SUM(cached_tokens), SUM(completion_tokens),
-                    SUM(compute_ms), SUM(cold_start), SUM(status >= 400), SUM(cost)
+                    SUM(reasoning_tokens), SUM(compute_ms), SUM(cold_start), SUM(status >= 400), SUM(cost)
              FROM usage WHERE time_ms >= ?1 AND (?2 IS NULL OR key = ?2)
              GROUP BY key, deployment ORDER BY key, deployment",
         )?;
@@ -284,14 +292,31 @@ impl Store {
                 prompt_tokens: u(3)?,
                 cached_tokens: u(4)?,
                 completion_tokens: u(5)?,
-                compute_ms: u(6)?,
-                cold_starts: u(7)?,
-                errors: u(8)?,
-                cost: r.get(9)?,
+                reasoning_tokens: u(6)?,
+                compute_ms: u(7)?,
+                cold_starts: u(8)?,
+                errors: u(9)?,
+                cost: r.get(10)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// Columns added to `usage` after its first release, with their defaults: a ledger
+/// written by an older thaw gets them on open (its rows keep their values and read
+/// the default), so upgrading never needs a manual migration.
+const ADDED_USAGE_COLUMNS: [(&str, &str); 1] = [("reasoning_tokens", "INTEGER NOT NULL DEFAULT 0")];
+
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let mut st = conn.prepare("SELECT name FROM pragma_table_info('usage')")?;
+    let have: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    for (name, ty) in ADDED_USAGE_COLUMNS {
+        if !have.iter().any(|h| h == name) {
+            conn.execute_batch(&format!("ALTER TABLE usage ADD COLUMN {name} {ty}"))?;
+        }
+    }
+    Ok(())
 }
 
 fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyInfo> {
@@ -318,6 +343,7 @@ mod tests {
             prompt_tokens: p,
             cached_tokens: 0,
             completion_tokens: c,
+            reasoning_tokens: c / 2,
             compute_ms: 5,
             cold_start: false,
             cost: 0.5,
@@ -366,6 +392,56 @@ mod tests {
         assert_eq!(sum.len(), 2);
         assert_eq!(sum[0].requests, 2);
         assert_eq!(sum[0].completion_tokens, 4);
+        assert_eq!(sum[0].reasoning_tokens, 1);
         assert!((sum[0].cost - 1.0).abs() < 1e-9);
+        assert_eq!(
+            s.rows(0, Some("a"), 100).unwrap()[0],
+            row("1", "a", 10, 3).with_time(sum_time(&s, "1"))
+        );
+    }
+
+    fn sum_time(s: &Store, id: &str) -> i64 {
+        s.rows(0, None, 100)
+            .unwrap()
+            .iter()
+            .find(|r| r.id == id)
+            .unwrap()
+            .time_ms
+    }
+
+    impl UsageRow {
+        fn with_time(mut self, t: i64) -> Self {
+            self.time_ms = t;
+            self
+        }
+    }
+
+    #[test]
+    fn a_ledger_written_before_reasoning_tokens_is_upgraded_on_open() {
+        // The usage table as the first release created it, with one row.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE usage (id TEXT PRIMARY KEY, time_ms INTEGER NOT NULL,
+                    key TEXT NOT NULL, deployment TEXT NOT NULL, prompt_tokens INTEGER NOT NULL,
+                    cached_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+                    compute_ms INTEGER NOT NULL, cold_start INTEGER NOT NULL, cost REAL NOT NULL,
+                    status INTEGER NOT NULL);
+                 INSERT INTO usage VALUES ('old', 1, 'a', 'd', 4, 0, 2, 9, 0, 0.25, 200);",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let old = &s.rows(0, None, 10).unwrap()[0];
+        assert_eq!((old.completion_tokens, old.reasoning_tokens), (2, 0));
+        assert!(s.record(&row("new", "a", 10, 6)).unwrap());
+        let sum = s.summary(0, None).unwrap();
+        assert_eq!((sum[0].completion_tokens, sum[0].reasoning_tokens), (8, 3));
+        // Opening again finds the column and adds nothing.
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.rows(0, None, 10).unwrap().len(), 2);
     }
 }

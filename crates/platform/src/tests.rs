@@ -37,9 +37,20 @@ fn chunk(delta: Value, finish: Value) -> String {
     format!("data: {c}\n\n")
 }
 
+/// Reasoning chunks a `think-…` mode sends before its content (a thinking model).
+const THOUGHTS: u64 = 2;
+
 async fn fake_chat(State(f): State<Arc<Fake>>, body: Bytes) -> Response {
     let v: Value = serde_json::from_slice(&body).expect("the gateway sends JSON");
     let mode = v["fake"].as_str().unwrap_or("ok").to_string();
+    // `think-MODE`: MODE, answered by a thinking model.
+    let (think, mode) = match mode.strip_prefix("think-") {
+        Some(m) => (true, m.to_string()),
+        None => (false, mode),
+    };
+    let reasoning = if think { THOUGHTS } else { 0 };
+    let usage = json!({"prompt_tokens": PROMPT, "completion_tokens": 3 + reasoning,
+        "completion_tokens_details": {"reasoning_tokens": reasoning}});
     if mode == "dead" {
         // The replica dies before sending a byte of its answer.
         let body = stream::once(async { Err::<Bytes, _>(std::io::Error::other("replica died")) });
@@ -51,6 +62,9 @@ async fn fake_chat(State(f): State<Arc<Fake>>, body: Bytes) -> Response {
             json!({"role": "assistant", "content": ""}),
             Value::Null,
         )];
+        for _ in 0..reasoning {
+            head.push(chunk(json!({"reasoning_content": "hm"}), Value::Null));
+        }
         for w in ["a", "b", "c"] {
             head.push(chunk(json!({"content": w}), Value::Null));
         }
@@ -66,8 +80,7 @@ async fn fake_chat(State(f): State<Arc<Fake>>, body: Bytes) -> Response {
                 Ok(chunk(json!({}), json!("stop"))),
                 Ok(format!(
                     "data: {}\n\n",
-                    json!({"object": "chat.completion.chunk", "choices": [],
-                        "usage": {"prompt_tokens": PROMPT, "completion_tokens": 3}})
+                    json!({"object": "chat.completion.chunk", "choices": [], "usage": usage})
                 )),
                 Ok("data: [DONE]\n\n".to_string()),
             ])
@@ -86,7 +99,7 @@ async fn fake_chat(State(f): State<Arc<Fake>>, body: Bytes) -> Response {
         axum::Json(json!({"object": "chat.completion",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "abc"},
                 "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": PROMPT, "completion_tokens": 3}}))
+            "usage": usage}))
         .into_response()
     };
     resp.headers_mut()
@@ -423,6 +436,47 @@ async fn streams_cut_short_bill_prompt_and_generated_tokens() {
         .map(|r| (r.status, r.prompt_tokens, r.completion_tokens))
         .collect();
     assert_eq!(got, [(499, PROMPT, 3), (200, PROMPT, 3)]);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reasoning_tokens_are_metered_apart() {
+    let h = Harness::start(&["name = \"d\""], 0.0).await;
+    // A thinking model's answers, streamed and not: the replica's usage.
+    for stream in [false, true] {
+        let r = h
+            .http
+            .post(format!("{}/v1/chat/completions", h.url))
+            .json(&chat("think-ok", stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap();
+    }
+    // Cut short after its reasoning and two content chunks: one token per chunk
+    // forwarded, the reasoning ones counted as reasoning.
+    let (body, _) = h.stream_until_content("think-hang", 3).await;
+    drop(body);
+    assert!(h.until(5, async |h| h.rows().len() == 3).await);
+    let got: Vec<(u16, u64, u64)> = h
+        .rows()
+        .iter()
+        .map(|r| (r.status, r.completion_tokens, r.reasoning_tokens))
+        .collect();
+    let whole = (3 + THOUGHTS, THOUGHTS);
+    assert_eq!(got[..2], [(200, whole.0, whole.1), (200, whole.0, whole.1)]);
+    let (status, completion, reasoning) = got[2];
+    assert_eq!(status, 499);
+    // The chunks the gateway had read when the client left: all the reasoning, and
+    // at least the two content chunks the client saw.
+    assert_eq!(reasoning, THOUGHTS);
+    assert!(
+        (THOUGHTS + 2..=THOUGHTS + 3).contains(&completion),
+        "{got:?}"
+    );
+    let sum = h.gw.store.summary(0, None).unwrap();
+    assert_eq!(sum[0].reasoning_tokens, 3 * THOUGHTS);
     h.shutdown().await;
 }
 
