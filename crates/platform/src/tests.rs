@@ -228,18 +228,19 @@ impl Harness {
         self.gw.store.rows(0, None, 100).unwrap()
     }
 
-    /// Wait up to `secs` for `f` to hold.
+    /// A chat request to the gateway whose `fake` field tells the fake replica what
+    /// to do.
+    fn chat_request(&self, mode: &str, stream: bool) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}/v1/chat/completions", self.url))
+            .json(&chat(mode, stream))
+    }
+
     /// A streamed chat whose prompt tells the fake replica what to do, read until
     /// `n` content deltas (the opening role chunk's empty one included) have arrived:
     /// the rest of the stream, unread, and the text read so far.
     async fn stream_until_content(&self, prompt: &str, n: usize) -> (Chunks, String) {
-        let r = self
-            .http
-            .post(format!("{}/v1/chat/completions", self.url))
-            .json(&chat(prompt, true))
-            .send()
-            .await
-            .unwrap();
+        let r = self.chat_request(prompt, true).send().await.unwrap();
         assert_eq!(r.status(), 200);
         let mut body = r.bytes_stream();
         let mut text = String::new();
@@ -250,6 +251,7 @@ impl Harness {
         (Box::pin(body.map(|r| r.map(|b| b.to_vec()))), text)
     }
 
+    /// Wait up to `secs` for `f` to hold.
     async fn until(&self, secs: u64, mut f: impl AsyncFnMut(&Harness) -> bool) -> bool {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while Instant::now() < deadline {
@@ -378,9 +380,7 @@ async fn non_streamed_request_whose_client_leaves_is_metered() {
     assert_eq!(s, 200, "{v}");
     // The client gives up while the replica computes.
     let slow = h
-        .http
-        .post(format!("{}/v1/chat/completions", h.url))
-        .json(&chat("slow", false))
+        .chat_request("slow", false)
         .timeout(Duration::from_millis(500))
         .send()
         .await;
@@ -417,13 +417,7 @@ async fn streams_cut_short_bill_prompt_and_generated_tokens() {
     drop(body);
     assert!(h.until(5, async |h| h.rows().len() == 1).await);
     // A complete stream for comparison: the replica's usage chunk.
-    let r = h
-        .http
-        .post(format!("{}/v1/chat/completions", h.url))
-        .json(&chat("ok", true))
-        .send()
-        .await
-        .unwrap();
+    let r = h.chat_request("ok", true).send().await.unwrap();
     let text = r.text().await.unwrap();
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     assert!(
@@ -444,13 +438,7 @@ async fn reasoning_tokens_are_metered_apart() {
     let h = Harness::start(&["name = \"d\""], 0.0).await;
     // A thinking model's answers, streamed and not: the replica's usage.
     for stream in [false, true] {
-        let r = h
-            .http
-            .post(format!("{}/v1/chat/completions", h.url))
-            .json(&chat("think-ok", stream))
-            .send()
-            .await
-            .unwrap();
+        let r = h.chat_request("think-ok", stream).send().await.unwrap();
         assert_eq!(r.status(), 200);
         r.text().await.unwrap();
     }
@@ -573,13 +561,7 @@ async fn bad_bodies_get_openai_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_no_replica_answered_get_a_ledger_row() {
     async fn refused(h: &Harness, mode: &str, status: u16) {
-        let r = h
-            .http
-            .post(format!("{}/v1/chat/completions", h.url))
-            .json(&chat(mode, false))
-            .send()
-            .await
-            .unwrap();
+        let r = h.chat_request(mode, false).send().await.unwrap();
         assert_eq!(r.status(), status);
         let id = r.headers()[crate::proxy::REQUEST_ID_HEADER]
             .to_str()
