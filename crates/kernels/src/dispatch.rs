@@ -423,6 +423,38 @@ pub fn available_kernel_sets() -> Vec<&'static KernelSet> {
     sets
 }
 
+/// For tests: runs the current test binary again, with libtest arguments `args`,
+/// under each kernel set this CPU has other than the active one (`THAW_KERNELS`), and
+/// panics with the output of any run that fails. The set is chosen once per process,
+/// so without this a test binary checks only the active set's paths of the functions
+/// that dispatch on it (attention, softmax): on an AVX-512 machine the AVX2 ones would
+/// never run. Does nothing when `THAW_KERNELS` is set (in such a run, or by hand).
+#[doc(hidden)]
+pub fn rerun_tests_in_other_kernel_sets(args: &[&str]) {
+    if std::env::var_os("THAW_KERNELS").is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    for set in available_kernel_sets() {
+        if set.name == active().name {
+            continue;
+        }
+        let out = std::process::Command::new(&exe)
+            .args(args)
+            .env("THAW_KERNELS", set.name)
+            .output()
+            .expect("run the test binary again");
+        assert!(
+            out.status.success(),
+            "THAW_KERNELS={} {}: {}\n{}",
+            set.name,
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// The kernel set named `name`, if it exists and this CPU supports it.
 pub fn kernel_set(name: &str) -> Option<&'static KernelSet> {
     available_kernel_sets().into_iter().find(|s| s.name == name)

@@ -30,7 +30,8 @@ mod x86_64;
 
 pub use dispatch::{
     ActPrep, DotFn, GemmFn, GemmTile, KernelSet, PackedFn, PackedGemm, QuantizeFn, TileOut,
-    TypeKernels, available_kernel_sets, kernel_set, reads_interleaved, select_kernels,
+    TypeKernels, available_kernel_sets, kernel_set, reads_interleaved,
+    rerun_tests_in_other_kernel_sets, select_kernels,
 };
 pub use matmul::{matmul_many_with, matmul_with};
 pub use pool::ThreadPool;

@@ -21,6 +21,14 @@ fn bits(x: &[f32]) -> Vec<u32> {
 }
 
 #[test]
+fn these_tests_pass_in_every_kernel_set() {
+    thaw_kernels::rerun_tests_in_other_kernel_sets(&[
+        "--skip",
+        "these_tests_pass_in_every_kernel_set",
+    ]);
+}
+
+#[test]
 fn scores_match_scalar_bit_for_bit() {
     let mut rng = Rng(11);
     for order in [F16Sum::TinyBlas, F16Sum::VecDot] {

@@ -574,6 +574,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn attention_tests_pass_in_every_kernel_set() {
+        // The attention paths dispatch on the kernel set chosen for the process.
+        thaw_kernels::rerun_tests_in_other_kernel_sets(&[
+            "ops::tests::attention",
+            "ops::tests::one_token",
+            "--skip",
+            "attention_tests_pass_in_every_kernel_set",
+        ]);
+    }
+
+    #[test]
     fn softmax_sums_to_one_and_orders() {
         let mut x = vec![1.0, 2.0, 3.0, -1000.0];
         thaw_kernels::attn::softmax_slots(&mut x, 0);
