@@ -82,14 +82,14 @@ pub fn f16_scores(q: &[f32], keys: &[f16], order: F16Sum, scale: f32, out: &mut 
     if avx512() {
         // SAFETY: the AVX-512 set is active only after AVX-512F, AVX2, FMA and F16C were
         // detected; shapes were checked above (hd is a multiple of 16 or 64).
-        unsafe { crate::x86_64::attn::f16_scores_512(q, keys, order, scale, out) };
+        unsafe { crate::x86_64::attn_scores::f16_scores_512(q, keys, order, scale, out) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if simd() {
         // SAFETY: the SIMD sets are active only after AVX2, FMA and F16C were detected;
         // shapes were checked above.
-        unsafe { crate::x86_64::attn::f16_scores(q, keys, order, scale, out) };
+        unsafe { crate::x86_64::attn_scores::f16_scores(q, keys, order, scale, out) };
         return;
     }
     f16_scores_scalar(q, keys, order, scale, out);
@@ -141,7 +141,16 @@ pub fn f16_scores_many(
     if avx512() && 4 * hd <= 8192 {
         // SAFETY: the AVX-512 set is active only after AVX-512F, AVX2, FMA and F16C were
         // detected; shapes were checked above (hd a multiple of 64 in VecDot order).
-        unsafe { crate::x86_64::attn::f16_scores_many_512(q, keys, hd, order, scale, out, stride) };
+        unsafe {
+            crate::x86_64::attn_scores::f16_scores_many_512(q, keys, hd, order, scale, out, stride)
+        };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if simd() && order == F16Sum::TinyBlas && m >= 2 && 2 * hd <= 8192 {
+        // SAFETY: the SIMD sets are active only after AVX2, FMA and F16C were
+        // detected; shapes were checked above (hd a multiple of 16 in tinyBLAS order).
+        unsafe { crate::x86_64::attn_scores::f16_scores_many_256(q, keys, hd, scale, out, stride) };
         return;
     }
     let rows = q.chunks_exact(hd).zip(out.chunks_mut(stride));
@@ -260,13 +269,18 @@ pub fn f16_accumulate(
     if avx512() && hd.is_multiple_of(16) {
         let lanes = (lanes, 0..lanes);
         // SAFETY: as in `f16_scores`; shapes were checked above.
-        unsafe { crate::x86_64::attn::f16_accumulate_512(qw, vals, hd, first_slot, lanes, acc) };
+        unsafe {
+            crate::x86_64::attn_wsum::f16_accumulate_512(qw, vals, hd, first_slot, lanes, acc)
+        };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if simd() && hd.is_multiple_of(8) {
+        let lanes = (lanes, 0..lanes);
         // SAFETY: as in `f16_scores`; shapes were checked above.
-        unsafe { crate::x86_64::attn::f16_accumulate(qw, vals, hd, first_slot, lanes, acc) };
+        unsafe {
+            crate::x86_64::attn_wsum::f16_accumulate_256(qw, vals, hd, first_slot, lanes, acc)
+        };
         return;
     }
     f16_accumulate_scalar(qw, vals, hd, first_slot, order, acc);
@@ -319,10 +333,23 @@ pub fn f16_accumulate_lanes(
         check_accumulate(qw, vals, hd, lanes, acc);
         // SAFETY: as in `f16_scores`; shapes were checked above.
         let lanes = (lanes, keep);
-        unsafe { crate::x86_64::attn::f16_accumulate_512(qw, vals, hd, first_slot, lanes, acc) };
+        unsafe {
+            crate::x86_64::attn_wsum::f16_accumulate_512(qw, vals, hd, first_slot, lanes, acc)
+        };
         return;
     }
-    // Elsewhere: the runs of rows that feed kept lanes, one call each.
+    #[cfg(target_arch = "x86_64")]
+    if simd() && hd.is_multiple_of(8) {
+        check_accumulate(qw, vals, hd, lanes, acc);
+        // SAFETY: as in `f16_scores`; shapes were checked above.
+        let lanes = (lanes, keep);
+        unsafe {
+            crate::x86_64::attn_wsum::f16_accumulate_256(qw, vals, hd, first_slot, lanes, acc)
+        };
+        return;
+    }
+    // Elsewhere (the scalar set): the runs of rows that feed kept lanes, one call
+    // each.
     let n = vals.len() / hd.max(1);
     let mut rows = Vec::with_capacity(qw.rows.len());
     let mut j = 0;

@@ -9,6 +9,8 @@
 //! row has at most a few thousand blocks.
 
 pub mod attn;
+pub mod attn_scores;
+pub mod attn_wsum;
 pub mod avx2;
 pub mod avx512;
 mod gemm;
