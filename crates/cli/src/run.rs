@@ -58,12 +58,13 @@ pub struct RunArgs {
     /// Print a timing summary on stderr after each answer.
     #[arg(short, long)]
     pub verbose: bool,
-    /// Constrain every answer to JSON valid against this JSON-schema file.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["tools", "raw"])]
+    /// Constrain every answer to JSON valid against this JSON schema (a file, or the
+    /// schema itself inline: `'{"type": "object", ...}'`).
+    #[arg(long, value_name = "FILE|JSON", conflicts_with_all = ["tools", "raw"])]
     pub json_schema: Option<std::path::PathBuf>,
-    /// Offer these tools (a JSON file with an OpenAI `tools` array); parsed calls are
-    /// printed as a JSON line `{"tool_calls": [...]}` after the answer.
-    #[arg(long, value_name = "FILE", conflicts_with = "raw")]
+    /// Offer these tools (an OpenAI `tools` array, in a file or inline); parsed calls
+    /// are printed as a JSON line `{"tool_calls": [...]}` after the answer.
+    #[arg(long, value_name = "FILE|JSON", conflicts_with = "raw")]
     pub tools: Option<std::path::PathBuf>,
     /// With --tools: `auto` (the model may answer in text), `required` (it must call a
     /// tool) or a function name (it must call that one).

@@ -10,10 +10,18 @@ use thaw_constrain::{
 };
 use thaw_engine::Engine;
 
-fn read_json(file: &Path) -> Result<Value> {
+/// A `--json-schema`/`--tools` argument: the JSON itself when it starts with `{` or
+/// `[` (no file is named like that in practice), else the path of a file holding it.
+fn read_json(arg: &Path) -> Result<Value> {
+    let inline = arg.to_string_lossy();
+    let inline = inline.trim_start();
+    if inline.starts_with(['{', '[']) {
+        return serde_json::from_str(inline)
+            .context("the inline JSON argument is not valid JSON (or pass the path of a file)");
+    }
     let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", file.display()))
+        std::fs::read_to_string(arg).with_context(|| format!("reading {}", arg.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", arg.display()))
 }
 
 /// Whether a `--json-schema` answer is a whole JSON value (not one cut off by `-n` or

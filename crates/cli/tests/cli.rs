@@ -283,6 +283,29 @@ fn json_schema_and_tools_flags_constrain_the_answer() {
         !o.status.success() && err.contains("tools array is empty"),
         "{err}"
     );
+    // The schema inline instead of in a file; inline JSON that does not parse is
+    // named as such.
+    let text = std::fs::read_to_string(&schema).unwrap();
+    let out = thaw_ok(&[
+        "run",
+        &m,
+        "--json-schema",
+        &text,
+        "--temperature",
+        "0",
+        "-n",
+        "60",
+        "Invent a person.",
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"));
+    assert!(v["name"].is_string() && v["pets"].is_array(), "{v}");
+    let o = thaw(&["run", &m, "--json-schema", "{\"type\": ", "hi"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("inline JSON argument is not valid JSON"),
+        "{err}"
+    );
     // Sampled, and with a budget tight enough that the model must be wrapped up.
     for (seed, n) in [("1", "24"), ("2", "40"), ("3", "200")] {
         let schema = schema.to_str().unwrap();
