@@ -63,6 +63,10 @@ pub struct ModelConfig {
     pub swa_pattern: usize,
     /// `cap · tanh(logit / cap)` on the output logits when present.
     pub final_logit_softcap: Option<f32>,
+    /// IBM Granite's multipliers (1 elsewhere): the token embeddings are multiplied
+    /// by `embedding`, each block's output by `residual` before it is added to the
+    /// residual stream, and the logits by `1 / logit`.
+    pub scales: Scales,
     /// Every `n`-th layer (`(il + 1) % n == 0`) attends without RoPE (SmolLM3's NoPE
     /// layers: 4, fixed by the architecture as in llama.cpp; the GGUF has no key).
     pub no_rope_layer_step: Option<usize>,
@@ -77,6 +81,23 @@ pub struct ModelConfig {
 /// `beta_fast` correction dim keep their trained rotation, those above `beta_slow`'s
 /// are interpolated by `rope_freq_scale`, with a linear ramp between, and cos/sin
 /// scaled by `attn_factor · (1 + 0.1 ln(1 / freq_scale))`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scales {
+    pub embedding: f32,
+    pub residual: f32,
+    pub logit: f32,
+}
+
+impl Default for Scales {
+    fn default() -> Self {
+        Self {
+            embedding: 1.0,
+            residual: 1.0,
+            logit: 1.0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Yarn {
     /// The context the model was trained with before scaling.
@@ -103,7 +124,7 @@ impl ModelConfig {
     pub fn from_gguf(f: &GgufFile) -> Result<Self, ModelError> {
         let arch_name = f.get_str("general.architecture")?.to_string();
         let arch = match arch_name.as_str() {
-            "llama" | "mistral" | "smollm3" => Arch::Llama,
+            "llama" | "mistral" | "smollm3" | "granite" | "granitemoe" => Arch::Llama,
             "qwen2" | "qwen3" | "qwen3moe" => Arch::Qwen2,
             "gemma3" => Arch::Gemma3,
             other => return Err(ModelError::UnsupportedArch(other.to_string())),
@@ -163,17 +184,23 @@ impl ModelConfig {
             )));
         }
         let moe = match opt_usize("expert_count")?.filter(|&n| n > 0) {
-            None if arch_name == "qwen3moe" => {
-                return Err(ModelError::Config("qwen3moe without expert_count".into()));
+            None if matches!(arch_name.as_str(), "qwen3moe" | "granitemoe") => {
+                return Err(ModelError::Config(format!(
+                    "{arch_name} without expert_count"
+                )));
             }
             None => None,
             Some(n) => {
                 // Mixtral-style files say `llama`; other families' experts (shared
                 // experts, other routers) are not implemented.
-                if !matches!(arch_name.as_str(), "llama" | "mistral" | "qwen3moe") {
+                if !matches!(
+                    arch_name.as_str(),
+                    "llama" | "mistral" | "qwen3moe" | "granitemoe"
+                ) {
                     return Err(ModelError::Config(format!(
                         "{arch_name} with {n} experts (mixture of experts) is not supported; \
-                         thaw runs experts in llama/mistral (Mixtral) and qwen3moe files"
+                         thaw runs experts in llama/mistral (Mixtral), qwen3moe and \
+                         granitemoe files"
                     )));
                 }
                 let used = opt_usize("expert_used_count")?.unwrap_or(0);
@@ -269,6 +296,29 @@ impl ModelConfig {
             return Err(ModelError::Config("empty vocabulary".into()));
         }
 
+        // Granite's four multipliers are required, as llama.cpp requires them; its
+        // attention scale replaces 1/sqrt(head_dim).
+        let granite = matches!(arch_name.as_str(), "granite" | "granitemoe");
+        let (scales, granite_attn_scale) = if granite {
+            let need = |k: &str| -> Result<f32, ModelError> {
+                let v = opt_f32(k)?.ok_or_else(|| {
+                    ModelError::Config(format!("{arch_name} file without {}", key(k)))
+                })?;
+                if v.is_finite() && v != 0.0 {
+                    Ok(v)
+                } else {
+                    Err(ModelError::Config(format!("{} = {v}", key(k))))
+                }
+            };
+            let scales = Scales {
+                embedding: need("embedding_scale")?,
+                residual: need("residual_scale")?,
+                logit: need("logit_scale")?,
+            };
+            (scales, Some(need("attention.scale")?))
+        } else {
+            (Scales::default(), None)
+        };
         let (rope_style, sliding_window, swa_pattern, rope_base_local, attn_scale, softcap) =
             match arch {
                 Arch::Llama => (
@@ -276,7 +326,7 @@ impl ModelConfig {
                     None,
                     1,
                     rope_base,
-                    head_scale(head_dim),
+                    granite_attn_scale.unwrap_or_else(|| head_scale(head_dim)),
                     None,
                 ),
                 Arch::Qwen2 => (
@@ -330,6 +380,7 @@ impl ModelConfig {
             sliding_window,
             swa_pattern,
             final_logit_softcap: softcap,
+            scales,
             no_rope_layer_step,
         })
     }

@@ -5,8 +5,10 @@
 //! then `x' = h + Wdown·(silu(Wgate·m) * Wup·m)` with `m = rmsnorm(h)`.
 //! qwen2 adds biases to Q/K/V and uses NEOX RoPE (set in the config); qwen3 drops the
 //! biases and RMS-normalizes each head of Q and K before RoPE; smollm3 skips RoPE on
-//! every fourth layer. Mixtral (`llama` with `expert_count`) and qwen3moe replace the
-//! feed-forward network by a mixture of experts (`moe`).
+//! every fourth layer; granite multiplies the embeddings, each block's output before
+//! the residual add and the logits by constants from the file (and scales attention
+//! by its own constant). Mixtral (`llama` with `expert_count`), qwen3moe and
+//! granitemoe replace the feed-forward network by a mixture of experts (`moe`).
 
 use thaw_kernels::{ThreadPool, matmul, matmul_many};
 
@@ -117,6 +119,10 @@ impl Llama {
             self.token_embd
                 .row_into(tok as usize, &mut s.x[t * e..(t + 1) * e]);
         }
+        let sc = c.scales;
+        if sc.embedding != 1.0 {
+            s.x[..n * e].iter_mut().for_each(|v| *v *= sc.embedding);
+        }
 
         let mut n = n;
         for (il, w) in self.layers.iter().enumerate() {
@@ -161,6 +167,7 @@ impl Llama {
             }
 
             matmul(pool, &w.wo.matrix(), &s.att, n, &mut s.proj);
+            scale_residual(&mut s.proj[..n * e], sc.residual);
             ops::add_assign(&mut s.x, &s.proj);
             if last {
                 n = s.keep_rows(c, rows);
@@ -184,6 +191,7 @@ impl Llama {
                 Ffn::Experts(moe) => moe.forward(pool, &s.xb[..n * e], n, &mut s.moe, &mut s.proj),
             }
             tr("ffn_out", &s.proj[..n * e]);
+            scale_residual(&mut s.proj[..n * e], sc.residual);
             ops::add_assign(&mut s.x, &s.proj);
             tr("l_out", &s.x[..n * e]);
         }
@@ -193,5 +201,17 @@ impl Llama {
 
         // The last layer kept the logit rows, in order, at the front.
         crate::output_head(pool, c, s, &self.output_norm, &self.output, rows.len(), dst);
+        if sc.logit != 1.0 {
+            // As ggml_scale: a multiply by the reciprocal, not a division.
+            let inv = 1.0 / sc.logit;
+            dst.iter_mut().for_each(|v| *v *= inv);
+        }
+    }
+}
+
+/// A block's output times Granite's residual multiplier (nothing elsewhere).
+fn scale_residual(x: &mut [f32], scale: f32) {
+    if scale != 1.0 {
+        x.iter_mut().for_each(|v| *v *= scale);
     }
 }

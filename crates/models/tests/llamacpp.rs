@@ -238,7 +238,7 @@ fn gemma3_matches_llama_cpp() {
 
 /// Random small models of every family (f32 weights, so no quantized kernel is
 /// involved) against llama.cpp: last-token logits of 13 token ids. SmolLM3's NoPE
-/// layers, Qwen2's biases and NEOX RoPE, Gemma 3's sliding window and norms, and the
+/// layers, Granite's four multipliers, Qwen2's biases and NEOX RoPE, Gemma 3's sliding window and norms, and the
 /// experts' routing and weights (Mixtral, Qwen3-MoE) each move logits by 1e-1 or
 /// more when wrong; f32 summation order differences stay near 1e-5.
 #[test]
@@ -270,6 +270,8 @@ fn synthetic_families_match_llama_cpp() {
             ..common::Spec::qwen3()
         },
         common::Spec::smollm3(),
+        common::Spec::granite(),
+        common::Spec::granitemoe(),
         common::Spec::gemma3(),
         // Gemma 3 4B and larger: linear RoPE scaling on the global layers only.
         common::Spec {

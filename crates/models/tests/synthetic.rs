@@ -228,6 +228,14 @@ fn malformed_models_are_rejected_with_the_tensor_named() {
         matches!(err, ModelError::Config(ref m) if m.contains("expert_used_count 5")),
         "{err}"
     );
+    // A Granite file without one of its multipliers names the key (llama.cpp
+    // requires all four too).
+    let w = common::writer_except(&Spec::granite(), 7, &["logit_scale"]);
+    let err = Model::load(&common::file(&w)).unwrap_err();
+    assert!(
+        matches!(err, ModelError::Config(ref m) if m.contains("granite.logit_scale")),
+        "{err}"
+    );
     let mut w = common::writer(&Spec::gemma3(), 7);
     w.kv("gemma3.expert_count", 8u32);
     let err = Model::load(&common::file(&w)).unwrap_err();

@@ -123,6 +123,22 @@ impl Spec {
             ..Self::llama()
         }
     }
+    /// IBM Granite: llama with multipliers on the embeddings, the residual branches,
+    /// the attention scores and the logits ([`GRANITE_SCALES`]).
+    pub fn granite() -> Self {
+        Self {
+            arch: "granite",
+            tied: true,
+            ..Self::llama()
+        }
+    }
+    pub fn granitemoe() -> Self {
+        Self {
+            arch: "granitemoe",
+            experts: (5, 2),
+            ..Self::granite()
+        }
+    }
     /// Four layers, so the last is a NoPE layer (no RoPE on every fourth).
     pub fn smollm3() -> Self {
         Self {
@@ -147,13 +163,22 @@ impl Spec {
     }
 }
 
+/// Granite's multipliers in the test models: far enough from 1 (and from
+/// 1/sqrt(head_dim) for the attention) that leaving one out moves the logits.
+pub const GRANITE_SCALES: [(&str, f32); 4] = [
+    ("embedding_scale", 6.0),
+    ("residual_scale", 0.3),
+    ("attention.scale", 0.05),
+    ("logit_scale", 4.0),
+];
+
 /// The GGUF writer filled with random weights for `spec` (callers may add or break
 /// entries before writing).
 pub fn writer(spec: &Spec, seed: u64) -> GgufWriter {
     writer_except(spec, seed, &[])
 }
 
-/// Like [`writer`] but without the tensors named in `skip`.
+/// Like [`writer`] but without the tensors (or Granite multipliers) named in `skip`.
 pub fn writer_except(spec: &Spec, seed: u64, skip: &[&str]) -> GgufWriter {
     let s = spec;
     let mut rng = Rng::new(seed);
@@ -194,6 +219,11 @@ pub fn writer_except(spec: &Spec, seed: u64, skip: &[&str]) -> GgufWriter {
             .kv(format!("{a}.expert_used_count"), s.experts.1 as u32);
         if let Some(xf) = s.n_ff_expert {
             w.kv(format!("{a}.expert_feed_forward_length"), xf as u32);
+        }
+    }
+    if a.starts_with("granite") {
+        for (k, v) in GRANITE_SCALES.iter().filter(|(k, _)| !skip.contains(k)) {
+            w.kv(format!("{a}.{k}"), *v);
         }
     }
     if s.sliding_window > 0 {
