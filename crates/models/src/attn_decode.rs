@@ -125,6 +125,9 @@ pub(crate) fn attention_one_token(
                 .unwrap_or_else(|e| e.into_inner());
             row.extend_from_slice(&buf[g * len..(g + 1) * len]);
         }
+        if let Some(cap) = s.softcap {
+            crate::ops::softcap(&mut row, cap);
+        }
         attn::softmax_slots_f16(&mut row, lo);
     });
     let mut weights = std::mem::take(&mut b.weights);

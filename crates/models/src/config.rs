@@ -63,6 +63,8 @@ pub struct ModelConfig {
     pub swa_pattern: usize,
     /// `cap · tanh(logit / cap)` on the output logits when present.
     pub final_logit_softcap: Option<f32>,
+    /// The same on the attention scores before the softmax (Gemma 2).
+    pub attn_softcap: Option<f32>,
     /// IBM Granite's multipliers (1 elsewhere): the token embeddings are multiplied
     /// by `embedding`, each block's output by `residual` before it is added to the
     /// residual stream, and the logits by `1 / logit`.
@@ -126,7 +128,7 @@ impl ModelConfig {
         let arch = match arch_name.as_str() {
             "llama" | "mistral" | "smollm3" | "granite" | "granitemoe" => Arch::Llama,
             "qwen2" | "qwen3" | "qwen3moe" => Arch::Qwen2,
-            "gemma3" => Arch::Gemma3,
+            "gemma2" | "gemma3" => Arch::Gemma3,
             other => return Err(ModelError::UnsupportedArch(other.to_string())),
         };
         let key = |k: &str| format!("{arch_name}.{k}");
@@ -228,7 +230,7 @@ impl ModelConfig {
         }
         let default_eps = if arch == Arch::Gemma3 { 1e-6 } else { 1e-5 };
         let rms_eps = opt_f32("attention.layer_norm_rms_epsilon")?.unwrap_or(default_eps);
-        let default_base = if arch == Arch::Gemma3 {
+        let default_base = if arch_name == "gemma3" {
             1_000_000.0
         } else {
             10_000.0
@@ -337,6 +339,21 @@ impl ModelConfig {
                     head_scale(head_dim),
                     None,
                 ),
+                Arch::Gemma3 if arch_name == "gemma2" => {
+                    // llama.cpp: local and global layers alternate (window 4096 unless
+                    // the file says), one RoPE base for both, Q scaled by
+                    // 1/sqrt(head_dim) (n_embd/n_head for the 27B, 46 layers), and
+                    // soft-capped final logits (30 unless the file says).
+                    let window = opt_usize("attention.sliding_window")?.unwrap_or(4096);
+                    let scale = if n_layer == 46 {
+                        head_scale(n_embd / n_head)
+                    } else {
+                        head_scale(head_dim)
+                    };
+                    let softcap = Some(opt_f32("final_logit_softcapping")?.unwrap_or(30.0))
+                        .filter(|&c| c > 0.0);
+                    (RopeStyle::Neox, Some(window), 2, rope_base, scale, softcap)
+                }
                 Arch::Gemma3 => {
                     // llama.cpp: 5 sliding-window layers then one global, local base 10k,
                     // Q scaled by 1/sqrt(head_dim) (the 27B's n_embd/n_head variant
@@ -355,6 +372,12 @@ impl ModelConfig {
             return Err(ModelError::Config("attention.sliding_window is 0".into()));
         }
 
+        // Gemma 2 soft-caps the attention scores too (50 unless the file says).
+        let attn_softcap = if arch_name == "gemma2" {
+            Some(opt_f32("attn_logit_softcapping")?.unwrap_or(50.0)).filter(|&c| c > 0.0)
+        } else {
+            None
+        };
         let no_rope_layer_step = (arch_name == "smollm3").then_some(4);
         Ok(Self {
             arch,
@@ -380,6 +403,7 @@ impl ModelConfig {
             sliding_window,
             swa_pattern,
             final_logit_softcap: softcap,
+            attn_softcap,
             scales,
             no_rope_layer_step,
         })

@@ -2,9 +2,11 @@
 //! sub-layer), per-head RMSNorm of Q and K, a GeGLU feed-forward network,
 //! embeddings scaled by `sqrt(n_embd)`, and attention that alternates five
 //! sliding-window layers (RoPE base 10,000) with one global layer (RoPE base 1e6).
-//! The output projection is tied to the embedding.
+//! The output projection is tied to the embedding. Gemma 2 is the same without the
+//! Q/K norms, with local and global layers alternating one by one on one RoPE base,
+//! and soft-capped attention scores and logits (set in the config).
 //!
-//! Matches llama.cpp's `llm_build_gemma3<iswa>`; the norm weights in GGUF files
+//! Matches llama.cpp's `llm_build_gemma3<iswa>` and `llm_build_gemma2_iswa`; the norm weights in GGUF files
 //! already include Gemma's `+1` (the converter adds it), so they are used as-is.
 
 use thaw_kernels::{ThreadPool, matmul, matmul_many};
@@ -29,8 +31,8 @@ struct Layer {
     wq: Tensor,
     wk: Tensor,
     wv: Tensor,
-    q_norm: Vec<f32>,
-    k_norm: Vec<f32>,
+    /// Per-head Q/K norms (Gemma 3; Gemma 2 has none).
+    qk_norm: Option<(Vec<f32>, Vec<f32>)>,
     wo: Tensor,
     post_attn_norm: Vec<f32>,
     ffn_norm: Vec<f32>,
@@ -52,8 +54,13 @@ impl Gemma3 {
                 wq: l.matrix(&name("attn_q.weight"), q, e)?,
                 wk: l.matrix(&name("attn_k.weight"), kv, e)?,
                 wv: l.matrix(&name("attn_v.weight"), kv, e)?,
-                q_norm: l.vector(&name("attn_q_norm.weight"), hd)?,
-                k_norm: l.vector(&name("attn_k_norm.weight"), hd)?,
+                qk_norm: match c.arch_name.as_str() {
+                    "gemma2" => None,
+                    _ => Some((
+                        l.vector(&name("attn_q_norm.weight"), hd)?,
+                        l.vector(&name("attn_k_norm.weight"), hd)?,
+                    )),
+                },
                 wo: l.matrix(&name("attn_output.weight"), e, q)?,
                 post_attn_norm: l.vector(&name("post_attention_norm.weight"), e)?,
                 ffn_norm: l.vector(&name("ffn_norm.weight"), e)?,
@@ -116,10 +123,12 @@ impl Gemma3 {
             tr("Qcur", &s.q[..n * c.q_dim()]);
             tr("Kcur", &s.k[..n * c.kv_dim()]);
             tr("Vcur", &s.v[..n * c.kv_dim()]);
-            ops::rmsnorm_inplace(&mut s.q, &w.q_norm, c.rms_eps);
-            ops::rmsnorm_inplace(&mut s.k, &w.k_norm, c.rms_eps);
-            tr("Qcur_normed", &s.q[..n * c.q_dim()]);
-            tr("Kcur_normed", &s.k[..n * c.kv_dim()]);
+            if let Some((q_norm, k_norm)) = &w.qk_norm {
+                ops::rmsnorm_inplace(&mut s.q, q_norm, c.rms_eps);
+                ops::rmsnorm_inplace(&mut s.k, k_norm, c.rms_eps);
+                tr("Qcur_normed", &s.q[..n * c.q_dim()]);
+                tr("Kcur_normed", &s.k[..n * c.kv_dim()]);
+            }
             let attend = Attend {
                 layer: il,
                 freqs: inv_freq,

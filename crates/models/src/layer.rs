@@ -85,6 +85,7 @@ pub(crate) fn attend_sequences(
                 c.attn_scale
             },
             window: a.window,
+            softcap: c.attn_softcap,
         };
         let att = &mut s.att[rows.start * c.q_dim()..rows.end * c.q_dim()];
         ops::attention(pool, &shape, shared, kl, vl, q, &s.heads, att);

@@ -52,7 +52,7 @@ pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
     #[error(
-        "unsupported model architecture `{0}` (thaw runs llama, mistral, qwen2, qwen3, smollm3 and gemma3)"
+        "unsupported model architecture `{0}` (thaw runs llama, mistral, qwen2, qwen3, smollm3, granite, granitemoe, gemma2 and gemma3)"
     )]
     UnsupportedArch(String),
     #[error("model configuration: {0}")]

@@ -245,6 +245,8 @@ pub struct AttnShape {
     pub scale: f32,
     /// Attend only to the last `window` positions (the query's included).
     pub window: Option<usize>,
+    /// `cap · tanh(score / cap)` on the scaled scores before the softmax (Gemma 2).
+    pub softcap: Option<f32>,
 }
 
 /// Most query rows (query heads sharing a K/V head × tokens) per attention task:
@@ -396,6 +398,9 @@ pub fn attention(
         }
         for (row, r) in sc.scores.chunks_exact_mut(width).zip(&sc.rows) {
             let w = &mut row[r.clone()];
+            if let Some(cap) = s.softcap {
+                softcap(w, cap);
+            }
             // ggml rounds the probabilities to f16 before the weighted sum.
             thaw_kernels::attn::softmax_slots_f16(w, lo + r.start);
         }
@@ -501,6 +506,9 @@ pub fn attention_reference(
                 let kj = &keys[(lo + j) * hd..(lo + j + 1) * hd];
                 *score = ggml_f16_dot(&query, kj, order) * s.scale;
             }
+            if let Some(cap) = s.softcap {
+                softcap(sc, cap);
+            }
             thaw_kernels::attn::softmax_scalar_slots(sc, lo);
             // Output dim d sums w_j * v_j[d] over cache slots j in ggml's lane order:
             // slot j feeds lane j % 16 (batch) or j % 64 (one token); see F16Order.
@@ -564,8 +572,10 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// `cap · tanh(x / cap)` in place.
 pub fn softcap(x: &mut [f32], cap: f32) {
+    // As ggml: scaled by the reciprocal (not divided), tanhf, scaled back.
+    let inv = 1.0 / cap;
     for v in x.iter_mut() {
-        *v = cap * (*v / cap).tanh();
+        *v = (*v * inv).tanh() * cap;
     }
 }
 
@@ -678,6 +688,11 @@ mod tests {
                     "heads {n_head}/{n_head_kv} hd {hd} pos0 {pos0} n {n} window {window:?}"
                 );
                 matches_reference(&pool, &shape, None, (&k, &v), (&k, &v), &q, &what);
+                // Gemma 2's soft-capped scores.
+                let mut capped = test_shape((n_head, n_head_kv, hd), n_ctx, pos0, window);
+                capped.softcap = Some(0.7);
+                let what = format!("{what} softcap 0.7");
+                matches_reference(&pool, &capped, None, (&k, &v), (&k, &v), &q, &what);
             }
         }
     }
@@ -697,6 +712,7 @@ mod tests {
             pos0,
             scale: 1.0 / (head_dim as f32).sqrt(),
             window,
+            softcap: None,
         }
     }
 
@@ -824,6 +840,10 @@ mod tests {
                 );
                 let own = (&own_k[..], &own_v[..]);
                 matches_reference(&pool, &shape, shared, own, (&k, &v), &q, &what);
+                let mut capped = test_shape((n_head, n_head_kv, hd), n_ctx, pos0, window);
+                capped.softcap = Some(0.7);
+                let what = format!("{what} softcap 0.7");
+                matches_reference(&pool, &capped, shared, own, (&k, &v), &q, &what);
             }
         }
     }

@@ -272,6 +272,7 @@ fn synthetic_families_match_llama_cpp() {
         common::Spec::smollm3(),
         common::Spec::granite(),
         common::Spec::granitemoe(),
+        common::Spec::gemma2(),
         common::Spec::gemma3(),
         // Gemma 3 4B and larger: linear RoPE scaling on the global layers only.
         common::Spec {

@@ -139,6 +139,15 @@ impl Spec {
             ..Self::granite()
         }
     }
+    /// Gemma 2: Gemma 3's shape without Q/K norms, local and global layers
+    /// alternating, soft-capped scores and logits.
+    pub fn gemma2() -> Self {
+        Self {
+            arch: "gemma2",
+            n_layer: 4,
+            ..Self::gemma3()
+        }
+    }
     /// Four layers, so the last is a NoPE layer (no RoPE on every fourth).
     pub fn smollm3() -> Self {
         Self {
@@ -221,6 +230,12 @@ pub fn writer_except(spec: &Spec, seed: u64, skip: &[&str]) -> GgufWriter {
             w.kv(format!("{a}.expert_feed_forward_length"), xf as u32);
         }
     }
+    if a == "gemma2" {
+        // Caps small enough to bend these models' scores and logits (the real ones,
+        // 50 and 30, barely touch random weights' small values).
+        w.kv(format!("{a}.attn_logit_softcapping"), 0.5f32)
+            .kv(format!("{a}.final_logit_softcapping"), 1.5f32);
+    }
     if a.starts_with("granite") {
         for (k, v) in GRANITE_SCALES.iter().filter(|(k, _)| !skip.contains(k)) {
             w.kv(format!("{a}.{k}"), *v);
@@ -267,7 +282,7 @@ pub fn writer_except(spec: &Spec, seed: u64, skip: &[&str]) -> GgufWriter {
             norm(&mut w, b("attn_q_norm.weight"), hd);
             norm(&mut w, b("attn_k_norm.weight"), hd);
         }
-        if a == "gemma3" {
+        if a == "gemma3" || a == "gemma2" {
             norm(&mut w, b("post_attention_norm.weight"), e);
             norm(&mut w, b("post_ffw_norm.weight"), e);
         }
