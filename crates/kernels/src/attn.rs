@@ -263,27 +263,7 @@ pub fn f16_accumulate(
     order: F16Sum,
     acc: &mut [f32],
 ) {
-    let lanes = order.lanes();
-    check_accumulate(qw, vals, hd, lanes, acc);
-    #[cfg(target_arch = "x86_64")]
-    if avx512() && hd.is_multiple_of(16) {
-        let lanes = (lanes, 0..lanes);
-        // SAFETY: as in `f16_scores`; shapes were checked above.
-        unsafe {
-            crate::x86_64::attn_wsum::f16_accumulate_512(qw, vals, hd, first_slot, lanes, acc)
-        };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if simd() && hd.is_multiple_of(8) {
-        let lanes = (lanes, 0..lanes);
-        // SAFETY: as in `f16_scores`; shapes were checked above.
-        unsafe {
-            crate::x86_64::attn_wsum::f16_accumulate_256(qw, vals, hd, first_slot, lanes, acc)
-        };
-        return;
-    }
-    f16_accumulate_scalar(qw, vals, hd, first_slot, order, acc);
+    f16_accumulate_lanes(qw, vals, hd, first_slot, order, 0..order.lanes(), acc);
 }
 
 /// [`f16_accumulate`]'s shape checks.
@@ -328,54 +308,38 @@ pub fn f16_accumulate_lanes(
         keep.start.is_multiple_of(16) && keep.end.is_multiple_of(16) && keep.end <= lanes,
         "f16_accumulate_lanes: lanes {keep:?} of {lanes}"
     );
+    check_accumulate(qw, vals, hd, lanes, acc);
     #[cfg(target_arch = "x86_64")]
     if avx512() && hd.is_multiple_of(16) {
-        check_accumulate(qw, vals, hd, lanes, acc);
         // SAFETY: as in `f16_scores`; shapes were checked above.
-        let lanes = (lanes, keep);
         unsafe {
-            crate::x86_64::attn_wsum::f16_accumulate_512(qw, vals, hd, first_slot, lanes, acc)
+            crate::x86_64::attn_wsum::f16_accumulate_512(
+                qw,
+                vals,
+                hd,
+                first_slot,
+                (lanes, keep),
+                acc,
+            )
         };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if simd() && hd.is_multiple_of(8) {
-        check_accumulate(qw, vals, hd, lanes, acc);
         // SAFETY: as in `f16_scores`; shapes were checked above.
-        let lanes = (lanes, keep);
         unsafe {
-            crate::x86_64::attn_wsum::f16_accumulate_256(qw, vals, hd, first_slot, lanes, acc)
+            crate::x86_64::attn_wsum::f16_accumulate_256(
+                qw,
+                vals,
+                hd,
+                first_slot,
+                (lanes, keep),
+                acc,
+            )
         };
         return;
     }
-    // Elsewhere (the scalar set): the runs of rows that feed kept lanes, one call
-    // each.
-    let n = vals.len() / hd.max(1);
-    let mut rows = Vec::with_capacity(qw.rows.len());
-    let mut j = 0;
-    while j < n {
-        let slot = (first_slot + j) % lanes;
-        let (start, len) = if keep.contains(&slot) {
-            (j, keep.end - slot)
-        } else {
-            (j + (keep.start + lanes - slot) % lanes, keep.len())
-        };
-        let run = start.min(n)..(start + len).min(n);
-        j = run.end.max(j + 1);
-        if run.is_empty() {
-            continue;
-        }
-        let clip = |x: usize| x.clamp(run.start, run.end) - run.start;
-        rows.clear();
-        rows.extend(qw.rows.iter().map(|r| clip(r.start)..clip(r.end)));
-        let sub = QueryWeights {
-            w: &qw.w[run.start..],
-            stride: qw.stride,
-            rows: &rows,
-        };
-        let v = &vals[run.start * hd..run.end * hd];
-        f16_accumulate(&sub, v, hd, first_slot + run.start, order, acc);
-    }
+    f16_accumulate_lanes_scalar(qw, vals, hd, first_slot, order, keep, acc);
 }
 
 /// The scalar reference of [`f16_accumulate`].
